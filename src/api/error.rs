@@ -1,0 +1,177 @@
+//! The one error shape of the REST API: `{"error": {"code": "...", "message": "..."}}` with a
+//! fitting status. Every rejection of input is a 4xx from here; a 5xx only means the store or the
+//! subsystem itself is unavailable, and its details go to the log, not the client.
+
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::app::RegisterError;
+use crate::catalog::CatalogError;
+use crate::delivery::dispatcher::PublishError;
+use crate::model::SpecError;
+use crate::retry::RetryConfigError;
+use crate::store::StoreError;
+
+/// An API error response.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code, e.g. `unknown_event_type`.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status)
+            .json(json!({ "error": { "code": self.code, "message": self.message } }))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error while serving the API");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store is unavailable; try again",
+        )
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Unknown(_) => ApiError::bad_request("unknown_event_type", e.to_string()),
+            CatalogError::InvalidName(_) => {
+                ApiError::bad_request("invalid_event_type", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> Self {
+        let code = match &e {
+            SpecError::Url(_) => "invalid_url",
+            SpecError::PrivateTarget(_) => "private_target_not_allowed",
+            SpecError::Secret(_) => "invalid_secret",
+            SpecError::Events(inner) => return inner.clone().into(),
+            SpecError::Retry(_) => "invalid_retry_config",
+            SpecError::Header(_) => "invalid_header",
+            SpecError::Invalid(_) => "invalid_request",
+        };
+        ApiError::bad_request(code, e.to_string())
+    }
+}
+
+impl From<RetryConfigError> for ApiError {
+    fn from(e: RetryConfigError) -> Self {
+        ApiError::bad_request("invalid_retry_config", format!("invalid retryConfig: {e}"))
+    }
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(e: RegisterError) -> Self {
+        match e {
+            RegisterError::Invalid(s) => s.into(),
+            RegisterError::Store(s) => s.into(),
+            RegisterError::ShuttingDown => shutting_down(),
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::EventType(c) => c.into(),
+            PublishError::InvalidData(m) => ApiError::bad_request("invalid_data", m),
+            PublishError::PayloadTooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
+            PublishError::ShuttingDown => shutting_down(),
+            PublishError::Store(s) => s.into(),
+        }
+    }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the webhook subsystem is shutting down",
+    )
+}
+
+/// Maps body parse failures to clear 4xx errors (used as the `JsonConfig` error handler).
+pub fn json_error(err: JsonPayloadError) -> ApiError {
+    match &err {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {limit} bytes"),
+        ),
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "request body must be JSON (content-type: application/json)",
+        ),
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            ApiError::bad_request("invalid_request", format!("invalid request body: {e}"))
+        }
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
+        }
+        _ => ApiError::bad_request(
+            "invalid_request",
+            format!("could not read the request body: {err}"),
+        ),
+    }
+}
+
+/// Maps query-string failures to 400.
+pub fn query_error(err: QueryPayloadError) -> ApiError {
+    ApiError::bad_request("invalid_query", format!("invalid query string: {err}"))
+}

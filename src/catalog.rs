@@ -1,0 +1,238 @@
+//! The event catalog: which event types exist, and which of them each webhook subscribed to.
+//!
+//! Publishing an unknown type is refused rather than silently delivered to nobody, and a webhook
+//! cannot subscribe to a type that does not exist: both are typos that would otherwise lose events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// One known event type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventType {
+    /// Dotted name, e.g. `order.created`.
+    pub name: String,
+    /// What the event means, shown by `GET /v1/event-types`.
+    pub description: String,
+}
+
+/// The seed's five events.
+pub const DEFAULT_EVENT_TYPES: &[(&str, &str)] = &[
+    ("order.created", "A new order was placed."),
+    (
+        "order.updated",
+        "An order changed: status, items, or amounts.",
+    ),
+    ("order.deleted", "An order was cancelled or removed."),
+    (
+        "table.updated",
+        "A table changed status, seating or assignment.",
+    ),
+    (
+        "inventory.low",
+        "An inventory item fell below its reorder threshold.",
+    ),
+];
+
+/// Why an event type name or catalog entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// The type is well-formed but not in the catalog.
+    #[error("unknown event type `{0}`")]
+    Unknown(String),
+    /// The name does not look like `resource.action`.
+    #[error("invalid event type name `{0}`: use lowercase dotted segments like `order.created`")]
+    InvalidName(String),
+}
+
+/// Checks the shape of an event type name: 2+ dot-separated segments of `[a-z0-9_-]`, at most 128 bytes.
+pub fn validate_name(name: &str) -> Result<(), CatalogError> {
+    let ok_segment = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    };
+    let valid = name.len() <= 128 && name.contains('.') && name.split('.').all(ok_segment);
+    if valid {
+        Ok(())
+    } else {
+        Err(CatalogError::InvalidName(name.to_string()))
+    }
+}
+
+/// The known event types; cheap to share (interned names).
+#[derive(Debug, Clone)]
+pub struct EventCatalog {
+    types: Vec<EventType>,
+    index: HashMap<String, Arc<str>>,
+}
+
+impl Default for EventCatalog {
+    fn default() -> Self {
+        let mut c = Self {
+            types: Vec::new(),
+            index: HashMap::new(),
+        };
+        for (name, description) in DEFAULT_EVENT_TYPES {
+            c.insert(name, description);
+        }
+        c
+    }
+}
+
+impl EventCatalog {
+    /// The seed's catalog plus `extra` entries, each `name` or `name:description`
+    /// (the form of `WEBHOOKS_EVENT_TYPES`).
+    pub fn with_extra<S: AsRef<str>>(extra: &[S]) -> Result<Self, CatalogError> {
+        let mut c = Self::default();
+        for entry in extra {
+            let entry = entry.as_ref().trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let (name, description) = match entry.split_once(':') {
+                Some((n, d)) => (n.trim(), d.trim()),
+                None => (entry, ""),
+            };
+            validate_name(name)?;
+            c.insert(name, description);
+        }
+        Ok(c)
+    }
+
+    fn insert(&mut self, name: &str, description: &str) {
+        if self.index.contains_key(name) {
+            return;
+        }
+        self.index.insert(name.to_string(), Arc::from(name));
+        self.types.push(EventType {
+            name: name.to_string(),
+            description: description.to_string(),
+        });
+    }
+
+    /// All types, in catalog order.
+    pub fn types(&self) -> &[EventType] {
+        &self.types
+    }
+
+    /// The interned name of a known type, or why it is not one.
+    pub fn resolve(&self, name: &str) -> Result<Arc<str>, CatalogError> {
+        match self.index.get(name) {
+            Some(n) => Ok(n.clone()),
+            None => {
+                validate_name(name)?;
+                Err(CatalogError::Unknown(name.to_string()))
+            }
+        }
+    }
+
+    /// Validates a webhook's subscription list. `None`, an empty list and `["*"]` mean every type.
+    pub fn subscription(&self, events: Option<&[String]>) -> Result<Subscription, CatalogError> {
+        let Some(events) = events else {
+            return Ok(Subscription::All);
+        };
+        if events.is_empty() || events.iter().any(|e| e == "*") {
+            return Ok(Subscription::All);
+        }
+        let mut names = Vec::with_capacity(events.len());
+        for e in events {
+            let n = self.resolve(e)?;
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        Ok(Subscription::Only(names))
+    }
+}
+
+/// Which events a webhook receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    /// Every event type, including ones added to the catalog later.
+    All,
+    /// Exactly these types.
+    Only(Vec<Arc<str>>),
+}
+
+impl Subscription {
+    /// Whether an event of this type goes to the webhook.
+    pub fn matches(&self, event_type: &str) -> bool {
+        match self {
+            Subscription::All => true,
+            Subscription::Only(names) => names.iter().any(|n| &**n == event_type),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_catalog_is_the_seeds_five() {
+        let c = EventCatalog::default();
+        let names: Vec<_> = c.types().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "order.created",
+                "order.updated",
+                "order.deleted",
+                "table.updated",
+                "inventory.low"
+            ]
+        );
+        assert!(c.resolve("order.created").is_ok());
+        assert_eq!(
+            c.resolve("order.shipped"),
+            Err(CatalogError::Unknown("order.shipped".into()))
+        );
+        assert_eq!(
+            c.resolve("Order Created"),
+            Err(CatalogError::InvalidName("Order Created".into()))
+        );
+    }
+
+    #[test]
+    fn catalog_extends_from_config() {
+        let c = EventCatalog::with_extra(&[
+            "reservation.created: A table was booked",
+            "menu.updated",
+            " ",
+        ])
+        .unwrap();
+        assert_eq!(c.types().len(), 7);
+        assert_eq!(c.types()[5].description, "A table was booked");
+        assert!(c.resolve("menu.updated").is_ok());
+        assert!(EventCatalog::with_extra(&["nodot"]).is_err());
+        assert!(EventCatalog::with_extra(&["a..b"]).is_err());
+        // Re-adding a default keeps one entry.
+        assert_eq!(
+            EventCatalog::with_extra(&["order.created"])
+                .unwrap()
+                .types()
+                .len(),
+            5
+        );
+    }
+
+    #[test]
+    fn subscriptions_default_to_all_and_reject_unknown_types() {
+        let c = EventCatalog::default();
+        assert_eq!(c.subscription(None).unwrap(), Subscription::All);
+        assert_eq!(c.subscription(Some(&[])).unwrap(), Subscription::All);
+        assert_eq!(
+            c.subscription(Some(&["*".into()])).unwrap(),
+            Subscription::All
+        );
+        let s = c
+            .subscription(Some(&["order.created".into(), "order.created".into()]))
+            .unwrap();
+        assert!(s.matches("order.created"));
+        assert!(!s.matches("order.updated"));
+        assert_eq!(s, Subscription::Only(vec![Arc::from("order.created")]));
+        assert!(c.subscription(Some(&["order.shiped".into()])).is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! Runtime settings with documented defaults, and the seed's `WEBHOOK_URLS` environment registry.
+//!
+//! The library takes a [`Settings`] value (tests shrink its delays to milliseconds); the binary
+//! fills it from flags and `WEBHOOKS_*` environment variables (see `main.rs`).
+
+use std::time::Duration;
+
+use crate::model::WebhookSpec;
+use crate::retry::{Jitter, RetryConfig};
+
+/// Everything the subsystem needs to run; `Settings::default()` is the documented default.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `sqlite://path` (default `sqlite://webhooks.db`).
+    pub database_url: String,
+    /// Bearer token for `/v1`; `None` leaves the admin API open (loopback only, enforced by `serve`).
+    pub admin_token: Option<String>,
+    /// Allow targets on loopback/private networks (development and tests).
+    pub allow_private_targets: bool,
+    /// Extra event types, `name` or `name:description`, added to the seed's five.
+    pub event_types: Vec<String>,
+    /// Largest accepted `POST /v1/events` body, bytes.
+    pub max_payload_bytes: usize,
+    /// Attempts, timeouts and windows.
+    pub delivery: DeliverySettings,
+    /// When a failing endpoint is paused and when it is disabled.
+    pub breaker: BreakerSettings,
+    /// Label every delivery metric with the webhook id (switch off for large fleets).
+    pub metrics_webhook_label: bool,
+    /// SQLite: fsync each commit (`FULL`); `false` = `NORMAL` (safe against crashes, not power loss).
+    pub sqlite_full_sync: bool,
+    /// Arbiters (threads) the endpoint actors are spread over; default one per core.
+    pub arbiters: usize,
+    /// How long shutdown waits for in-flight attempts before handing them back to the store.
+    pub shutdown_grace: Duration,
+    /// Webhooks registered at start (from the seed's `WEBHOOK_URLS`), as `(id, spec)`.
+    pub seed_webhooks: Vec<(String, WebhookSpec)>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://webhooks.db".into(),
+            admin_token: None,
+            allow_private_targets: false,
+            event_types: Vec::new(),
+            max_payload_bytes: 256 * 1024,
+            delivery: DeliverySettings::default(),
+            breaker: BreakerSettings::default(),
+            metrics_webhook_label: true,
+            sqlite_full_sync: true,
+            arbiters: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            shutdown_grace: Duration::from_secs(10),
+            seed_webhooks: Vec::new(),
+        }
+    }
+}
+
+/// How attempts are made.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// Whole-attempt timeout (DESIGN: 15 s).
+    pub request_timeout: Duration,
+    /// TCP/TLS connect timeout (DESIGN: 5 s).
+    pub connect_timeout: Duration,
+    /// Default concurrent attempts per endpoint (DESIGN: 16); a webhook's `maxInFlight` overrides it.
+    pub max_in_flight: u32,
+    /// Pending deliveries an endpoint actor holds in memory; the rest wait in the store.
+    pub window: usize,
+    /// Upper bound on an honoured `Retry-After` (DESIGN: 1 hour).
+    pub retry_after_cap: Duration,
+    /// Response body bytes kept in the attempt log (DESIGN: first KiB).
+    pub response_body_limit: usize,
+    /// `User-Agent` of every attempt.
+    pub user_agent: String,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            max_in_flight: 16,
+            window: 1024,
+            retry_after_cap: Duration::from_secs(3600),
+            response_body_limit: 1024,
+            user_agent: "Servio-Webhook/1.0".into(),
+        }
+    }
+}
+
+/// The per-endpoint circuit breaker.
+#[derive(Debug, Clone)]
+pub struct BreakerSettings {
+    /// Consecutive failed attempts that pause an endpoint (DESIGN: 5).
+    pub failure_threshold: u32,
+    /// First wait before a paused endpoint gets a probe; doubles per failed probe.
+    pub cooldown: Duration,
+    /// Longest wait between probes.
+    pub max_cooldown: Duration,
+    /// An endpoint failing without a success for this long is disabled (Svix: 5 days).
+    pub disable_after: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            cooldown: Duration::from_secs(5),
+            max_cooldown: Duration::from_secs(300),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+        }
+    }
+}
+
+/// A malformed setting.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name}: {message}")]
+pub struct ConfigError {
+    /// The variable or flag.
+    pub name: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+fn config_error(name: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        name: name.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Reads the seed's environment registry: `WEBHOOK_URLS` (comma separated, trimmed, empties
+/// skipped) registers `webhook-{i}` (0-based, in list order) with `WEBHOOK_{i}_SECRET`,
+/// `_MAX_RETRIES`, `_INITIAL_DELAY`, `_MAX_DELAY`, `_BACKOFF_MULTIPLIER` and `_JITTER`.
+pub fn seed_webhooks_from_env(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, WebhookSpec)>, ConfigError> {
+    let Some(urls) = var("WEBHOOK_URLS") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (i, url) in urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .enumerate()
+    {
+        let key = |suffix: &str| format!("WEBHOOK_{i}_{suffix}");
+        let mut retry = RetryConfig::default();
+        if let Some(v) = var(&key("MAX_RETRIES")) {
+            retry.max_retries = v.trim().parse().map_err(|_| {
+                config_error(&key("MAX_RETRIES"), "expected a non-negative integer")
+            })?;
+        }
+        if let Some(v) = var(&key("INITIAL_DELAY")) {
+            retry.initial_delay = v
+                .trim()
+                .parse()
+                .map_err(|_| config_error(&key("INITIAL_DELAY"), "expected milliseconds"))?;
+        }
+        if let Some(v) = var(&key("MAX_DELAY")) {
+            retry.max_delay = v
+                .trim()
+                .parse()
+                .map_err(|_| config_error(&key("MAX_DELAY"), "expected milliseconds"))?;
+        }
+        if let Some(v) = var(&key("BACKOFF_MULTIPLIER")) {
+            retry.backoff_multiplier = v
+                .trim()
+                .parse()
+                .map_err(|_| config_error(&key("BACKOFF_MULTIPLIER"), "expected a number"))?;
+        }
+        if let Some(v) = var(&key("JITTER")) {
+            retry.jitter = v
+                .parse::<Jitter>()
+                .map_err(|e| config_error(&key("JITTER"), e))?;
+        }
+        retry
+            .validate()
+            .map_err(|e| config_error(&format!("WEBHOOK_{i}_*"), e.to_string()))?;
+        let spec = WebhookSpec {
+            url: url.to_string(),
+            secret: var(&key("SECRET")).filter(|s| !s.is_empty()),
+            retry_config: Some(retry),
+            description: Some("registered from WEBHOOK_URLS".into()),
+            ..WebhookSpec::default()
+        };
+        out.push((format!("webhook-{i}"), spec));
+    }
+    Ok(out)
+}
+
+/// Parses a boolean setting the way operators write them.
+pub fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(config_error(
+            name,
+            format!("expected true or false, got `{value}`"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn no_urls_no_seed_webhooks() {
+        assert!(seed_webhooks_from_env(env(&[])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn seed_registry_reads_urls_and_per_index_settings() {
+        let seeds = seed_webhooks_from_env(env(&[
+            (
+                "WEBHOOK_URLS",
+                " https://a.example/hook , ,https://b.example/x ",
+            ),
+            ("WEBHOOK_0_SECRET", "s3cret"),
+            ("WEBHOOK_0_MAX_RETRIES", "3"),
+            ("WEBHOOK_0_INITIAL_DELAY", "500"),
+            ("WEBHOOK_0_MAX_DELAY", "8000"),
+            ("WEBHOOK_0_BACKOFF_MULTIPLIER", "3"),
+            ("WEBHOOK_0_JITTER", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(seeds.len(), 2);
+        let (id0, s0) = &seeds[0];
+        assert_eq!(id0, "webhook-0");
+        assert_eq!(s0.url, "https://a.example/hook");
+        assert_eq!(s0.secret.as_deref(), Some("s3cret"));
+        let r = s0.retry_config.unwrap();
+        assert_eq!(
+            (
+                r.max_retries,
+                r.initial_delay,
+                r.max_delay,
+                r.backoff_multiplier,
+                r.jitter
+            ),
+            (3, 500, 8000, 3.0, Jitter::None)
+        );
+        let (id1, s1) = &seeds[1];
+        assert_eq!(id1, "webhook-1");
+        assert_eq!(s1.url, "https://b.example/x");
+        assert_eq!(s1.secret, None);
+        assert_eq!(s1.retry_config, Some(RetryConfig::default()));
+    }
+
+    #[test]
+    fn bad_seed_values_name_the_variable() {
+        let err = seed_webhooks_from_env(env(&[
+            ("WEBHOOK_URLS", "https://a"),
+            ("WEBHOOK_0_MAX_RETRIES", "many"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.name, "WEBHOOK_0_MAX_RETRIES");
+        let err = seed_webhooks_from_env(env(&[
+            ("WEBHOOK_URLS", "https://a"),
+            ("WEBHOOK_0_JITTER", "maybe"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.name, "WEBHOOK_0_JITTER");
+        let err = seed_webhooks_from_env(env(&[
+            ("WEBHOOK_URLS", "https://a"),
+            ("WEBHOOK_0_INITIAL_DELAY", "9000"),
+            ("WEBHOOK_0_MAX_DELAY", "10"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.name, "WEBHOOK_0_*");
+    }
+
+    #[test]
+    fn booleans_parse_leniently_but_not_blindly() {
+        assert!(parse_bool("X", "TRUE").unwrap());
+        assert!(!parse_bool("X", "0").unwrap());
+        assert!(parse_bool("X", "maybe").is_err());
+    }
+}

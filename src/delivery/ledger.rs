@@ -1,0 +1,274 @@
+//! `LedgerActor`: every write of the delivery path, grouped into few transactions.
+//!
+//! Group commit: while one batch is being committed, new operations accumulate; when the commit
+//! returns, everything that arrived meanwhile goes out as the next batch. Under load a batch holds
+//! hundreds of operations for one fsync; when idle, a lone operation is committed at once.
+//! The flush starts from a self-notification, which actix delivers only after the mailbox has been
+//! drained, so even the first batch takes every message that is already queued.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use metrics::{counter, histogram};
+use tokio::sync::oneshot;
+
+use super::dispatcher::{Committed, PublishTicket};
+use crate::metrics::{WebhookLabel, names};
+use crate::store::{
+    AttemptUpdate, BatchOutcome, DisableWebhook, NewEvent, Store, StoreResult, WriteBatch,
+};
+
+/// Persist an event and its deliveries; the dispatcher hears back through [`Committed`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PersistEvent {
+    pub(crate) event: NewEvent,
+    pub(crate) ticket: PublishTicket,
+}
+
+/// Record one attempt's outcome.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AttemptDone(pub(crate) AttemptUpdate);
+
+/// Fail pending deliveries without an attempt, as `(delivery id, reason)`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct FailDeliveries(pub(crate) Vec<(String, String)>);
+
+/// Disable a webhook and fail its pending deliveries.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DisableEndpoint {
+    pub(crate) op: DisableWebhook,
+    pub(crate) label: WebhookLabel,
+}
+
+/// Answered once everything sent to the ledger before it is committed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Barrier(pub(crate) oneshot::Sender<()>);
+
+/// Tells the ledger where commit notifications go (the dispatcher starts after the ledger).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetDispatcher(pub(crate) Recipient<Committed>);
+
+/// Shutdown, after the last barrier: stop the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Stop;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StartFlush;
+
+/// The group-commit writer.
+pub(crate) struct LedgerActor {
+    store: Arc<dyn Store>,
+    dispatcher: Option<Recipient<Committed>>,
+    buf: WriteBatch,
+    tickets: Vec<PublishTicket>,
+    labels: Vec<WebhookLabel>,
+    barriers: Vec<oneshot::Sender<()>>,
+    flushing: bool,
+    flush_scheduled: bool,
+    retry_delay: Duration,
+}
+
+impl LedgerActor {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            dispatcher: None,
+            buf: WriteBatch::default(),
+            tickets: Vec::new(),
+            labels: Vec::new(),
+            barriers: Vec::new(),
+            flushing: false,
+            flush_scheduled: false,
+            retry_delay: Duration::from_millis(50),
+        }
+    }
+
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if !self.flushing && !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.notify(StartFlush);
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        if self.flushing {
+            return;
+        }
+        if self.buf.is_empty() {
+            for b in self.barriers.drain(..) {
+                let _ = b.send(());
+            }
+            return;
+        }
+        self.flushing = true;
+        let batch = Arc::new(std::mem::take(&mut self.buf));
+        let tickets = std::mem::take(&mut self.tickets);
+        let labels = std::mem::take(&mut self.labels);
+        let barriers = std::mem::take(&mut self.barriers);
+        let store = self.store.clone();
+        let size = batch.len();
+        let started = Instant::now();
+        let fut = {
+            let batch = batch.clone();
+            async move { store.apply(batch).await }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.flushing = false;
+            histogram!(names::LEDGER_BATCH_SIZE).record(size as f64);
+            histogram!(names::LEDGER_COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+            act.committed(batch, tickets, labels, barriers, res, ctx);
+        }));
+    }
+
+    fn committed(
+        &mut self,
+        batch: Arc<WriteBatch>,
+        tickets: Vec<PublishTicket>,
+        labels: Vec<WebhookLabel>,
+        barriers: Vec<oneshot::Sender<()>>,
+        res: StoreResult<BatchOutcome>,
+        ctx: &mut Context<Self>,
+    ) {
+        match res {
+            Ok(outcome) => {
+                self.retry_delay = Duration::from_millis(50);
+                for ((_, n), label) in outcome.disabled.iter().zip(&labels) {
+                    label.deliveries_failed(*n);
+                    label.pending().decrement(*n as f64);
+                }
+                if !tickets.is_empty() {
+                    self.notify_dispatcher(Committed {
+                        batch,
+                        tickets,
+                        result: Ok(outcome.events),
+                    });
+                }
+                for b in barriers {
+                    let _ = b.send(());
+                }
+                self.kick(ctx);
+            }
+            Err(e) => {
+                counter!(names::LEDGER_COMMIT_ERRORS).increment(1);
+                tracing::error!(error = %e, "ledger commit failed; publishes in it are refused, the rest is retried");
+                if !tickets.is_empty() {
+                    self.notify_dispatcher(Committed {
+                        batch: batch.clone(),
+                        tickets,
+                        result: Err(e),
+                    });
+                }
+                // Everything but the refused publishes goes back in front of what arrived since.
+                let failed = Arc::try_unwrap(batch).unwrap_or_else(|shared| WriteBatch {
+                    events: Vec::new(),
+                    attempts: shared.attempts.clone(),
+                    failures: shared.failures.clone(),
+                    disables: shared.disables.clone(),
+                });
+                let newer = std::mem::take(&mut self.buf);
+                self.buf = WriteBatch {
+                    events: newer.events,
+                    attempts: failed.attempts.into_iter().chain(newer.attempts).collect(),
+                    failures: failed.failures.into_iter().chain(newer.failures).collect(),
+                    disables: failed.disables.into_iter().chain(newer.disables).collect(),
+                };
+                self.labels = labels
+                    .into_iter()
+                    .chain(std::mem::take(&mut self.labels))
+                    .collect();
+                self.barriers = barriers
+                    .into_iter()
+                    .chain(std::mem::take(&mut self.barriers))
+                    .collect();
+                let delay = self.retry_delay;
+                self.retry_delay = (self.retry_delay * 2).min(Duration::from_secs(5));
+                self.flush_scheduled = true;
+                ctx.run_later(delay, |act, ctx| act.flush(ctx));
+            }
+        }
+    }
+
+    fn notify_dispatcher(&self, msg: Committed) {
+        match &self.dispatcher {
+            Some(d) => d.do_send(msg),
+            None => tracing::error!("ledger committed events but no dispatcher is attached"),
+        }
+    }
+}
+
+impl Actor for LedgerActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<PersistEvent> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, msg: PersistEvent, ctx: &mut Context<Self>) {
+        self.buf.events.push(msg.event);
+        self.tickets.push(msg.ticket);
+        self.kick(ctx);
+    }
+}
+
+impl Handler<AttemptDone> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, msg: AttemptDone, ctx: &mut Context<Self>) {
+        self.buf.attempts.push(msg.0);
+        self.kick(ctx);
+    }
+}
+
+impl Handler<FailDeliveries> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, msg: FailDeliveries, ctx: &mut Context<Self>) {
+        self.buf.failures.extend(msg.0);
+        self.kick(ctx);
+    }
+}
+
+impl Handler<DisableEndpoint> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, msg: DisableEndpoint, ctx: &mut Context<Self>) {
+        self.buf.disables.push(msg.op);
+        self.labels.push(msg.label);
+        self.kick(ctx);
+    }
+}
+
+impl Handler<Barrier> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Barrier, ctx: &mut Context<Self>) {
+        self.barriers.push(msg.0);
+        self.kick(ctx);
+    }
+}
+
+impl Handler<SetDispatcher> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetDispatcher, _: &mut Context<Self>) {
+        self.dispatcher = Some(msg.0);
+    }
+}
+
+impl Handler<StartFlush> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, _: StartFlush, ctx: &mut Context<Self>) {
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Stop> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

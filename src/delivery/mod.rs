@@ -1,0 +1,106 @@
+//! The actor topology that moves events from `publish` to every subscribed endpoint.
+//!
+//! ```text
+//! publish ──► DispatcherActor ──PersistEvent──► LedgerActor ──group commit──► Store
+//!                  ▲                                │
+//!                  └──────────── Committed ◄────────┘
+//!                  │ Deliver (one batch per endpoint)
+//!                  ▼
+//!   EndpointActor × N (supervised, spread over arbiters)
+//!     window of pending deliveries → signed attempts (≤ maxInFlight) → classify → retry timer
+//!     └── AttemptDone ──► LedgerActor
+//! ```
+//!
+//! - [`dispatcher`]: the registry (webhook id → endpoint actor) and fan-out. It never waits on an
+//!   endpoint: once the ledger has committed, fan-out is one message per endpoint.
+//! - [`endpoint`]: the only code that talks to one endpoint; owns its in-flight limit, retry timer,
+//!   breaker, and a bounded window of its pending deliveries (the rest wait in the store).
+//! - [`ledger`]: batches every write of the delivery path into group commits.
+//! - [`client`]: one HTTP attempt, reduced to an [`crate::retry::AttemptOutcome`].
+//! - [`breaker`]: the pure pause/probe state machine.
+//! - [`health`]: endpoint state shared lock-free with the REST API.
+
+pub mod breaker;
+pub mod client;
+pub mod dispatcher;
+pub mod endpoint;
+pub mod health;
+pub mod ledger;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use bytes::Bytes;
+use reqwest::header::HeaderValue;
+
+use crate::config::Settings;
+use crate::store::Store;
+
+/// What every actor shares: settings, the store and the ledger.
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) ledger: Addr<ledger::LedgerActor>,
+}
+
+/// One published event as the endpoint actors hold it, shared by all its deliveries.
+/// Header values are built once here rather than once per attempt.
+#[derive(Debug)]
+pub(crate) struct Envelope {
+    pub(crate) id: Box<str>,
+    pub(crate) body: Bytes,
+    pub(crate) created_at_ms: i64,
+    pub(crate) h_id: HeaderValue,
+    pub(crate) h_event: HeaderValue,
+    pub(crate) h_timestamp: HeaderValue,
+}
+
+impl Envelope {
+    pub(crate) fn new(
+        id: &str,
+        event_type: &str,
+        timestamp: &str,
+        body: Bytes,
+        created_at_ms: i64,
+    ) -> Self {
+        let hv =
+            |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+        Self {
+            id: id.into(),
+            body,
+            created_at_ms,
+            h_id: hv(id),
+            h_event: hv(event_type),
+            h_timestamp: hv(timestamp),
+        }
+    }
+}
+
+/// A pending delivery in an endpoint actor's window.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) id: Box<str>,
+    pub(crate) envelope: Arc<Envelope>,
+    /// Attempts already made.
+    pub(crate) attempts: u32,
+    /// When the next attempt is due, Unix ms.
+    pub(crate) due_ms: i64,
+}
+
+impl From<crate::store::PendingDelivery> for Pending {
+    fn from(p: crate::store::PendingDelivery) -> Self {
+        let env = Envelope::new(
+            &p.event_id,
+            &p.event_type,
+            &p.timestamp,
+            p.payload,
+            p.created_at_ms,
+        );
+        Self {
+            id: p.id.into(),
+            envelope: Arc::new(env),
+            attempts: p.attempts,
+            due_ms: p.next_attempt_at_ms,
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `servio-webhooks serve`: the standalone server. Flags mirror the `WEBHOOKS_*` environment
+//! variables; the seed's `WEBHOOK_URLS` registry is read from the environment at start.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use anyhow::{Context as _, bail};
+use clap::builder::BoolishValueParser;
+use clap::{Parser, Subcommand};
+use servio_webhooks::Webhooks;
+use servio_webhooks::config::{Settings, seed_webhooks_from_env};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "servio-webhooks",
+    version,
+    about = "Durable, signed, retried outgoing webhooks for Servio"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the webhook server (admin REST API, /metrics, /healthz, delivery).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WEBHOOKS_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// `sqlite://path` (created if missing).
+    #[arg(
+        long,
+        env = "WEBHOOKS_DATABASE_URL",
+        default_value = "sqlite://webhooks.db"
+    )]
+    database_url: String,
+    /// Bearer token for /v1; required when binding beyond loopback.
+    #[arg(long, env = "WEBHOOKS_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Allow deliveries to loopback and private addresses (development, tests).
+    #[arg(long, env = "WEBHOOKS_ALLOW_PRIVATE_TARGETS", value_parser = BoolishValueParser::new(),
+          default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    allow_private_targets: bool,
+    /// Extra event types, comma separated, each `name` or `name:description`.
+    #[arg(long, env = "WEBHOOKS_EVENT_TYPES", value_delimiter = ',')]
+    event_types: Vec<String>,
+    /// User-Agent of every delivery attempt.
+    #[arg(
+        long,
+        env = "WEBHOOKS_USER_AGENT",
+        default_value = "Servio-Webhook/1.0"
+    )]
+    user_agent: String,
+    /// Default concurrent attempts per endpoint (a webhook's maxInFlight overrides it).
+    #[arg(long, env = "WEBHOOKS_MAX_IN_FLIGHT", default_value_t = 16)]
+    max_in_flight: u32,
+    /// Whole-attempt timeout, ms.
+    #[arg(long, env = "WEBHOOKS_REQUEST_TIMEOUT_MS", default_value_t = 15_000)]
+    request_timeout_ms: u64,
+    /// Connect timeout, ms.
+    #[arg(long, env = "WEBHOOKS_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
+    connect_timeout_ms: u64,
+    /// Consecutive failed attempts that pause an endpoint.
+    #[arg(long, env = "WEBHOOKS_BREAKER_THRESHOLD", default_value_t = 5)]
+    breaker_threshold: u32,
+    /// Disable an endpoint failing without success for this many seconds (default 5 days).
+    #[arg(long, env = "WEBHOOKS_DISABLE_AFTER_SECS", default_value_t = 5 * 24 * 3600)]
+    disable_after_secs: u64,
+    /// Largest accepted event payload, bytes.
+    #[arg(long, env = "WEBHOOKS_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    max_payload_bytes: usize,
+    /// Label delivery metrics with the webhook id (switch off for large fleets).
+    #[arg(long, env = "WEBHOOKS_METRICS_WEBHOOK_LABEL", value_parser = BoolishValueParser::new(),
+          default_value = "true", num_args = 0..=1, default_missing_value = "true")]
+    metrics_webhook_label: bool,
+    /// SQLite durability: `full` (fsync per commit, survives power loss) or `normal` (survives crashes).
+    #[arg(long, env = "WEBHOOKS_SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
+    sqlite_synchronous: String,
+    /// HTTP worker threads for the API (default: one per core).
+    #[arg(long, env = "WEBHOOKS_HTTP_WORKERS")]
+    http_workers: Option<usize>,
+    /// Seconds shutdown waits for in-flight attempts.
+    #[arg(long, env = "WEBHOOKS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `servio_webhooks=debug`.
+    #[arg(long, env = "WEBHOOKS_LOG", default_value = "info")]
+    log: String,
+}
+
+impl ServeArgs {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let mut s = Settings {
+            database_url: self.database_url.clone(),
+            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            allow_private_targets: self.allow_private_targets,
+            event_types: self.event_types.clone(),
+            max_payload_bytes: self.max_payload_bytes,
+            metrics_webhook_label: self.metrics_webhook_label,
+            sqlite_full_sync: self.sqlite_synchronous == "full",
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            seed_webhooks: seed_webhooks_from_env(|k| std::env::var(k).ok())?,
+            ..Settings::default()
+        };
+        s.delivery.user_agent = self.user_agent.clone();
+        s.delivery.max_in_flight = self.max_in_flight.max(1);
+        s.delivery.request_timeout = Duration::from_millis(self.request_timeout_ms.max(1));
+        s.delivery.connect_timeout = Duration::from_millis(self.connect_timeout_ms.max(1));
+        s.breaker.failure_threshold = self.breaker_threshold.max(1);
+        s.breaker.disable_after = Duration::from_secs(self.disable_after_secs);
+        Ok(s)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let Command::Serve(args) = Cli::parse().command;
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log).context("invalid WEBHOOKS_LOG filter")?)
+        .init();
+    let settings = args.settings()?;
+    let addrs: Vec<SocketAddr> = args
+        .bind
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve bind address `{}`", args.bind))?
+        .collect();
+    if settings.admin_token.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
+        bail!(
+            "WEBHOOKS_ADMIN_TOKEN is required when binding beyond loopback ({})",
+            args.bind
+        );
+    }
+    let workers = args
+        .http_workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    actix_web::rt::System::new().block_on(async move {
+        let webhooks = Webhooks::start(settings)
+            .await
+            .context("could not start the webhook subsystem")?;
+        let routes = webhooks.configure();
+        let server = HttpServer::new(move || {
+            App::new()
+                .configure(routes.clone())
+                .default_service(web::to(servio_webhooks::api::not_found))
+        })
+        .workers(workers)
+        .shutdown_timeout(5)
+        .bind(&addrs[..])
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+        for a in server.addrs() {
+            tracing::info!(address = %a, "listening");
+        }
+        // actix-web stops gracefully on SIGINT/SIGTERM; then the subsystem drains and closes.
+        server.run().await.context("HTTP server failed")?;
+        tracing::info!("shutting down: draining in-flight attempts");
+        webhooks.shutdown().await;
+        Ok(())
+    })
+}

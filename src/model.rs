@@ -1,0 +1,506 @@
+//! Domain values shared by the store, the actors and the REST layer: ids, clocks, webhook
+//! registrations and their validation, delivery statuses.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{CatalogError, EventCatalog, Subscription};
+use crate::retry::{RetryConfig, RetryConfigError};
+use crate::signing::{SecretError, SigningKey, generate_secret};
+
+/// Milliseconds since the Unix epoch: the store's clock unit.
+pub fn now_ms() -> i64 {
+    to_ms(SystemTime::now())
+}
+
+/// A `SystemTime` in Unix milliseconds.
+pub fn to_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds as RFC 3339 with millisecond precision, the format of every API timestamp.
+pub fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A fresh event id: `evt_` + a time-ordered UUIDv7 in hex, so ids sort by creation.
+pub fn new_event_id() -> String {
+    format!("evt_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A fresh webhook id for `POST /v1/webhooks`.
+pub fn new_webhook_id() -> String {
+    format!("wh_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The id of the `seq`-th delivery of an event: the event's hex plus 8 hex digits.
+///
+/// Deriving it keeps ids time-ordered (the endpoint actors page backlog by id) and puts all
+/// deliveries of an event in one key range, so no extra index on `event_id` is needed.
+pub fn delivery_id(event_id: &str, seq: u32) -> String {
+    let hex = event_id.strip_prefix("evt_").unwrap_or(event_id);
+    format!("dlv_{hex}{seq:08x}")
+}
+
+/// The key range `[lo, hi)` holding every delivery of an event (see [`delivery_id`]).
+pub fn delivery_id_range(event_id: &str) -> (String, String) {
+    let hex = event_id.strip_prefix("evt_").unwrap_or(event_id);
+    (format!("dlv_{hex}"), format!("dlv_{hex}g"))
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Not yet delivered; an attempt is due now or later.
+    Pending,
+    /// A 2xx was received.
+    Success,
+    /// Given up: attempts exhausted, a non-retryable answer, or the endpoint disabled or deleted.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The stored and serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Success => "success",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses a status filter; `succeeded` and `delivered` are accepted for `success`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "success" | "succeeded" | "delivered" => Some(Self::Success),
+            "failed" | "failure" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A webhook registration as submitted: the body of `POST /v1/webhooks` and `PUT /v1/webhooks/{id}`,
+/// and what the seed's `WEBHOOK_URLS` environment registry produces.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Target URL, `http` or `https`.
+    pub url: String,
+    /// `whsec_…` or a plain string; generated when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Subscribed event types; absent, empty or `["*"]` means all.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// Extra headers sent with every attempt; they may not override the signed ones.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Retry schedule; absent fields take the seed's defaults.
+    #[serde(default)]
+    pub retry_config: Option<RetryConfig>,
+    /// Free text for admins.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Concurrent attempts to this endpoint (default from settings, 16).
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+}
+
+/// A stored webhook registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRecord {
+    /// Caller-chosen or generated id.
+    pub id: String,
+    /// Target URL.
+    pub url: String,
+    /// Signing secret, as given or generated.
+    pub secret: String,
+    /// Subscribed types; `None` means all.
+    pub events: Option<Vec<String>>,
+    /// Custom headers.
+    pub headers: BTreeMap<String, String>,
+    /// Effective retry schedule.
+    pub retry_config: RetryConfig,
+    /// Per-endpoint concurrency override.
+    pub max_in_flight: Option<u32>,
+    /// Free text.
+    pub description: Option<String>,
+    /// When the endpoint was disabled (410 Gone or failing too long), if it is.
+    pub disabled_at_ms: Option<i64>,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+    /// Creation time (kept across replacements).
+    pub created_at_ms: i64,
+    /// Last registration change.
+    pub updated_at_ms: i64,
+}
+
+/// Why a registration was refused; each maps to a 400 with its own error code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    /// Not an absolute http(s) URL, or too long.
+    #[error("invalid url: {0}")]
+    Url(String),
+    /// A loopback, private or link-local target while private targets are not allowed.
+    #[error(
+        "url targets a private or loopback address ({0}); set WEBHOOKS_ALLOW_PRIVATE_TARGETS=true to allow it"
+    )]
+    PrivateTarget(String),
+    /// Unusable secret.
+    #[error("invalid secret: {0}")]
+    Secret(#[from] SecretError),
+    /// Subscription to an unknown or malformed event type.
+    #[error(transparent)]
+    Events(#[from] CatalogError),
+    /// Bad retry config.
+    #[error("invalid retryConfig: {0}")]
+    Retry(#[from] RetryConfigError),
+    /// A header that is malformed or would override a signed header.
+    #[error("invalid header: {0}")]
+    Header(String),
+    /// Something else out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Limits on registration fields.
+pub mod spec_limits {
+    /// Longest accepted URL.
+    pub const URL_LEN: usize = 2048;
+    /// Longest description.
+    pub const DESCRIPTION_LEN: usize = 1024;
+    /// Most custom headers.
+    pub const HEADERS: usize = 32;
+    /// Highest per-endpoint concurrency.
+    pub const MAX_IN_FLIGHT: u32 = 1024;
+    /// Longest caller-chosen id.
+    pub const ID_LEN: usize = 128;
+}
+
+/// Headers the sender owns; a webhook's custom headers may not set them.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "user-agent",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-webhook-id",
+    "x-webhook-event",
+    "x-webhook-timestamp",
+    "x-webhook-signature",
+];
+
+/// Checks a caller-chosen webhook id: 1 to 128 characters of `[A-Za-z0-9_.:-]`.
+pub fn validate_webhook_id(id: &str) -> Result<(), SpecError> {
+    let ok = !id.is_empty()
+        && id.len() <= spec_limits::ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::Invalid(format!(
+            "invalid webhook id `{id}`: use 1 to {} characters of letters, digits, `_`, `-`, `.`, `:`",
+            spec_limits::ID_LEN
+        )))
+    }
+}
+
+/// Whether an IP address is loopback, private, link-local or otherwise not on the public internet.
+pub fn is_private_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 carrier-grade NAT
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private_ip(IpAddr::V4(v4));
+            }
+            let seg0 = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (seg0 & 0xfe00) == 0xfc00 // unique local
+                || (seg0 & 0xffc0) == 0xfe80 // link local
+        }
+    }
+}
+
+/// Parses and checks a target URL; with `allow_private` false, literal private addresses and
+/// `localhost` are refused here (names resolving to private addresses are refused at send time).
+pub fn validate_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, SpecError> {
+    if raw.len() > spec_limits::URL_LEN {
+        return Err(SpecError::Url(format!(
+            "longer than {} characters",
+            spec_limits::URL_LEN
+        )));
+    }
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| SpecError::Url(format!("{e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(SpecError::Url(format!(
+            "scheme must be http or https, not `{}`",
+            url.scheme()
+        )));
+    }
+    let Some(host) = url.host() else {
+        return Err(SpecError::Url("missing host".into()));
+    };
+    if !allow_private {
+        let private = match host {
+            url::Host::Ipv4(ip) => is_private_ip(ip.into()),
+            url::Host::Ipv6(ip) => is_private_ip(ip.into()),
+            url::Host::Domain(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                d == "localhost" || d.ends_with(".localhost")
+            }
+        };
+        if private {
+            return Err(SpecError::PrivateTarget(host.to_string()));
+        }
+    }
+    Ok(url)
+}
+
+impl WebhookSpec {
+    /// Validates the spec and turns it into a record for `id`. `existing` is the registration being
+    /// replaced: its secret and creation time are kept when the spec does not give a secret.
+    pub fn into_record(
+        self,
+        id: String,
+        catalog: &EventCatalog,
+        allow_private: bool,
+        existing: Option<&WebhookRecord>,
+    ) -> Result<WebhookRecord, SpecError> {
+        validate_webhook_id(&id)?;
+        let url = validate_url(&self.url, allow_private)?;
+        let secret = match self.secret {
+            Some(s) => {
+                if s.len() > 512 {
+                    return Err(SpecError::Invalid(
+                        "secret is longer than 512 characters".into(),
+                    ));
+                }
+                SigningKey::from_secret(&s)?;
+                s
+            }
+            None => existing
+                .map(|e| e.secret.clone())
+                .unwrap_or_else(generate_secret),
+        };
+        let events = match catalog.subscription(self.events.as_deref())? {
+            Subscription::All => None,
+            Subscription::Only(names) => Some(names.iter().map(|n| n.to_string()).collect()),
+        };
+        let headers = self.headers.unwrap_or_default();
+        validate_headers(&headers)?;
+        let retry_config = self.retry_config.unwrap_or_default();
+        retry_config.validate()?;
+        if let Some(n) = self.max_in_flight {
+            if n == 0 || n > spec_limits::MAX_IN_FLIGHT {
+                return Err(SpecError::Invalid(format!(
+                    "maxInFlight must be from 1 to {}",
+                    spec_limits::MAX_IN_FLIGHT
+                )));
+            }
+        }
+        if let Some(d) = &self.description {
+            if d.chars().count() > spec_limits::DESCRIPTION_LEN {
+                return Err(SpecError::Invalid(format!(
+                    "description is longer than {} characters",
+                    spec_limits::DESCRIPTION_LEN
+                )));
+            }
+        }
+        let now = now_ms();
+        Ok(WebhookRecord {
+            id,
+            url: url.to_string(),
+            secret,
+            events,
+            headers,
+            retry_config,
+            max_in_flight: self.max_in_flight,
+            description: self.description,
+            disabled_at_ms: None,
+            disabled_reason: None,
+            created_at_ms: existing.map(|e| e.created_at_ms).unwrap_or(now),
+            updated_at_ms: now,
+        })
+    }
+}
+
+fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    if headers.len() > spec_limits::HEADERS {
+        return Err(SpecError::Header(format!(
+            "at most {} custom headers",
+            spec_limits::HEADERS
+        )));
+    }
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(SpecError::Header(format!(
+                "`{name}` is set by the sender and cannot be overridden"
+            )));
+        }
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| SpecError::Header(format!("`{name}` is not a valid header name")))?;
+        reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+            SpecError::Header(format!("value of `{name}` is not a valid header value"))
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(url: &str) -> WebhookSpec {
+        WebhookSpec {
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ids_sort_by_time_and_deliveries_share_their_events_range() {
+        let a = new_event_id();
+        let b = new_event_id();
+        assert!(a < b);
+        let (lo, hi) = delivery_id_range(&a);
+        for seq in [0, 1, 255, u32::MAX] {
+            let d = delivery_id(&a, seq);
+            assert!(d >= lo && d < hi, "{d}");
+        }
+        assert!(delivery_id(&a, 1) < delivery_id(&a, 2));
+        assert!(delivery_id(&a, u32::MAX) < delivery_id(&b, 0));
+    }
+
+    #[test]
+    fn urls_must_be_public_http_unless_allowed() {
+        assert!(validate_url("https://example.com/hook", false).is_ok());
+        assert!(matches!(
+            validate_url("ftp://example.com", false),
+            Err(SpecError::Url(_))
+        ));
+        assert!(matches!(
+            validate_url("not a url", false),
+            Err(SpecError::Url(_))
+        ));
+        for private in [
+            "http://127.0.0.1:9/x",
+            "http://localhost/x",
+            "http://10.1.2.3/",
+            "http://[::1]/",
+            "http://169.254.169.254/",
+            "http://192.168.0.1",
+            "http://100.64.0.1",
+        ] {
+            assert!(
+                matches!(
+                    validate_url(private, false),
+                    Err(SpecError::PrivateTarget(_))
+                ),
+                "{private}"
+            );
+            assert!(validate_url(private, true).is_ok(), "{private}");
+        }
+    }
+
+    #[test]
+    fn specs_are_validated_into_records() {
+        let c = EventCatalog::default();
+        let r = spec("https://example.com")
+            .into_record("wh_1".into(), &c, false, None)
+            .unwrap();
+        assert!(r.secret.starts_with("whsec_"));
+        assert_eq!(r.events, None);
+        assert_eq!(r.retry_config, RetryConfig::default());
+
+        let mut s = spec("https://example.com");
+        s.headers = Some(BTreeMap::from([("Webhook-Signature".into(), "x".into())]));
+        assert!(matches!(
+            s.into_record("a".into(), &c, false, None),
+            Err(SpecError::Header(_))
+        ));
+
+        let mut s = spec("https://example.com");
+        s.events = Some(vec!["order.nope".into()]);
+        assert!(matches!(
+            s.into_record("a".into(), &c, false, None),
+            Err(SpecError::Events(_))
+        ));
+
+        let mut s = spec("https://example.com");
+        s.secret = Some("whsec_".into());
+        assert!(matches!(
+            s.into_record("a".into(), &c, false, None),
+            Err(SpecError::Secret(_))
+        ));
+
+        let mut s = spec("https://example.com");
+        s.max_in_flight = Some(0);
+        assert!(s.into_record("a".into(), &c, false, None).is_err());
+
+        assert!(
+            spec("https://example.com")
+                .into_record("bad id".into(), &c, false, None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn replacing_keeps_the_secret_unless_given() {
+        let c = EventCatalog::default();
+        let first = spec("https://example.com")
+            .into_record("a".into(), &c, false, None)
+            .unwrap();
+        let again = spec("https://example.org")
+            .into_record("a".into(), &c, false, Some(&first))
+            .unwrap();
+        assert_eq!(again.secret, first.secret);
+        assert_eq!(again.created_at_ms, first.created_at_ms);
+        let mut s = spec("https://example.org");
+        s.secret = Some("plain-secret".into());
+        assert_eq!(
+            s.into_record("a".into(), &c, false, Some(&first))
+                .unwrap()
+                .secret,
+            "plain-secret"
+        );
+    }
+
+    #[test]
+    fn status_filters_accept_aliases() {
+        assert_eq!(
+            DeliveryStatus::parse("succeeded"),
+            Some(DeliveryStatus::Success)
+        );
+        assert_eq!(
+            DeliveryStatus::parse("pending"),
+            Some(DeliveryStatus::Pending)
+        );
+        assert_eq!(DeliveryStatus::parse("nope"), None);
+    }
+}
