@@ -18,16 +18,12 @@ use tokio::sync::oneshot;
 use crate::catalog::{CatalogError, EventCatalog};
 use crate::config::Settings;
 use crate::delivery::client::build_client;
-use crate::delivery::dispatcher::{
-    Apply, DispatcherActor, DrainAll, HealthOf, PanicEndpoint, Publish, Remove,
-};
+use crate::delivery::dispatcher::{Apply, DispatcherActor, DrainAll, HealthOf, PanicEndpoint, Publish, Remove};
 use crate::delivery::health::HealthSnapshot;
 use crate::delivery::ledger::{Barrier, LedgerActor, SetDispatcher, Stop};
 use crate::delivery::{Shared, dispatcher};
 use crate::model::{SpecError, WebhookRecord, WebhookSpec, new_webhook_id, now_ms};
-use crate::store::{
-    self, AttemptRecord, DeliveryFilter, DeliveryRecord, Store, StoreError, StoreOptions, Upserted,
-};
+use crate::store::{self, AttemptRecord, DeliveryFilter, DeliveryRecord, Store, StoreError, StoreOptions, Upserted};
 
 pub use dispatcher::{DeliveryRef, PublishError, PublishReceipt};
 
@@ -101,21 +97,13 @@ impl Webhooks {
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
         let catalog = EventCatalog::with_extra(&settings.event_types)?;
         let metrics = crate::metrics::handle();
-        let options = StoreOptions {
-            sqlite_full_sync: settings.sqlite_full_sync,
-            ..StoreOptions::default()
-        };
+        let options = StoreOptions { sqlite_full_sync: settings.sqlite_full_sync, ..StoreOptions::default() };
         let store = store::open(&settings.database_url, &options).await?;
 
         for (id, spec) in settings.seed_webhooks.clone() {
             let existing = store.get_webhook(&id).await?;
             let record = spec
-                .into_record(
-                    id.clone(),
-                    &catalog,
-                    settings.allow_private_targets,
-                    existing.as_ref(),
-                )
+                .into_record(id.clone(), &catalog, settings.allow_private_targets, existing.as_ref())
                 .map_err(|error| StartError::Seed { id, error })?;
             store.upsert_webhook(record).await?;
         }
@@ -123,17 +111,11 @@ impl Webhooks {
         let webhooks = store.load_webhooks().await?;
 
         let ledger = LedgerActor::new(store.clone()).start();
-        let shared = Arc::new(Shared {
-            settings: settings.clone(),
-            store,
-            ledger: ledger.clone(),
-        });
+        let shared = Arc::new(Shared { settings: settings.clone(), store, ledger: ledger.clone() });
         let n = settings.arbiters.max(1);
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
         let handles = arbiters.iter().map(|a| a.handle()).collect();
-        let clients = (0..n)
-            .map(|_| build_client(&settings.delivery, settings.allow_private_targets))
-            .collect();
+        let clients = (0..n).map(|_| build_client(&settings.delivery, settings.allow_private_targets)).collect();
         let dispatcher = DispatcherActor::new(shared.clone(), handles, clients).start();
         ledger.do_send(SetDispatcher(dispatcher.clone().recipient()));
 
@@ -143,11 +125,7 @@ impl Webhooks {
             let p = pending.get(&record.id).copied().unwrap_or(0);
             dispatcher.do_send(Apply { record, pending: p });
         }
-        tracing::info!(
-            webhooks = count,
-            pending = total_pending,
-            "webhook subsystem started"
-        );
+        tracing::info!(webhooks = count, pending = total_pending, "webhook subsystem started");
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
@@ -162,13 +140,8 @@ impl Webhooks {
     }
 
     /// Publishes an event; returns once it and one delivery per subscribed webhook are committed.
-    pub async fn publish(
-        &self,
-        event: &str,
-        data: impl Serialize,
-    ) -> Result<PublishReceipt, PublishError> {
-        let raw = serde_json::value::to_raw_value(&data)
-            .map_err(|e| PublishError::InvalidData(e.to_string()))?;
+    pub async fn publish(&self, event: &str, data: impl Serialize) -> Result<PublishReceipt, PublishError> {
+        let raw = serde_json::value::to_raw_value(&data).map_err(|e| PublishError::InvalidData(e.to_string()))?;
         self.publish_raw(event, raw, None).await
     }
 
@@ -182,9 +155,7 @@ impl Webhooks {
     ) -> Result<PublishReceipt, PublishError> {
         let event_type = self.inner.catalog.resolve(event)?;
         if !data.get().trim_start().starts_with('{') {
-            return Err(PublishError::InvalidData(
-                "data must be a JSON object".into(),
-            ));
+            return Err(PublishError::InvalidData("data must be a JSON object".into()));
         }
         let limit = self.inner.shared.settings.max_payload_bytes;
         if data.get().len() > limit {
@@ -192,21 +163,14 @@ impl Webhooks {
         }
         if let Some(key) = &idempotency_key {
             if key.is_empty() || key.len() > 255 {
-                return Err(PublishError::InvalidData(
-                    "idempotencyKey must be 1 to 255 characters".into(),
-                ));
+                return Err(PublishError::InvalidData("idempotencyKey must be 1 to 255 characters".into()));
             }
         }
         if self.inner.stopped.load(Ordering::Relaxed) {
             return Err(PublishError::ShuttingDown);
         }
         let (reply, rx) = oneshot::channel();
-        self.inner.dispatcher.do_send(Publish {
-            event_type,
-            data,
-            idempotency_key,
-            reply,
-        });
+        self.inner.dispatcher.do_send(Publish { event_type, data, idempotency_key, reply });
         rx.await.map_err(|_| PublishError::ShuttingDown)?
     }
 
@@ -230,26 +194,14 @@ impl Webhooks {
             }
             None => (new_webhook_id(), None),
         };
-        let record = spec.into_record(
-            id,
-            &self.inner.catalog,
-            settings.allow_private_targets,
-            existing.as_ref(),
-        )?;
+        let record = spec.into_record(id, &self.inner.catalog, settings.allow_private_targets, existing.as_ref())?;
         let upserted = store.upsert_webhook(record.clone()).await?;
         self.inner
             .dispatcher
-            .send(Apply {
-                record: record.clone(),
-                pending: 0,
-            })
+            .send(Apply { record: record.clone(), pending: 0 })
             .await
             .map_err(|_| RegisterError::ShuttingDown)?;
-        let health = self
-            .health_of(vec![record.id.clone()])
-            .await
-            .pop()
-            .flatten();
+        let health = self.health_of(vec![record.id.clone()]).await.pop().flatten();
         Ok((WebhookInfo { record, health }, upserted))
     }
 
@@ -265,45 +217,24 @@ impl Webhooks {
         let Some(record) = self.inner.shared.store.get_webhook(id).await? else {
             return Ok(None);
         };
-        let health = self
-            .health_of(vec![record.id.clone()])
-            .await
-            .pop()
-            .flatten();
+        let health = self.health_of(vec![record.id.clone()]).await.pop().flatten();
         Ok(Some(WebhookInfo { record, health }))
     }
 
     /// Webhooks in id order after `after`, with their health.
-    pub async fn webhooks(
-        &self,
-        after: Option<String>,
-        limit: u32,
-    ) -> Result<Vec<WebhookInfo>, StoreError> {
+    pub async fn webhooks(&self, after: Option<String>, limit: u32) -> Result<Vec<WebhookInfo>, StoreError> {
         let records = self.inner.shared.store.list_webhooks(after, limit).await?;
-        let health = self
-            .health_of(records.iter().map(|r| r.id.clone()).collect())
-            .await;
-        Ok(records
-            .into_iter()
-            .zip(health)
-            .map(|(record, health)| WebhookInfo { record, health })
-            .collect())
+        let health = self.health_of(records.iter().map(|r| r.id.clone()).collect()).await;
+        Ok(records.into_iter().zip(health).map(|(record, health)| WebhookInfo { record, health }).collect())
     }
 
     async fn health_of(&self, ids: Vec<String>) -> Vec<Option<HealthSnapshot>> {
         let n = ids.len();
-        self.inner
-            .dispatcher
-            .send(HealthOf(ids))
-            .await
-            .unwrap_or_else(|_| vec![None; n])
+        self.inner.dispatcher.send(HealthOf(ids)).await.unwrap_or_else(|_| vec![None; n])
     }
 
     /// One delivery with its attempt log.
-    pub async fn delivery(
-        &self,
-        id: &str,
-    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>, StoreError> {
+    pub async fn delivery(&self, id: &str) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>, StoreError> {
         self.inner.shared.store.get_delivery(id).await
     }
 
@@ -314,11 +245,7 @@ impl Webhooks {
         before: Option<String>,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.inner
-            .shared
-            .store
-            .list_deliveries(filter, before, limit)
-            .await
+        self.inner.shared.store.list_deliveries(filter, before, limit).await
     }
 
     /// The event catalog.
@@ -362,13 +289,7 @@ impl Webhooks {
         let _ = rx.await;
         let _ = self.inner.ledger.send(Stop).await;
         self.inner.shared.store.close().await;
-        let arbiters = std::mem::take(
-            &mut *self
-                .inner
-                .arbiters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let arbiters = std::mem::take(&mut *self.inner.arbiters.lock().unwrap_or_else(|p| p.into_inner()));
         for a in &arbiters {
             a.stop();
         }
@@ -385,10 +306,29 @@ impl Webhooks {
     /// supervised restart and recovery from the store. False if there is no such endpoint.
     #[doc(hidden)]
     pub async fn inject_endpoint_panic(&self, webhook_id: &str) -> bool {
-        self.inner
-            .dispatcher
-            .send(PanicEndpoint(webhook_id.to_string()))
-            .await
-            .unwrap_or(false)
+        self.inner.dispatcher.send(PanicEndpoint(webhook_id.to_string())).await.unwrap_or(false)
     }
+}
+
+/// Resolves on SIGINT (ctrl-c) or SIGTERM, naming the signal. A host that runs its HttpServer with
+/// `disable_signals()` awaits this, stops its server, then calls [`Webhooks::shutdown`]: actix-server's
+/// own signal handling stops the whole System, which would cut in-flight attempts short.
+pub async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    };
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await,
+        };
+        tokio::select! {
+            s = ctrl_c => s,
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await
 }

@@ -20,19 +20,10 @@ pub struct EventType {
 /// The seed's five events.
 pub const DEFAULT_EVENT_TYPES: &[(&str, &str)] = &[
     ("order.created", "A new order was placed."),
-    (
-        "order.updated",
-        "An order changed: status, items, or amounts.",
-    ),
+    ("order.updated", "An order changed: status, items, or amounts."),
     ("order.deleted", "An order was cancelled or removed."),
-    (
-        "table.updated",
-        "A table changed status, seating or assignment.",
-    ),
-    (
-        "inventory.low",
-        "An inventory item fell below its reorder threshold.",
-    ),
+    ("table.updated", "A table changed status, seating or assignment."),
+    ("inventory.low", "An inventory item fell below its reorder threshold."),
 ];
 
 /// Why an event type name or catalog entry was refused.
@@ -49,16 +40,10 @@ pub enum CatalogError {
 /// Checks the shape of an event type name: 2+ dot-separated segments of `[a-z0-9_-]`, at most 128 bytes.
 pub fn validate_name(name: &str) -> Result<(), CatalogError> {
     let ok_segment = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
     };
     let valid = name.len() <= 128 && name.contains('.') && name.split('.').all(ok_segment);
-    if valid {
-        Ok(())
-    } else {
-        Err(CatalogError::InvalidName(name.to_string()))
-    }
+    if valid { Ok(()) } else { Err(CatalogError::InvalidName(name.to_string())) }
 }
 
 /// The known event types; cheap to share (interned names).
@@ -70,10 +55,7 @@ pub struct EventCatalog {
 
 impl Default for EventCatalog {
     fn default() -> Self {
-        let mut c = Self {
-            types: Vec::new(),
-            index: HashMap::new(),
-        };
+        let mut c = Self { types: Vec::new(), index: HashMap::new() };
         for (name, description) in DEFAULT_EVENT_TYPES {
             c.insert(name, description);
         }
@@ -106,10 +88,7 @@ impl EventCatalog {
             return;
         }
         self.index.insert(name.to_string(), Arc::from(name));
-        self.types.push(EventType {
-            name: name.to_string(),
-            description: description.to_string(),
-        });
+        self.types.push(EventType { name: name.to_string(), description: description.to_string() });
     }
 
     /// All types, in catalog order.
@@ -174,48 +153,22 @@ mod tests {
     fn default_catalog_is_the_seeds_five() {
         let c = EventCatalog::default();
         let names: Vec<_> = c.types().iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "order.created",
-                "order.updated",
-                "order.deleted",
-                "table.updated",
-                "inventory.low"
-            ]
-        );
+        assert_eq!(names, ["order.created", "order.updated", "order.deleted", "table.updated", "inventory.low"]);
         assert!(c.resolve("order.created").is_ok());
-        assert_eq!(
-            c.resolve("order.shipped"),
-            Err(CatalogError::Unknown("order.shipped".into()))
-        );
-        assert_eq!(
-            c.resolve("Order Created"),
-            Err(CatalogError::InvalidName("Order Created".into()))
-        );
+        assert_eq!(c.resolve("order.shipped"), Err(CatalogError::Unknown("order.shipped".into())));
+        assert_eq!(c.resolve("Order Created"), Err(CatalogError::InvalidName("Order Created".into())));
     }
 
     #[test]
     fn catalog_extends_from_config() {
-        let c = EventCatalog::with_extra(&[
-            "reservation.created: A table was booked",
-            "menu.updated",
-            " ",
-        ])
-        .unwrap();
+        let c = EventCatalog::with_extra(&["reservation.created: A table was booked", "menu.updated", " "]).unwrap();
         assert_eq!(c.types().len(), 7);
         assert_eq!(c.types()[5].description, "A table was booked");
         assert!(c.resolve("menu.updated").is_ok());
         assert!(EventCatalog::with_extra(&["nodot"]).is_err());
         assert!(EventCatalog::with_extra(&["a..b"]).is_err());
         // Re-adding a default keeps one entry.
-        assert_eq!(
-            EventCatalog::with_extra(&["order.created"])
-                .unwrap()
-                .types()
-                .len(),
-            5
-        );
+        assert_eq!(EventCatalog::with_extra(&["order.created"]).unwrap().types().len(), 5);
     }
 
     #[test]
@@ -223,13 +176,8 @@ mod tests {
         let c = EventCatalog::default();
         assert_eq!(c.subscription(None).unwrap(), Subscription::All);
         assert_eq!(c.subscription(Some(&[])).unwrap(), Subscription::All);
-        assert_eq!(
-            c.subscription(Some(&["*".into()])).unwrap(),
-            Subscription::All
-        );
-        let s = c
-            .subscription(Some(&["order.created".into(), "order.created".into()]))
-            .unwrap();
+        assert_eq!(c.subscription(Some(&["*".into()])).unwrap(), Subscription::All);
+        let s = c.subscription(Some(&["order.created".into(), "order.created".into()])).unwrap();
         assert!(s.matches("order.created"));
         assert!(!s.matches("order.updated"));
         assert_eq!(s, Subscription::Only(vec![Arc::from("order.created")]));

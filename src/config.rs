@@ -49,9 +49,7 @@ impl Default for Settings {
             breaker: BreakerSettings::default(),
             metrics_webhook_label: true,
             sqlite_full_sync: true,
-            arbiters: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            arbiters: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             shutdown_grace: Duration::from_secs(10),
             seed_webhooks: Vec::new(),
         }
@@ -126,61 +124,39 @@ pub struct ConfigError {
 }
 
 fn config_error(name: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        name: name.to_string(),
-        message: message.into(),
-    }
+    ConfigError { name: name.to_string(), message: message.into() }
 }
 
 /// Reads the seed's environment registry: `WEBHOOK_URLS` (comma separated, trimmed, empties
 /// skipped) registers `webhook-{i}` (0-based, in list order) with `WEBHOOK_{i}_SECRET`,
 /// `_MAX_RETRIES`, `_INITIAL_DELAY`, `_MAX_DELAY`, `_BACKOFF_MULTIPLIER` and `_JITTER`.
-pub fn seed_webhooks_from_env(
-    var: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, WebhookSpec)>, ConfigError> {
+pub fn seed_webhooks_from_env(var: impl Fn(&str) -> Option<String>) -> Result<Vec<(String, WebhookSpec)>, ConfigError> {
     let Some(urls) = var("WEBHOOK_URLS") else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for (i, url) in urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .enumerate()
-    {
+    for (i, url) in urls.split(',').map(str::trim).filter(|u| !u.is_empty()).enumerate() {
         let key = |suffix: &str| format!("WEBHOOK_{i}_{suffix}");
         let mut retry = RetryConfig::default();
         if let Some(v) = var(&key("MAX_RETRIES")) {
-            retry.max_retries = v.trim().parse().map_err(|_| {
-                config_error(&key("MAX_RETRIES"), "expected a non-negative integer")
-            })?;
+            retry.max_retries =
+                v.trim().parse().map_err(|_| config_error(&key("MAX_RETRIES"), "expected a non-negative integer"))?;
         }
         if let Some(v) = var(&key("INITIAL_DELAY")) {
-            retry.initial_delay = v
-                .trim()
-                .parse()
-                .map_err(|_| config_error(&key("INITIAL_DELAY"), "expected milliseconds"))?;
+            retry.initial_delay =
+                v.trim().parse().map_err(|_| config_error(&key("INITIAL_DELAY"), "expected milliseconds"))?;
         }
         if let Some(v) = var(&key("MAX_DELAY")) {
-            retry.max_delay = v
-                .trim()
-                .parse()
-                .map_err(|_| config_error(&key("MAX_DELAY"), "expected milliseconds"))?;
+            retry.max_delay = v.trim().parse().map_err(|_| config_error(&key("MAX_DELAY"), "expected milliseconds"))?;
         }
         if let Some(v) = var(&key("BACKOFF_MULTIPLIER")) {
-            retry.backoff_multiplier = v
-                .trim()
-                .parse()
-                .map_err(|_| config_error(&key("BACKOFF_MULTIPLIER"), "expected a number"))?;
+            retry.backoff_multiplier =
+                v.trim().parse().map_err(|_| config_error(&key("BACKOFF_MULTIPLIER"), "expected a number"))?;
         }
         if let Some(v) = var(&key("JITTER")) {
-            retry.jitter = v
-                .parse::<Jitter>()
-                .map_err(|e| config_error(&key("JITTER"), e))?;
+            retry.jitter = v.parse::<Jitter>().map_err(|e| config_error(&key("JITTER"), e))?;
         }
-        retry
-            .validate()
-            .map_err(|e| config_error(&format!("WEBHOOK_{i}_*"), e.to_string()))?;
+        retry.validate().map_err(|e| config_error(&format!("WEBHOOK_{i}_*"), e.to_string()))?;
         let spec = WebhookSpec {
             url: url.to_string(),
             secret: var(&key("SECRET")).filter(|s| !s.is_empty()),
@@ -198,10 +174,7 @@ pub fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err(config_error(
-            name,
-            format!("expected true or false, got `{value}`"),
-        )),
+        _ => Err(config_error(name, format!("expected true or false, got `{value}`"))),
     }
 }
 
@@ -212,10 +185,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -227,10 +197,7 @@ mod tests {
     #[test]
     fn seed_registry_reads_urls_and_per_index_settings() {
         let seeds = seed_webhooks_from_env(env(&[
-            (
-                "WEBHOOK_URLS",
-                " https://a.example/hook , ,https://b.example/x ",
-            ),
+            ("WEBHOOK_URLS", " https://a.example/hook , ,https://b.example/x "),
             ("WEBHOOK_0_SECRET", "s3cret"),
             ("WEBHOOK_0_MAX_RETRIES", "3"),
             ("WEBHOOK_0_INITIAL_DELAY", "500"),
@@ -246,13 +213,7 @@ mod tests {
         assert_eq!(s0.secret.as_deref(), Some("s3cret"));
         let r = s0.retry_config.unwrap();
         assert_eq!(
-            (
-                r.max_retries,
-                r.initial_delay,
-                r.max_delay,
-                r.backoff_multiplier,
-                r.jitter
-            ),
+            (r.max_retries, r.initial_delay, r.max_delay, r.backoff_multiplier, r.jitter),
             (3, 500, 8000, 3.0, Jitter::None)
         );
         let (id1, s1) = &seeds[1];
@@ -264,17 +225,11 @@ mod tests {
 
     #[test]
     fn bad_seed_values_name_the_variable() {
-        let err = seed_webhooks_from_env(env(&[
-            ("WEBHOOK_URLS", "https://a"),
-            ("WEBHOOK_0_MAX_RETRIES", "many"),
-        ]))
-        .unwrap_err();
+        let err = seed_webhooks_from_env(env(&[("WEBHOOK_URLS", "https://a"), ("WEBHOOK_0_MAX_RETRIES", "many")]))
+            .unwrap_err();
         assert_eq!(err.name, "WEBHOOK_0_MAX_RETRIES");
-        let err = seed_webhooks_from_env(env(&[
-            ("WEBHOOK_URLS", "https://a"),
-            ("WEBHOOK_0_JITTER", "maybe"),
-        ]))
-        .unwrap_err();
+        let err =
+            seed_webhooks_from_env(env(&[("WEBHOOK_URLS", "https://a"), ("WEBHOOK_0_JITTER", "maybe")])).unwrap_err();
         assert_eq!(err.name, "WEBHOOK_0_JITTER");
         let err = seed_webhooks_from_env(env(&[
             ("WEBHOOK_URLS", "https://a"),

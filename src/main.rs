@@ -13,11 +13,7 @@ use servio_webhooks::config::{Settings, seed_webhooks_from_env};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(
-    name = "servio-webhooks",
-    version,
-    about = "Durable, signed, retried outgoing webhooks for Servio"
-)]
+#[command(name = "servio-webhooks", version, about = "Durable, signed, retried outgoing webhooks for Servio")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,11 +31,7 @@ struct ServeArgs {
     #[arg(long, env = "WEBHOOKS_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
     /// `sqlite://path` (created if missing).
-    #[arg(
-        long,
-        env = "WEBHOOKS_DATABASE_URL",
-        default_value = "sqlite://webhooks.db"
-    )]
+    #[arg(long, env = "WEBHOOKS_DATABASE_URL", default_value = "sqlite://webhooks.db")]
     database_url: String,
     /// Bearer token for /v1; required when binding beyond loopback.
     #[arg(long, env = "WEBHOOKS_ADMIN_TOKEN", hide_env_values = true)]
@@ -52,11 +44,7 @@ struct ServeArgs {
     #[arg(long, env = "WEBHOOKS_EVENT_TYPES", value_delimiter = ',')]
     event_types: Vec<String>,
     /// User-Agent of every delivery attempt.
-    #[arg(
-        long,
-        env = "WEBHOOKS_USER_AGENT",
-        default_value = "Servio-Webhook/1.0"
-    )]
+    #[arg(long, env = "WEBHOOKS_USER_AGENT", default_value = "Servio-Webhook/1.0")]
     user_agent: String,
     /// Default concurrent attempts per endpoint (a webhook's maxInFlight overrides it).
     #[arg(long, env = "WEBHOOKS_MAX_IN_FLIGHT", default_value_t = 16)]
@@ -124,40 +112,39 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_new(&args.log).context("invalid WEBHOOKS_LOG filter")?)
         .init();
     let settings = args.settings()?;
-    let addrs: Vec<SocketAddr> = args
-        .bind
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve bind address `{}`", args.bind))?
-        .collect();
+    let addrs: Vec<SocketAddr> =
+        args.bind.to_socket_addrs().with_context(|| format!("cannot resolve bind address `{}`", args.bind))?.collect();
     if settings.admin_token.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
-        bail!(
-            "WEBHOOKS_ADMIN_TOKEN is required when binding beyond loopback ({})",
-            args.bind
-        );
+        bail!("WEBHOOKS_ADMIN_TOKEN is required when binding beyond loopback ({})", args.bind);
     }
-    let workers = args
-        .http_workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let workers = args.http_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     actix_web::rt::System::new().block_on(async move {
-        let webhooks = Webhooks::start(settings)
-            .await
-            .context("could not start the webhook subsystem")?;
+        let webhooks = Webhooks::start(settings).await.context("could not start the webhook subsystem")?;
         let routes = webhooks.configure();
         let server = HttpServer::new(move || {
-            App::new()
-                .configure(routes.clone())
-                .default_service(web::to(servio_webhooks::api::not_found))
+            App::new().configure(routes.clone()).default_service(web::to(servio_webhooks::api::not_found))
         })
         .workers(workers)
         .shutdown_timeout(5)
+        // actix-server's own signal handling stops the whole actix System, which would kill the
+        // delivery actors before they drain; we handle the signals ourselves below.
+        .disable_signals()
         .bind(&addrs[..])
         .with_context(|| format!("cannot listen on {}", args.bind))?;
         for a in server.addrs() {
             tracing::info!(address = %a, "listening");
         }
-        // actix-web stops gracefully on SIGINT/SIGTERM; then the subsystem drains and closes.
-        server.run().await.context("HTTP server failed")?;
-        tracing::info!("shutting down: draining in-flight attempts");
+        let server = server.run();
+        let handle = server.handle();
+        let mut server_task = actix_web::rt::spawn(server);
+        tokio::select! {
+            signal = servio_webhooks::app::shutdown_signal() => tracing::info!(signal, "stopping: finishing API requests"),
+            res = &mut server_task => {
+                res.context("HTTP server task failed")?.context("HTTP server failed")?;
+            }
+        }
+        handle.stop(true).await;
+        tracing::info!("draining in-flight attempts");
         webhooks.shutdown().await;
         Ok(())
     })

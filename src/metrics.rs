@@ -46,50 +46,30 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let latency = [
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-                3600.0,
-            ];
+            let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(names::ATTEMPT_DURATION.into()),
-                    &latency[..12],
-                )
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(names::DELIVERY_LATENCY.into()),
-                        &latency,
-                    )
-                })
+                .set_buckets_for_metric(Matcher::Full(names::ATTEMPT_DURATION.into()), &latency[..12])
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::DELIVERY_LATENCY.into()), &latency))
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(names::ATTEMPTS_PER_DELIVERY.into()),
-                        &[
-                            1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 11.0, 16.0, 21.0, 51.0, 101.0,
-                        ],
+                        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 11.0, 16.0, 21.0, 51.0, 101.0],
                     )
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(names::LEDGER_BATCH_SIZE.into()),
-                        &[
-                            1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
-                        ],
+                        &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0],
                     )
                 })
                 .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(names::LEDGER_COMMIT_DURATION.into()),
-                        &latency[..10],
-                    )
+                    b.set_buckets_for_metric(Matcher::Full(names::LEDGER_COMMIT_DURATION.into()), &latency[..10])
                 })
                 .expect("static bucket lists are non-empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!(
-                    "a global metrics recorder is already installed; /metrics will be empty"
-                );
+                tracing::warn!("a global metrics recorder is already installed; /metrics will be empty");
             }
             describe();
             // Histograms keep raw samples until upkeep drains them; nobody else runs it for us.
@@ -114,35 +94,14 @@ fn describe() {
     describe_counter!(names::DELIVERIES, "Deliveries finished, by final status");
     describe_counter!(names::ATTEMPTS, "Delivery attempts, by result");
     describe_counter!(names::ERRORS, "Failed attempts, by cause");
-    describe_histogram!(
-        names::ATTEMPTS_PER_DELIVERY,
-        "Attempts a finished delivery took"
-    );
-    describe_histogram!(
-        names::ATTEMPT_DURATION,
-        metrics::Unit::Seconds,
-        "Duration of one attempt"
-    );
-    describe_histogram!(
-        names::DELIVERY_LATENCY,
-        metrics::Unit::Seconds,
-        "Publish to successful delivery"
-    );
+    describe_histogram!(names::ATTEMPTS_PER_DELIVERY, "Attempts a finished delivery took");
+    describe_histogram!(names::ATTEMPT_DURATION, metrics::Unit::Seconds, "Duration of one attempt");
+    describe_histogram!(names::DELIVERY_LATENCY, metrics::Unit::Seconds, "Publish to successful delivery");
     describe_gauge!(names::PENDING, "Deliveries not yet finished");
-    describe_counter!(
-        names::ENDPOINT_RESTARTS,
-        "Supervised restarts of endpoint actors"
-    );
+    describe_counter!(names::ENDPOINT_RESTARTS, "Supervised restarts of endpoint actors");
     describe_counter!(names::ENDPOINTS_DISABLED, "Endpoints disabled");
-    describe_histogram!(
-        names::LEDGER_BATCH_SIZE,
-        "Operations per ledger group commit"
-    );
-    describe_histogram!(
-        names::LEDGER_COMMIT_DURATION,
-        metrics::Unit::Seconds,
-        "Ledger commit duration"
-    );
+    describe_histogram!(names::LEDGER_BATCH_SIZE, "Operations per ledger group commit");
+    describe_histogram!(names::LEDGER_COMMIT_DURATION, metrics::Unit::Seconds, "Ledger commit duration");
     describe_counter!(names::LEDGER_COMMIT_ERRORS, "Failed ledger commits");
 }
 
@@ -183,11 +142,7 @@ impl WebhookLabel {
 
     /// Counts a disable.
     pub(crate) fn disabled(&self, reason: &'static str) {
-        counter!(
-            names::ENDPOINTS_DISABLED,
-            self.labels(Some(("reason", reason)))
-        )
-        .increment(1);
+        counter!(names::ENDPOINTS_DISABLED, self.labels(Some(("reason", reason)))).increment(1);
     }
 
     /// Counts `n` deliveries failed in bulk (disable).

@@ -18,9 +18,7 @@ pub fn now_ms() -> i64 {
 
 /// A `SystemTime` in Unix milliseconds.
 pub fn to_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Unix milliseconds as RFC 3339 with millisecond precision, the format of every API timestamp.
@@ -150,9 +148,7 @@ pub enum SpecError {
     #[error("invalid url: {0}")]
     Url(String),
     /// A loopback, private or link-local target while private targets are not allowed.
-    #[error(
-        "url targets a private or loopback address ({0}); set WEBHOOKS_ALLOW_PRIVATE_TARGETS=true to allow it"
-    )]
+    #[error("url targets a private or loopback address ({0}); set WEBHOOKS_ALLOW_PRIVATE_TARGETS=true to allow it")]
     PrivateTarget(String),
     /// Unusable secret.
     #[error("invalid secret: {0}")]
@@ -206,9 +202,7 @@ const RESERVED_HEADERS: &[&str] = &[
 pub fn validate_webhook_id(id: &str) -> Result<(), SpecError> {
     let ok = !id.is_empty()
         && id.len() <= spec_limits::ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
     if ok {
         Ok(())
     } else {
@@ -250,17 +244,11 @@ pub fn is_private_ip(ip: IpAddr) -> bool {
 /// `localhost` are refused here (names resolving to private addresses are refused at send time).
 pub fn validate_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, SpecError> {
     if raw.len() > spec_limits::URL_LEN {
-        return Err(SpecError::Url(format!(
-            "longer than {} characters",
-            spec_limits::URL_LEN
-        )));
+        return Err(SpecError::Url(format!("longer than {} characters", spec_limits::URL_LEN)));
     }
     let url = reqwest::Url::parse(raw.trim()).map_err(|e| SpecError::Url(format!("{e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(SpecError::Url(format!(
-            "scheme must be http or https, not `{}`",
-            url.scheme()
-        )));
+        return Err(SpecError::Url(format!("scheme must be http or https, not `{}`", url.scheme())));
     }
     let Some(host) = url.host() else {
         return Err(SpecError::Url("missing host".into()));
@@ -296,16 +284,12 @@ impl WebhookSpec {
         let secret = match self.secret {
             Some(s) => {
                 if s.len() > 512 {
-                    return Err(SpecError::Invalid(
-                        "secret is longer than 512 characters".into(),
-                    ));
+                    return Err(SpecError::Invalid("secret is longer than 512 characters".into()));
                 }
                 SigningKey::from_secret(&s)?;
                 s
             }
-            None => existing
-                .map(|e| e.secret.clone())
-                .unwrap_or_else(generate_secret),
+            None => existing.map(|e| e.secret.clone()).unwrap_or_else(generate_secret),
         };
         let events = match catalog.subscription(self.events.as_deref())? {
             Subscription::All => None,
@@ -351,23 +335,17 @@ impl WebhookSpec {
 
 fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), SpecError> {
     if headers.len() > spec_limits::HEADERS {
-        return Err(SpecError::Header(format!(
-            "at most {} custom headers",
-            spec_limits::HEADERS
-        )));
+        return Err(SpecError::Header(format!("at most {} custom headers", spec_limits::HEADERS)));
     }
     for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) {
-            return Err(SpecError::Header(format!(
-                "`{name}` is set by the sender and cannot be overridden"
-            )));
+            return Err(SpecError::Header(format!("`{name}` is set by the sender and cannot be overridden")));
         }
         reqwest::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| SpecError::Header(format!("`{name}` is not a valid header name")))?;
-        reqwest::header::HeaderValue::from_str(value).map_err(|_| {
-            SpecError::Header(format!("value of `{name}` is not a valid header value"))
-        })?;
+        reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| SpecError::Header(format!("value of `{name}` is not a valid header value")))?;
     }
     Ok(())
 }
@@ -377,10 +355,7 @@ mod tests {
     use super::*;
 
     fn spec(url: &str) -> WebhookSpec {
-        WebhookSpec {
-            url: url.into(),
-            ..Default::default()
-        }
+        WebhookSpec { url: url.into(), ..Default::default() }
     }
 
     #[test]
@@ -400,14 +375,8 @@ mod tests {
     #[test]
     fn urls_must_be_public_http_unless_allowed() {
         assert!(validate_url("https://example.com/hook", false).is_ok());
-        assert!(matches!(
-            validate_url("ftp://example.com", false),
-            Err(SpecError::Url(_))
-        ));
-        assert!(matches!(
-            validate_url("not a url", false),
-            Err(SpecError::Url(_))
-        ));
+        assert!(matches!(validate_url("ftp://example.com", false), Err(SpecError::Url(_))));
+        assert!(matches!(validate_url("not a url", false), Err(SpecError::Url(_))));
         for private in [
             "http://127.0.0.1:9/x",
             "http://localhost/x",
@@ -417,13 +386,7 @@ mod tests {
             "http://192.168.0.1",
             "http://100.64.0.1",
         ] {
-            assert!(
-                matches!(
-                    validate_url(private, false),
-                    Err(SpecError::PrivateTarget(_))
-                ),
-                "{private}"
-            );
+            assert!(matches!(validate_url(private, false), Err(SpecError::PrivateTarget(_))), "{private}");
             assert!(validate_url(private, true).is_ok(), "{private}");
         }
     }
@@ -431,76 +394,46 @@ mod tests {
     #[test]
     fn specs_are_validated_into_records() {
         let c = EventCatalog::default();
-        let r = spec("https://example.com")
-            .into_record("wh_1".into(), &c, false, None)
-            .unwrap();
+        let r = spec("https://example.com").into_record("wh_1".into(), &c, false, None).unwrap();
         assert!(r.secret.starts_with("whsec_"));
         assert_eq!(r.events, None);
         assert_eq!(r.retry_config, RetryConfig::default());
 
         let mut s = spec("https://example.com");
         s.headers = Some(BTreeMap::from([("Webhook-Signature".into(), "x".into())]));
-        assert!(matches!(
-            s.into_record("a".into(), &c, false, None),
-            Err(SpecError::Header(_))
-        ));
+        assert!(matches!(s.into_record("a".into(), &c, false, None), Err(SpecError::Header(_))));
 
         let mut s = spec("https://example.com");
         s.events = Some(vec!["order.nope".into()]);
-        assert!(matches!(
-            s.into_record("a".into(), &c, false, None),
-            Err(SpecError::Events(_))
-        ));
+        assert!(matches!(s.into_record("a".into(), &c, false, None), Err(SpecError::Events(_))));
 
         let mut s = spec("https://example.com");
         s.secret = Some("whsec_".into());
-        assert!(matches!(
-            s.into_record("a".into(), &c, false, None),
-            Err(SpecError::Secret(_))
-        ));
+        assert!(matches!(s.into_record("a".into(), &c, false, None), Err(SpecError::Secret(_))));
 
         let mut s = spec("https://example.com");
         s.max_in_flight = Some(0);
         assert!(s.into_record("a".into(), &c, false, None).is_err());
 
-        assert!(
-            spec("https://example.com")
-                .into_record("bad id".into(), &c, false, None)
-                .is_err()
-        );
+        assert!(spec("https://example.com").into_record("bad id".into(), &c, false, None).is_err());
     }
 
     #[test]
     fn replacing_keeps_the_secret_unless_given() {
         let c = EventCatalog::default();
-        let first = spec("https://example.com")
-            .into_record("a".into(), &c, false, None)
-            .unwrap();
-        let again = spec("https://example.org")
-            .into_record("a".into(), &c, false, Some(&first))
-            .unwrap();
+        let first = spec("https://example.com").into_record("a".into(), &c, false, None).unwrap();
+        let again = spec("https://example.org").into_record("a".into(), &c, false, Some(&first)).unwrap();
         assert_eq!(again.secret, first.secret);
         assert_eq!(again.created_at_ms, first.created_at_ms);
         let mut s = spec("https://example.org");
         s.secret = Some("plain-secret".into());
-        assert_eq!(
-            s.into_record("a".into(), &c, false, Some(&first))
-                .unwrap()
-                .secret,
-            "plain-secret"
-        );
+        assert_eq!(s.into_record("a".into(), &c, false, Some(&first)).unwrap().secret, "plain-secret");
     }
 
     #[test]
     fn status_filters_accept_aliases() {
-        assert_eq!(
-            DeliveryStatus::parse("succeeded"),
-            Some(DeliveryStatus::Success)
-        );
-        assert_eq!(
-            DeliveryStatus::parse("pending"),
-            Some(DeliveryStatus::Pending)
-        );
+        assert_eq!(DeliveryStatus::parse("succeeded"), Some(DeliveryStatus::Success));
+        assert_eq!(DeliveryStatus::parse("pending"), Some(DeliveryStatus::Pending));
         assert_eq!(DeliveryStatus::parse("nope"), None);
     }
 }

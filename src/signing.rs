@@ -67,9 +67,7 @@ impl SigningKey {
         let bytes = match secret.strip_prefix(SECRET_PREFIX) {
             Some(b64) => {
                 let trimmed = b64.trim_end_matches('=');
-                STANDARD_NO_PAD
-                    .decode(trimmed)
-                    .map_err(|_| SecretError::NotBase64)?
+                STANDARD_NO_PAD.decode(trimmed).map_err(|_| SecretError::NotBase64)?
             }
             None => secret.as_bytes().to_vec(),
         };
@@ -110,9 +108,7 @@ impl SigningKey {
         let Ok(tag) = STANDARD.decode(b64) else {
             return false;
         };
-        self.mac_v1(msg_id, timestamp, body)
-            .verify_slice(&tag)
-            .is_ok()
+        self.mac_v1(msg_id, timestamp, body).verify_slice(&tag).is_ok()
     }
 }
 
@@ -161,11 +157,7 @@ pub enum VerifyError {
 ///
 /// `header` looks up a header by its lowercase name, so any HTTP library's header map fits:
 /// `|name| req.headers().get(name).and_then(|v| v.to_str().ok())`.
-pub fn verify<'a>(
-    secret: &str,
-    header: impl Fn(&str) -> Option<&'a str>,
-    body: &[u8],
-) -> Result<(), VerifyError> {
+pub fn verify<'a>(secret: &str, header: impl Fn(&str) -> Option<&'a str>, body: &[u8]) -> Result<(), VerifyError> {
     verify_at(secret, header, body, SystemTime::now(), DEFAULT_TOLERANCE)
 }
 
@@ -178,16 +170,10 @@ pub fn verify_at<'a>(
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
     let key = SigningKey::from_secret(secret)?;
-    let msg_id =
-        header(headers::WEBHOOK_ID).ok_or(VerifyError::MissingHeader(headers::WEBHOOK_ID))?;
-    let ts_raw = header(headers::WEBHOOK_TIMESTAMP)
-        .ok_or(VerifyError::MissingHeader(headers::WEBHOOK_TIMESTAMP))?;
-    let sigs = header(headers::WEBHOOK_SIGNATURE)
-        .ok_or(VerifyError::MissingHeader(headers::WEBHOOK_SIGNATURE))?;
-    let ts: i64 = ts_raw
-        .trim()
-        .parse()
-        .map_err(|_| VerifyError::InvalidTimestamp)?;
+    let msg_id = header(headers::WEBHOOK_ID).ok_or(VerifyError::MissingHeader(headers::WEBHOOK_ID))?;
+    let ts_raw = header(headers::WEBHOOK_TIMESTAMP).ok_or(VerifyError::MissingHeader(headers::WEBHOOK_TIMESTAMP))?;
+    let sigs = header(headers::WEBHOOK_SIGNATURE).ok_or(VerifyError::MissingHeader(headers::WEBHOOK_SIGNATURE))?;
+    let ts: i64 = ts_raw.trim().parse().map_err(|_| VerifyError::InvalidTimestamp)?;
     let now_s = unix_seconds(now);
     let tol = tolerance.as_secs() as i64;
     if now_s - ts > tol {
@@ -201,18 +187,12 @@ pub fn verify_at<'a>(
         .filter_map(|token| token.split_once(','))
         .filter(|(version, _)| *version == "v1")
         .any(|(_, sig)| key.verify_v1_token(msg_id, ts, body, sig));
-    if matched {
-        Ok(())
-    } else {
-        Err(VerifyError::NoMatch)
-    }
+    if matched { Ok(()) } else { Err(VerifyError::NoMatch) }
 }
 
 /// Seconds since the Unix epoch (0 for clocks before it).
 pub fn unix_seconds(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 fn itoa_i64(v: i64) -> String {
@@ -268,23 +248,14 @@ mod tests {
             headers::WEBHOOK_SIGNATURE => Some(sig),
             _ => None,
         };
-        verify_at(
-            v.secret,
-            lookup,
-            v.payload.as_bytes(),
-            now,
-            DEFAULT_TOLERANCE,
-        )
+        verify_at(v.secret, lookup, v.payload.as_bytes(), now, DEFAULT_TOLERANCE)
     }
 
     #[test]
     fn signs_the_published_vectors() {
         for v in [&TV1, &TV2] {
             let key = SigningKey::from_secret(v.secret).unwrap();
-            assert_eq!(
-                key.sign_v1(v.msg_id, v.ts, v.payload.as_bytes()),
-                v.expected
-            );
+            assert_eq!(key.sign_v1(v.msg_id, v.ts, v.payload.as_bytes()), v.expected);
         }
     }
 
@@ -298,22 +269,13 @@ mod tests {
     #[test]
     fn rejects_wrong_and_decoy_signatures() {
         let now = at(TV2.ts);
-        assert_eq!(
-            check(&TV2, "v1,R3PTzyfHASBKHH98a7yexTwaJ4yNIcGhFQc1yuN+BPU=", now),
-            Err(VerifyError::NoMatch)
-        );
+        assert_eq!(check(&TV2, "v1,R3PTzyfHASBKHH98a7yexTwaJ4yNIcGhFQc1yuN+BPU=", now), Err(VerifyError::NoMatch));
         let decoys = "v1,tFtCZ5RDCPxzWQRWXWPgrCgE2frDBe9gjpbWQxnVfsQ= v1,Mm7xgUVICxZfQ3bgf0h0Dof65L/IFx+PnZvnDWPCX6Q= v1,9DfC1c3eeOrXB6w/5dIDydLNQaEyww5KalE5jLBZucE=";
         assert_eq!(check(&TV2, decoys, now), Err(VerifyError::NoMatch));
-        let with_valid = format!(
-            "{decoys} {} v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
-            TV2.expected
-        );
+        let with_valid = format!("{decoys} {} v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=", TV2.expected);
         assert_eq!(check(&TV2, &with_valid, now), Ok(()));
         assert_eq!(check(&TV2, "v1,", now), Err(VerifyError::NoMatch));
-        assert_eq!(
-            check(&TV2, &TV2.expected[..20], now),
-            Err(VerifyError::NoMatch)
-        );
+        assert_eq!(check(&TV2, &TV2.expected[..20], now), Err(VerifyError::NoMatch));
         let tampered = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OA=";
         assert_eq!(check(&TV1, tampered, at(TV1.ts)), Err(VerifyError::NoMatch));
         // A valid signature under another version tag is ignored.
@@ -323,14 +285,8 @@ mod tests {
 
     #[test]
     fn enforces_timestamp_tolerance() {
-        assert_eq!(
-            check(&TV2, TV2.expected, at(TV2.ts + 301)),
-            Err(VerifyError::TooOld)
-        );
-        assert_eq!(
-            check(&TV2, TV2.expected, at(TV2.ts - 301)),
-            Err(VerifyError::TooNew)
-        );
+        assert_eq!(check(&TV2, TV2.expected, at(TV2.ts + 301)), Err(VerifyError::TooOld));
+        assert_eq!(check(&TV2, TV2.expected, at(TV2.ts - 301)), Err(VerifyError::TooNew));
         assert_eq!(check(&TV2, TV2.expected, at(TV2.ts + 300)), Ok(()));
     }
 
@@ -338,11 +294,7 @@ mod tests {
     fn requires_all_three_headers() {
         let body = TV2.payload.as_bytes();
         let ts = TV2.ts.to_string();
-        for missing in [
-            headers::WEBHOOK_ID,
-            headers::WEBHOOK_TIMESTAMP,
-            headers::WEBHOOK_SIGNATURE,
-        ] {
+        for missing in [headers::WEBHOOK_ID, headers::WEBHOOK_TIMESTAMP, headers::WEBHOOK_SIGNATURE] {
             let lookup = |name: &str| {
                 if name == missing {
                     return None;
@@ -354,23 +306,16 @@ mod tests {
                     _ => None,
                 }
             };
-            let err =
-                verify_at(TV2.secret, lookup, body, at(TV2.ts), DEFAULT_TOLERANCE).unwrap_err();
+            let err = verify_at(TV2.secret, lookup, body, at(TV2.ts), DEFAULT_TOLERANCE).unwrap_err();
             assert_eq!(err, VerifyError::MissingHeader(missing));
         }
     }
 
     #[test]
     fn rejects_empty_and_malformed_secrets() {
-        assert_eq!(
-            SigningKey::from_secret("whsec_").unwrap_err(),
-            SecretError::Empty
-        );
+        assert_eq!(SigningKey::from_secret("whsec_").unwrap_err(), SecretError::Empty);
         assert_eq!(SigningKey::from_secret("").unwrap_err(), SecretError::Empty);
-        assert_eq!(
-            SigningKey::from_secret("whsec_!!!").unwrap_err(),
-            SecretError::NotBase64
-        );
+        assert_eq!(SigningKey::from_secret("whsec_!!!").unwrap_err(), SecretError::NotBase64);
     }
 
     #[test]
@@ -398,9 +343,6 @@ mod tests {
             headers::WEBHOOK_SIGNATURE => Some(header.as_str()),
             _ => None,
         };
-        assert_eq!(
-            verify_at(&secret, lookup, b"{}", at(1_700_000_000), DEFAULT_TOLERANCE),
-            Ok(())
-        );
+        assert_eq!(verify_at(&secret, lookup, b"{}", at(1_700_000_000), DEFAULT_TOLERANCE), Ok(()));
     }
 }

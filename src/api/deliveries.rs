@@ -11,16 +11,8 @@ use crate::model::DeliveryStatus;
 use crate::store::{AttemptRecord, DeliveryFilter, DeliveryRecord};
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/deliveries")
-            .get(list)
-            .default_service(web::to(super::method_not_allowed)),
-    )
-    .service(
-        web::resource("/deliveries/{id}")
-            .get(get)
-            .default_service(web::to(super::method_not_allowed)),
-    );
+    cfg.service(web::resource("/deliveries").get(list).default_service(web::to(super::method_not_allowed)))
+        .service(web::resource("/deliveries/{id}").get(get).default_service(web::to(super::method_not_allowed)));
 }
 
 /// A delivery: the seed's `WebhookDelivery` fields, plus `attemptLog` on the single-delivery route.
@@ -104,26 +96,17 @@ pub struct DeliveryQuery {
     cursor: Option<String>,
 }
 
-async fn list(
-    webhooks: web::Data<Webhooks>,
-    query: web::Query<DeliveryQuery>,
-) -> Result<HttpResponse, ApiError> {
+async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let limit = page_limit(q.limit)?;
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("unknown status `{s}`: use pending, success or failed"),
-            )
+            ApiError::bad_request("invalid_query", format!("unknown status `{s}`: use pending, success or failed"))
         })?),
     };
     let before = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let filter = DeliveryFilter {
-        webhook_id: q.webhook_id.filter(|w| !w.is_empty()),
-        status,
-    };
+    let filter = DeliveryFilter { webhook_id: q.webhook_id.filter(|w| !w.is_empty()), status };
     let mut rows = webhooks.deliveries(filter, before, limit + 1).await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
@@ -131,17 +114,11 @@ async fn list(
     } else {
         None
     };
-    let data = rows
-        .into_iter()
-        .map(|d| DeliveryOut::new(d, None))
-        .collect();
+    let data = rows.into_iter().map(|d| DeliveryOut::new(d, None)).collect();
     Ok(HttpResponse::Ok().json(Page { data, next_cursor }))
 }
 
-async fn get(
-    webhooks: web::Data<Webhooks>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     match webhooks.delivery(&id).await? {
         Some((d, log)) => Ok(HttpResponse::Ok().json(DeliveryOut::new(d, Some(log)))),
         None => Err(ApiError::not_found(&format!("delivery `{id}`"))),

@@ -28,11 +28,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     /// 400 with a code.
@@ -42,11 +38,7 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 }
 
@@ -62,19 +54,14 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .json(json!({ "error": { "code": self.code, "message": self.message } }))
+        HttpResponse::build(self.status).json(json!({ "error": { "code": self.code, "message": self.message } }))
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error while serving the API");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the store is unavailable; try again",
-        )
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; try again")
     }
 }
 
@@ -82,9 +69,7 @@ impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         match e {
             CatalogError::Unknown(_) => ApiError::bad_request("unknown_event_type", e.to_string()),
-            CatalogError::InvalidName(_) => {
-                ApiError::bad_request("invalid_event_type", e.to_string())
-            }
+            CatalogError::InvalidName(_) => ApiError::bad_request("invalid_event_type", e.to_string()),
         }
     }
 }
@@ -125,11 +110,9 @@ impl From<PublishError> for ApiError {
         match e {
             PublishError::EventType(c) => c.into(),
             PublishError::InvalidData(m) => ApiError::bad_request("invalid_data", m),
-            PublishError::PayloadTooLarge { .. } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                e.to_string(),
-            ),
+            PublishError::PayloadTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
+            }
             PublishError::ShuttingDown => shutting_down(),
             PublishError::Store(s) => s.into(),
         }
@@ -137,18 +120,13 @@ impl From<PublishError> for ApiError {
 }
 
 fn shutting_down() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "shutting_down",
-        "the webhook subsystem is shutting down",
-    )
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the webhook subsystem is shutting down")
 }
 
 /// Maps body parse failures to clear 4xx errors (used as the `JsonConfig` error handler).
 pub fn json_error(err: JsonPayloadError) -> ApiError {
     match &err {
-        JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("request body is larger than {limit} bytes"),
@@ -161,13 +139,8 @@ pub fn json_error(err: JsonPayloadError) -> ApiError {
         JsonPayloadError::Deserialize(e) if e.is_data() => {
             ApiError::bad_request("invalid_request", format!("invalid request body: {e}"))
         }
-        JsonPayloadError::Deserialize(e) => {
-            ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
-        }
-        _ => ApiError::bad_request(
-            "invalid_request",
-            format!("could not read the request body: {err}"),
-        ),
+        JsonPayloadError::Deserialize(e) => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")),
+        _ => ApiError::bad_request("invalid_request", format!("could not read the request body: {err}")),
     }
 }
 

@@ -34,9 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks) {
                 .content_type_required(false)
                 .error_handler(|err, _| error::json_error(err).into()),
         )
-        .app_data(
-            web::QueryConfig::default().error_handler(|err, _| error::query_error(err).into()),
-        )
+        .app_data(web::QueryConfig::default().error_handler(|err, _| error::query_error(err).into()))
         .configure(ops::configure)
         .service(
             web::scope("/v1")
@@ -54,18 +52,13 @@ async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let expected = req
-        .app_data::<web::Data<Webhooks>>()
-        .and_then(|w| w.settings().admin_token.clone());
+    let expected = req.app_data::<web::Data<Webhooks>>().and_then(|w| w.settings().admin_token.clone());
     if let Some(expected) = expected {
         let given = req
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
             return Err(ApiError::new(
@@ -85,12 +78,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// JSON 404 for unknown paths.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no route for {} {}", req.method(), req.path()),
-    )
-    .error_response()
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), req.path()))
+        .error_response()
 }
 
 /// JSON 405 for known paths with another method.
@@ -114,9 +103,7 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
         .decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| {
-            ApiError::bad_request("invalid_cursor", "cursor is not one this API returned")
-        })
+        .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
 }
 
 /// Validates a `limit` query parameter.
@@ -124,10 +111,7 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be from 1 to {MAX_LIMIT}"),
-        )),
+        Some(_) => Err(ApiError::bad_request("invalid_query", format!("limit must be from 1 to {MAX_LIMIT}"))),
     }
 }
 

@@ -8,16 +8,11 @@ use super::ApiError;
 use crate::app::Webhooks;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics));
+    cfg.route("/healthz", web::get().to(healthz)).route("/metrics", web::get().to(metrics));
 }
 
 pub(crate) fn configure_v1(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/event-types")
-            .get(event_types)
-            .default_service(web::to(super::method_not_allowed)),
-    );
+    cfg.service(web::resource("/event-types").get(event_types).default_service(web::to(super::method_not_allowed)));
 }
 
 /// 200 when the store answers, 503 otherwise.
@@ -26,20 +21,14 @@ async fn healthz(webhooks: web::Data<Webhooks>) -> Result<HttpResponse, ApiError
         Ok(()) => Ok(HttpResponse::Ok().json(json!({ "status": "ok" }))),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the store does not answer",
-            ))
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store does not answer"))
         }
     }
 }
 
 /// Prometheus text exposition.
 async fn metrics(webhooks: web::Data<Webhooks>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(webhooks.metrics().render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(webhooks.metrics().render())
 }
 
 /// The event catalog.

@@ -14,19 +14,14 @@ use crate::retry::RetryConfig;
 use crate::store::Upserted;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/webhooks")
-            .post(create)
-            .get(list)
-            .default_service(web::to(super::method_not_allowed)),
-    )
-    .service(
-        web::resource("/webhooks/{id}")
-            .get(get)
-            .put(replace)
-            .delete(delete)
-            .default_service(web::to(super::method_not_allowed)),
-    );
+    cfg.service(web::resource("/webhooks").post(create).get(list).default_service(web::to(super::method_not_allowed)))
+        .service(
+            web::resource("/webhooks/{id}")
+                .get(get)
+                .put(replace)
+                .delete(delete)
+                .default_service(web::to(super::method_not_allowed)),
+        );
 }
 
 /// Request body of `POST /v1/webhooks` and `PUT /v1/webhooks/{id}`.
@@ -54,9 +49,13 @@ impl WebhookIn {
     fn into_spec(self) -> Result<WebhookSpec, ApiError> {
         let retry_config = match self.retry_config {
             None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(serde_json::from_value::<RetryConfig>(v).map_err(|e| {
-                ApiError::bad_request("invalid_retry_config", format!("invalid retryConfig: {e}"))
-            })?),
+            Some(v) if !v.is_object() => {
+                return Err(ApiError::bad_request("invalid_retry_config", "invalid retryConfig: expected an object"));
+            }
+            Some(v) => Some(
+                serde_json::from_value::<RetryConfig>(v)
+                    .map_err(|e| ApiError::bad_request("invalid_retry_config", format!("invalid retryConfig: {e}")))?,
+            ),
         };
         Ok(WebhookSpec {
             url: self.url,
@@ -141,10 +140,7 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn create(
-    webhooks: web::Data<Webhooks>,
-    body: web::Json<WebhookIn>,
-) -> Result<HttpResponse, ApiError> {
+async fn create(webhooks: web::Data<Webhooks>, body: web::Json<WebhookIn>) -> Result<HttpResponse, ApiError> {
     let spec = body.into_inner().into_spec()?;
     let (info, _) = webhooks.register(None, spec).await?;
     Ok(HttpResponse::Created().json(WebhookOut::from(info)))
@@ -157,18 +153,11 @@ async fn replace(
 ) -> Result<HttpResponse, ApiError> {
     let spec = body.into_inner().into_spec()?;
     let (info, upserted) = webhooks.register(Some(id.into_inner()), spec).await?;
-    let status = if upserted == Upserted::Created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if upserted == Upserted::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(HttpResponse::build(status).json(WebhookOut::from(info)))
 }
 
-async fn list(
-    webhooks: web::Data<Webhooks>,
-    query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+async fn list(webhooks: web::Data<Webhooks>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(query.limit)?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let mut rows = webhooks.webhooks(after, limit + 1).await?;
@@ -182,20 +171,14 @@ async fn list(
     Ok(HttpResponse::Ok().json(Page { data, next_cursor }))
 }
 
-async fn get(
-    webhooks: web::Data<Webhooks>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     match webhooks.webhook(&id).await? {
         Some(info) => Ok(HttpResponse::Ok().json(WebhookOut::from(info))),
         None => Err(ApiError::not_found(&format!("webhook `{id}`"))),
     }
 }
 
-async fn delete(
-    webhooks: web::Data<Webhooks>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn delete(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     if webhooks.unregister(&id).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {

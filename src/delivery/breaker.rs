@@ -38,12 +38,7 @@ struct Open {
 
 impl Breaker {
     pub(crate) fn new(settings: BreakerSettings) -> Self {
-        Self {
-            settings,
-            consecutive_failures: 0,
-            failing_since_ms: None,
-            open: None,
-        }
+        Self { settings, consecutive_failures: 0, failing_since_ms: None, open: None }
     }
 
     pub(crate) fn consecutive_failures(&self) -> u32 {
@@ -58,13 +53,9 @@ impl Breaker {
     pub(crate) fn permit(&self, now_ms: i64, in_flight: usize) -> Permit {
         match self.open {
             None => Permit::Flow,
-            Some(o) if o.probing || in_flight > 0 => Permit::Wait {
-                retry_at_ms: i64::MAX,
-            },
+            Some(o) if o.probing || in_flight > 0 => Permit::Wait { retry_at_ms: i64::MAX },
             Some(o) if now_ms >= o.probe_at_ms => Permit::Probe,
-            Some(o) => Permit::Wait {
-                retry_at_ms: o.probe_at_ms,
-            },
+            Some(o) => Permit::Wait { retry_at_ms: o.probe_at_ms },
         }
     }
 
@@ -97,11 +88,7 @@ impl Breaker {
             }
             None if self.consecutive_failures >= self.settings.failure_threshold.max(1) => {
                 let cooldown = self.settings.cooldown;
-                self.open = Some(Open {
-                    cooldown,
-                    probe_at_ms: now_ms + cooldown.as_millis() as i64,
-                    probing: false,
-                });
+                self.open = Some(Open { cooldown, probe_at_ms: now_ms + cooldown.as_millis() as i64, probing: false });
                 true
             }
             None => false,
@@ -151,22 +138,10 @@ mod tests {
         assert!(b.on_failure(2, false));
         assert!(b.is_open());
         assert_eq!(b.permit(50, 0), Permit::Wait { retry_at_ms: 102 });
-        assert_eq!(
-            b.permit(102, 1),
-            Permit::Wait {
-                retry_at_ms: i64::MAX
-            },
-            "no probe while attempts are in flight"
-        );
+        assert_eq!(b.permit(102, 1), Permit::Wait { retry_at_ms: i64::MAX }, "no probe while attempts are in flight");
         assert_eq!(b.permit(102, 0), Permit::Probe);
         b.probe_started();
-        assert_eq!(
-            b.permit(103, 0),
-            Permit::Wait {
-                retry_at_ms: i64::MAX
-            },
-            "one probe at a time"
-        );
+        assert_eq!(b.permit(103, 0), Permit::Wait { retry_at_ms: i64::MAX }, "one probe at a time");
     }
 
     #[test]
@@ -180,11 +155,7 @@ mod tests {
         assert_eq!(b.permit(200, 0), Permit::Wait { retry_at_ms: 400 });
         b.probe_started();
         b.on_failure(400, true);
-        assert_eq!(
-            b.permit(400, 0),
-            Permit::Wait { retry_at_ms: 700 },
-            "capped at max_cooldown"
-        );
+        assert_eq!(b.permit(400, 0), Permit::Wait { retry_at_ms: 700 }, "capped at max_cooldown");
         b.on_success();
         assert!(!b.is_open());
         assert_eq!(b.consecutive_failures(), 0);

@@ -52,16 +52,10 @@ impl Resolve for PublicOnlyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| !is_private_ip(a.ip()))
-                .collect();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| !is_private_ip(a.ip())).collect();
             if public.is_empty() {
-                let msg = format!(
-                    "{host} resolves only to private addresses (WEBHOOKS_ALLOW_PRIVATE_TARGETS is off)"
-                );
+                let msg = format!("{host} resolves only to private addresses (WEBHOOKS_ALLOW_PRIVATE_TARGETS is off)");
                 return Err(msg.into());
             }
             Ok(Box::new(public.into_iter()) as Addrs)
@@ -84,9 +78,7 @@ pub(crate) async fn send(request: reqwest::RequestBuilder, body_limit: usize) ->
             let mut read_error = None;
             while body.len() < body_limit {
                 match resp.chunk().await {
-                    Ok(Some(chunk)) => {
-                        body.extend_from_slice(&chunk[..chunk.len().min(body_limit - body.len())])
-                    }
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(body_limit - body.len())]),
                     Ok(None) => break,
                     Err(e) => {
                         read_error = Some(e);
@@ -97,25 +89,13 @@ pub(crate) async fn send(request: reqwest::RequestBuilder, body_limit: usize) ->
             let text = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
             match read_error {
                 // A 2xx whose body broke off still reached the endpoint; anything else keeps its status.
-                Some(e) if e.is_timeout() && !(200..300).contains(&status) => {
-                    (AttemptOutcome::Timeout, text)
-                }
-                _ => (
-                    AttemptOutcome::Response {
-                        status,
-                        retry_after,
-                    },
-                    text,
-                ),
+                Some(e) if e.is_timeout() && !(200..300).contains(&status) => (AttemptOutcome::Timeout, text),
+                _ => (AttemptOutcome::Response { status, retry_after }, text),
             }
         }
         Err(e) => (classify_error(&e), None),
     };
-    AttemptResult {
-        outcome,
-        duration: started.elapsed(),
-        response_body,
-    }
+    AttemptResult { outcome, duration: started.elapsed(), response_body }
 }
 
 fn classify_error(e: &reqwest::Error) -> AttemptOutcome {
@@ -123,11 +103,7 @@ fn classify_error(e: &reqwest::Error) -> AttemptOutcome {
         return AttemptOutcome::Timeout;
     }
     let detail = root_cause(e);
-    if e.is_connect() {
-        AttemptOutcome::Connect(detail)
-    } else {
-        AttemptOutcome::Transport(detail)
-    }
+    if e.is_connect() { AttemptOutcome::Connect(detail) } else { AttemptOutcome::Transport(detail) }
 }
 
 /// The innermost error message: "connection refused" rather than reqwest's wrapper, which would

@@ -16,9 +16,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::endpoint::{
-    Deliver, Drain, EndpointActor, EndpointConfig, InjectPanic, Reconfigure, Retire,
-};
+use super::endpoint::{Deliver, Drain, EndpointActor, EndpointConfig, InjectPanic, Reconfigure, Retire};
 use super::health::{Health, HealthSnapshot};
 use super::ledger::{FailDeliveries, PersistEvent};
 use super::{Envelope, Pending, Shared};
@@ -154,11 +152,7 @@ pub(crate) struct DispatcherActor {
 impl DispatcherActor {
     /// `arbiters` and `clients` pair up: actors on arbiter `i` use client `i`, so that pooled
     /// connections live on the thread that uses them.
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        arbiters: Vec<ArbiterHandle>,
-        clients: Vec<reqwest::Client>,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, arbiters: Vec<ArbiterHandle>, clients: Vec<reqwest::Client>) -> Self {
         Self {
             shared,
             endpoints: HashMap::new(),
@@ -183,19 +177,10 @@ impl DispatcherActor {
         for (webhook_id, entry) in &self.endpoints {
             if entry.subscription.matches(&msg.event_type) && !entry.health.is_disabled() {
                 let seq = deliveries.len() as u32;
-                deliveries.push(NewDelivery {
-                    id: delivery_id(&id, seq),
-                    webhook_id: webhook_id.clone(),
-                });
+                deliveries.push(NewDelivery { id: delivery_id(&id, seq), webhook_id: webhook_id.clone() });
             }
         }
-        let envelope = Arc::new(Envelope::new(
-            &id,
-            &msg.event_type,
-            &timestamp,
-            body.clone(),
-            created_at_ms,
-        ));
+        let envelope = Arc::new(Envelope::new(&id, &msg.event_type, &timestamp, body.clone(), created_at_ms));
         let event = NewEvent {
             id,
             event_type: msg.event_type.to_string(),
@@ -205,10 +190,7 @@ impl DispatcherActor {
             idempotency_key: msg.idempotency_key,
             deliveries,
         };
-        let ticket = PublishTicket {
-            reply: msg.reply,
-            envelope,
-        };
+        let ticket = PublishTicket { reply: msg.reply, envelope };
         self.shared.ledger.do_send(PersistEvent { event, ticket });
     }
 
@@ -232,14 +214,12 @@ impl DispatcherActor {
                         match self.endpoints.get(&d.webhook_id) {
                             Some(entry) => {
                                 entry.pending.increment(1.0);
-                                per_endpoint.entry(d.webhook_id.clone()).or_default().push(
-                                    Pending {
-                                        id: d.id.as_str().into(),
-                                        envelope: ticket.envelope.clone(),
-                                        attempts: 0,
-                                        due_ms: event.created_at_ms,
-                                    },
-                                );
+                                per_endpoint.entry(d.webhook_id.clone()).or_default().push(Pending {
+                                    id: d.id.as_str().into(),
+                                    envelope: ticket.envelope.clone(),
+                                    attempts: 0,
+                                    due_ms: event.created_at_ms,
+                                });
                             }
                             None => orphans.push((d.id.clone(), "webhook deleted".to_string())),
                         }
@@ -251,10 +231,7 @@ impl DispatcherActor {
                         deliveries: event
                             .deliveries
                             .iter()
-                            .map(|d| DeliveryRef {
-                                id: d.id.clone(),
-                                webhook_id: d.webhook_id.to_string(),
-                            })
+                            .map(|d| DeliveryRef { id: d.id.clone(), webhook_id: d.webhook_id.to_string() })
                             .collect(),
                         duplicate: false,
                     }
@@ -298,9 +275,7 @@ impl DispatcherActor {
         let config = Arc::new(EndpointConfig::from_record(&record, settings));
         let subscription = match &record.events {
             None => Subscription::All,
-            Some(names) => {
-                Subscription::Only(names.iter().map(|n| Arc::from(n.as_str())).collect())
-            }
+            Some(names) => Subscription::Only(names.iter().map(|n| Arc::from(n.as_str())).collect()),
         };
         let disabled = record.disabled_at_ms.is_some();
         if let Some(entry) = self.endpoints.get_mut(config.id.as_ref()) {
@@ -309,19 +284,12 @@ impl DispatcherActor {
             }
             entry.subscription = subscription;
             entry.updated_at_ms = record.updated_at_ms;
-            entry.addr.do_send(Reconfigure {
-                config,
-                reenable: !disabled,
-            });
+            entry.addr.do_send(Reconfigure { config, reenable: !disabled });
             return;
         }
         let id = config.id.clone();
         let label = WebhookLabel::new(&id, settings.metrics_webhook_label);
-        let health = Arc::new(if disabled {
-            Health::disabled()
-        } else {
-            Health::default()
-        });
+        let health = Arc::new(if disabled { Health::disabled() } else { Health::default() });
         let pending_gauge = label.pending();
         pending_gauge.set(if disabled { 0.0 } else { pending as f64 });
         let slot = self.next_slot % self.arbiters.len().max(1);
@@ -337,13 +305,7 @@ impl DispatcherActor {
         let addr = Supervisor::start_in_arbiter(&self.arbiters[slot], move |_| actor);
         self.endpoints.insert(
             id,
-            EndpointEntry {
-                addr,
-                subscription,
-                health,
-                pending: pending_gauge,
-                updated_at_ms: record.updated_at_ms,
-            },
+            EndpointEntry { addr, subscription, health, pending: pending_gauge, updated_at_ms: record.updated_at_ms },
         );
     }
 }
@@ -351,8 +313,7 @@ impl DispatcherActor {
 /// The wire body: `{"id","event","data","timestamp"}`. Ids, types and timestamps are validated
 /// ASCII without quotes or backslashes, and `data` is already valid JSON, so no escaping is needed.
 fn build_body(id: &str, event_type: &str, data: &str, timestamp: &str) -> Bytes {
-    let mut s =
-        String::with_capacity(64 + id.len() + event_type.len() + data.len() + timestamp.len());
+    let mut s = String::with_capacity(64 + id.len() + event_type.len() + data.len() + timestamp.len());
     s.push_str("{\"id\":\"");
     s.push_str(id);
     s.push_str("\",\"event\":\"");
@@ -407,10 +368,7 @@ impl Handler<Remove> for DispatcherActor {
 impl Handler<HealthOf> for DispatcherActor {
     type Result = Vec<Option<HealthSnapshot>>;
     fn handle(&mut self, msg: HealthOf, _: &mut Context<Self>) -> Self::Result {
-        msg.0
-            .iter()
-            .map(|id| self.endpoints.get(id.as_str()).map(|e| e.health.snapshot()))
-            .collect()
+        msg.0.iter().map(|id| self.endpoints.get(id.as_str()).map(|e| e.health.snapshot())).collect()
     }
 }
 
@@ -431,9 +389,7 @@ impl Handler<DrainAll> for DispatcherActor {
         Box::pin(async move {
             for rx in waits {
                 if tokio::time::timeout_at(deadline, rx).await.is_err() {
-                    tracing::warn!(
-                        "shutdown grace elapsed with attempts in flight; they stay pending in the store"
-                    );
+                    tracing::warn!("shutdown grace elapsed with attempts in flight; they stay pending in the store");
                     break;
                 }
             }
@@ -460,12 +416,7 @@ mod tests {
 
     #[test]
     fn body_is_the_seeds_payload_shape() {
-        let body = build_body(
-            "evt_1",
-            "order.created",
-            r#"{"orderId": "o-1"}"#,
-            "2026-11-28T10:00:00.000Z",
-        );
+        let body = build_body("evt_1", "order.created", r#"{"orderId": "o-1"}"#, "2026-11-28T10:00:00.000Z");
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["id"], "evt_1");
         assert_eq!(v["event"], "order.created");

@@ -34,10 +34,8 @@ use crate::signing::{self, SigningKey, signature_header};
 use crate::store::{AttemptRecord, AttemptUpdate, DisableWebhook, NextStep, PageStart};
 
 const H_WEBHOOK_ID: HeaderName = HeaderName::from_static(signing::headers::WEBHOOK_ID);
-const H_WEBHOOK_TIMESTAMP: HeaderName =
-    HeaderName::from_static(signing::headers::WEBHOOK_TIMESTAMP);
-const H_WEBHOOK_SIGNATURE: HeaderName =
-    HeaderName::from_static(signing::headers::WEBHOOK_SIGNATURE);
+const H_WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static(signing::headers::WEBHOOK_TIMESTAMP);
+const H_WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static(signing::headers::WEBHOOK_SIGNATURE);
 const H_X_ID: HeaderName = HeaderName::from_static(signing::headers::X_WEBHOOK_ID);
 const H_X_EVENT: HeaderName = HeaderName::from_static(signing::headers::X_WEBHOOK_EVENT);
 const H_X_TIMESTAMP: HeaderName = HeaderName::from_static(signing::headers::X_WEBHOOK_TIMESTAMP);
@@ -76,10 +74,7 @@ impl EndpointConfig {
         let mut headers = HeaderMap::with_capacity(r.headers.len() + 10);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (k, v) in &r.headers {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                 headers.insert(name, value);
             }
         }
@@ -89,10 +84,7 @@ impl EndpointConfig {
             keys,
             headers,
             retry: r.retry_config,
-            max_in_flight: r
-                .max_in_flight
-                .unwrap_or(settings.delivery.max_in_flight)
-                .max(1) as usize,
+            max_in_flight: r.max_in_flight.unwrap_or(settings.delivery.max_in_flight).max(1) as usize,
             refused,
         }
     }
@@ -168,22 +160,10 @@ struct Backlog {
 
 impl Backlog {
     fn none() -> Self {
-        Self {
-            in_store: false,
-            next: PageStart::Beginning,
-            paging: false,
-            missed: false,
-            barrier_first: false,
-        }
+        Self { in_store: false, next: PageStart::Beginning, paging: false, missed: false, barrier_first: false }
     }
     fn reload() -> Self {
-        Self {
-            in_store: true,
-            next: PageStart::Beginning,
-            paging: false,
-            missed: false,
-            barrier_first: true,
-        }
+        Self { in_store: true, next: PageStart::Beginning, paging: false, missed: false, barrier_first: true }
     }
 }
 
@@ -230,10 +210,7 @@ impl EndpointActor {
             timer: None,
             in_flight: 0,
             backlog: if has_backlog && !disabled {
-                Backlog {
-                    barrier_first: false,
-                    ..Backlog::reload()
-                }
+                Backlog { barrier_first: false, ..Backlog::reload() }
             } else {
                 Backlog::none()
             },
@@ -262,27 +239,16 @@ impl EndpointActor {
             self.ready.push_back(pending);
         } else {
             self.seq += 1;
-            self.waiting.push(Waiting {
-                due_ms: pending.due_ms,
-                seq: self.seq,
-                pending,
-            });
+            self.waiting.push(Waiting { due_ms: pending.due_ms, seq: self.seq, pending });
         }
     }
 
     fn accept(&mut self, items: Vec<Pending>, ctx: &mut Context<Self>) {
         if self.retired || self.disabled {
-            let reason = if self.retired {
-                "webhook deleted"
-            } else {
-                "endpoint disabled"
-            };
+            let reason = if self.retired { "webhook deleted" } else { "endpoint disabled" };
             self.metrics.failed.increment(items.len() as u64);
             self.metrics.pending.decrement(items.len() as f64);
-            let failures = items
-                .into_iter()
-                .map(|p| (p.id.into_string(), reason.to_string()))
-                .collect();
+            let failures = items.into_iter().map(|p| (p.id.into_string(), reason.to_string())).collect();
             self.shared.ledger.do_send(FailDeliveries(failures));
             return;
         }
@@ -361,34 +327,22 @@ impl EndpointActor {
         self.timer = Some((at, handle));
     }
 
-    fn build_request(
-        &self,
-        p: &Pending,
-        timestamp: i64,
-    ) -> Result<reqwest::RequestBuilder, String> {
+    fn build_request(&self, p: &Pending, timestamp: i64) -> Result<reqwest::RequestBuilder, String> {
         if let Some(reason) = &self.cfg.refused {
             return Err(reason.clone());
         }
         let env = &p.envelope;
         let mut headers = self.cfg.headers.clone();
         let signature = signature_header(&self.cfg.keys, &env.id, timestamp, &env.body);
-        let hv =
-            |s: String| HeaderValue::from_str(&s).map_err(|e| format!("bad header value: {e}"));
+        let hv = |s: String| HeaderValue::from_str(&s).map_err(|e| format!("bad header value: {e}"));
         headers.insert(H_WEBHOOK_ID, env.h_id.clone());
         headers.insert(H_WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
         headers.insert(H_WEBHOOK_SIGNATURE, hv(signature)?);
         headers.insert(H_X_ID, env.h_id.clone());
         headers.insert(H_X_EVENT, env.h_event.clone());
         headers.insert(H_X_TIMESTAMP, env.h_timestamp.clone());
-        headers.insert(
-            H_X_SIGNATURE,
-            hv(self.cfg.keys[0].sign_body_hex(&env.body))?,
-        );
-        Ok(self
-            .client
-            .post(self.cfg.url.clone())
-            .headers(headers)
-            .body(env.body.clone()))
+        headers.insert(H_X_SIGNATURE, hv(self.cfg.keys[0].sign_body_hex(&env.body))?);
+        Ok(self.client.post(self.cfg.url.clone()).headers(headers).body(env.body.clone()))
     }
 
     fn start_attempt(&mut self, p: Pending, probe: bool, ctx: &mut Context<Self>) {
@@ -409,9 +363,7 @@ impl EndpointActor {
         };
         let started_ms = to_ms(started);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.guarded(ctx, move |act, ctx| {
-                act.finish_attempt(p, attempt, started_ms, probe, res, ctx)
-            });
+            act.guarded(ctx, move |act, ctx| act.finish_attempt(p, attempt, started_ms, probe, res, ctx));
         }));
     }
 
@@ -432,21 +384,16 @@ impl EndpointActor {
         }
         let now = now_ms();
         let verdict = classify(&res.outcome);
-        self.metrics
-            .attempt_duration
-            .record(res.duration.as_secs_f64());
+        self.metrics.attempt_duration.record(res.duration.as_secs_f64());
         let (status_code, error) = match (&res.outcome, &verdict) {
             (AttemptOutcome::Response { status, .. }, Verdict::Delivered) => (Some(*status), None),
             (AttemptOutcome::Response { status, .. }, Verdict::Gone) => {
                 (Some(*status), Some("HTTP 410 Gone".to_string()))
             }
-            (
-                AttemptOutcome::Response { status, .. },
-                Verdict::Retry { reason, .. } | Verdict::Fail { reason },
-            ) => (Some(*status), Some(reason.clone())),
-            (_, Verdict::Retry { reason, .. } | Verdict::Fail { reason }) => {
-                (None, Some(reason.clone()))
+            (AttemptOutcome::Response { status, .. }, Verdict::Retry { reason, .. } | Verdict::Fail { reason }) => {
+                (Some(*status), Some(reason.clone()))
             }
+            (_, Verdict::Retry { reason, .. } | Verdict::Fail { reason }) => (None, Some(reason.clone())),
             (_, _) => (None, None),
         };
         let record = AttemptRecord {
@@ -470,34 +417,20 @@ impl EndpointActor {
             self.metrics.attempts_failure.increment(1);
             self.metrics.label.error(error_type(&res.outcome));
             self.breaker.on_failure(now, probe);
-            self.health
-                .record_failure(now, self.breaker.consecutive_failures());
-            let state = if self.breaker.is_open() {
-                EndpointState::Paused
-            } else {
-                EndpointState::BackingOff
-            };
+            self.health.record_failure(now, self.breaker.consecutive_failures());
+            let state = if self.breaker.is_open() { EndpointState::Paused } else { EndpointState::BackingOff };
             self.health.set_state(state);
             let retry_in = match &verdict {
-                Verdict::Retry { not_before, .. } => self
-                    .cfg
-                    .retry
-                    .delay(attempt, rand::random::<f64>())
-                    .map(|d| {
-                        let asked = not_before
-                            .unwrap_or_default()
-                            .min(self.shared.settings.delivery.retry_after_cap);
-                        d.max(asked)
-                    }),
+                Verdict::Retry { not_before, .. } => self.cfg.retry.delay(attempt, rand::random::<f64>()).map(|d| {
+                    let asked = not_before.unwrap_or_default().min(self.shared.settings.delivery.retry_after_cap);
+                    d.max(asked)
+                }),
                 _ => None,
             };
             if verdict == Verdict::Gone {
                 disable = Some(("endpoint answered 410 Gone".into(), "gone"));
             } else if self.breaker.should_disable(now) {
-                disable = Some((
-                    "endpoint failing without a success for too long".into(),
-                    "failing",
-                ));
+                disable = Some(("endpoint failing without a success for too long".into(), "failing"));
             }
             match retry_in {
                 Some(delay) if disable.is_none() => {
@@ -513,11 +446,7 @@ impl EndpointActor {
                 }
             }
         };
-        self.shared.ledger.do_send(AttemptDone(AttemptUpdate {
-            delivery_id,
-            attempt: record,
-            next,
-        }));
+        self.shared.ledger.do_send(AttemptDone(AttemptUpdate { delivery_id, attempt: record, next }));
         if let Some((reason, kind)) = disable {
             self.disable(reason, kind, ctx);
         }
@@ -530,9 +459,7 @@ impl EndpointActor {
         if success {
             self.metrics.delivered.increment(1);
             let latency_ms = (now - p.envelope.created_at_ms).max(0);
-            self.metrics
-                .delivery_latency
-                .record(latency_ms as f64 / 1000.0);
+            self.metrics.delivery_latency.record(latency_ms as f64 / 1000.0);
         } else {
             self.metrics.failed.increment(1);
         }
@@ -561,25 +488,13 @@ impl EndpointActor {
             ctx.cancel_future(h);
         }
         self.backlog = Backlog::none();
-        let op = DisableWebhook {
-            webhook_id: self.cfg.id.to_string(),
-            reason,
-            at_ms: now_ms(),
-        };
-        self.shared.ledger.do_send(DisableEndpoint {
-            op,
-            label: self.metrics.label.clone(),
-        });
+        let op = DisableWebhook { webhook_id: self.cfg.id.to_string(), reason, at_ms: now_ms() };
+        self.shared.ledger.do_send(DisableEndpoint { op, label: self.metrics.label.clone() });
     }
 
     /// Pages pending deliveries in from the store once the window is at most half full.
     fn maybe_page(&mut self, ctx: &mut Context<Self>) {
-        if !self.backlog.in_store
-            || self.backlog.paging
-            || self.disabled
-            || self.retired
-            || self.draining
-        {
+        if !self.backlog.in_store || self.backlog.paging || self.disabled || self.retired || self.draining {
             return;
         }
         let window = self.shared.settings.delivery.window.max(1);
@@ -635,9 +550,7 @@ impl EndpointActor {
             }
             Err(e) => {
                 tracing::warn!(webhook = %self.cfg.id, error = %e, "could not page in backlog; retrying in 1s");
-                ctx.run_later(Duration::from_secs(1), |act, ctx| {
-                    act.guarded(ctx, |act, ctx| act.maybe_page(ctx))
-                });
+                ctx.run_later(Duration::from_secs(1), |act, ctx| act.guarded(ctx, |act, ctx| act.maybe_page(ctx)));
             }
         }
     }
@@ -684,11 +597,7 @@ impl Supervised for EndpointActor {
         self.timer = None;
         self.in_flight = 0;
         self.breaker.probe_abandoned();
-        self.backlog = if self.disabled {
-            Backlog::none()
-        } else {
-            Backlog::reload()
-        };
+        self.backlog = if self.disabled { Backlog::none() } else { Backlog::reload() };
         for w in self.drain_waiters.drain(..) {
             let _ = w.send(());
         }

@@ -15,9 +15,7 @@ use tokio::sync::oneshot;
 
 use super::dispatcher::{Committed, PublishTicket};
 use crate::metrics::{WebhookLabel, names};
-use crate::store::{
-    AttemptUpdate, BatchOutcome, DisableWebhook, NewEvent, Store, StoreResult, WriteBatch,
-};
+use crate::store::{AttemptUpdate, BatchOutcome, DisableWebhook, NewEvent, Store, StoreResult, WriteBatch};
 
 /// Persist an event and its deliveries; the dispatcher hears back through [`Committed`].
 #[derive(Message)]
@@ -147,11 +145,7 @@ impl LedgerActor {
                     label.pending().decrement(*n as f64);
                 }
                 if !tickets.is_empty() {
-                    self.notify_dispatcher(Committed {
-                        batch,
-                        tickets,
-                        result: Ok(outcome.events),
-                    });
+                    self.notify_dispatcher(Committed { batch, tickets, result: Ok(outcome.events) });
                 }
                 for b in barriers {
                     let _ = b.send(());
@@ -162,11 +156,7 @@ impl LedgerActor {
                 counter!(names::LEDGER_COMMIT_ERRORS).increment(1);
                 tracing::error!(error = %e, "ledger commit failed; publishes in it are refused, the rest is retried");
                 if !tickets.is_empty() {
-                    self.notify_dispatcher(Committed {
-                        batch: batch.clone(),
-                        tickets,
-                        result: Err(e),
-                    });
+                    self.notify_dispatcher(Committed { batch: batch.clone(), tickets, result: Err(e) });
                 }
                 // Everything but the refused publishes goes back in front of what arrived since.
                 let failed = Arc::try_unwrap(batch).unwrap_or_else(|shared| WriteBatch {
@@ -182,14 +172,8 @@ impl LedgerActor {
                     failures: failed.failures.into_iter().chain(newer.failures).collect(),
                     disables: failed.disables.into_iter().chain(newer.disables).collect(),
                 };
-                self.labels = labels
-                    .into_iter()
-                    .chain(std::mem::take(&mut self.labels))
-                    .collect();
-                self.barriers = barriers
-                    .into_iter()
-                    .chain(std::mem::take(&mut self.barriers))
-                    .collect();
+                self.labels = labels.into_iter().chain(std::mem::take(&mut self.labels)).collect();
+                self.barriers = barriers.into_iter().chain(std::mem::take(&mut self.barriers)).collect();
                 let delay = self.retry_delay;
                 self.retry_delay = (self.retry_delay * 2).min(Duration::from_secs(5));
                 self.flush_scheduled = true;

@@ -56,23 +56,9 @@ pub(crate) struct Envelope {
 }
 
 impl Envelope {
-    pub(crate) fn new(
-        id: &str,
-        event_type: &str,
-        timestamp: &str,
-        body: Bytes,
-        created_at_ms: i64,
-    ) -> Self {
-        let hv =
-            |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
-        Self {
-            id: id.into(),
-            body,
-            created_at_ms,
-            h_id: hv(id),
-            h_event: hv(event_type),
-            h_timestamp: hv(timestamp),
-        }
+    pub(crate) fn new(id: &str, event_type: &str, timestamp: &str, body: Bytes, created_at_ms: i64) -> Self {
+        let hv = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+        Self { id: id.into(), body, created_at_ms, h_id: hv(id), h_event: hv(event_type), h_timestamp: hv(timestamp) }
     }
 }
 
@@ -89,18 +75,7 @@ pub(crate) struct Pending {
 
 impl From<crate::store::PendingDelivery> for Pending {
     fn from(p: crate::store::PendingDelivery) -> Self {
-        let env = Envelope::new(
-            &p.event_id,
-            &p.event_type,
-            &p.timestamp,
-            p.payload,
-            p.created_at_ms,
-        );
-        Self {
-            id: p.id.into(),
-            envelope: Arc::new(env),
-            attempts: p.attempts,
-            due_ms: p.next_attempt_at_ms,
-        }
+        let env = Envelope::new(&p.event_id, &p.event_type, &p.timestamp, p.payload, p.created_at_ms);
+        Self { id: p.id.into(), envelope: Arc::new(env), attempts: p.attempts, due_ms: p.next_attempt_at_ms }
     }
 }

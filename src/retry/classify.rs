@@ -48,39 +48,17 @@ pub enum Verdict {
 /// 410 also disables the endpoint. Redirects are never followed, so a 3xx is final.
 pub fn classify(outcome: &AttemptOutcome) -> Verdict {
     match outcome {
-        AttemptOutcome::Response {
-            status,
-            retry_after,
-        } => match *status {
+        AttemptOutcome::Response { status, retry_after } => match *status {
             200..=299 => Verdict::Delivered,
             410 => Verdict::Gone,
-            429 | 503 => Verdict::Retry {
-                not_before: *retry_after,
-                reason: format!("HTTP {status}"),
-            },
-            408 | 425 | 500..=599 => Verdict::Retry {
-                not_before: None,
-                reason: format!("HTTP {status}"),
-            },
-            300..=399 => Verdict::Fail {
-                reason: format!("HTTP {status} (redirects are not followed)"),
-            },
-            s => Verdict::Fail {
-                reason: format!("HTTP {s}"),
-            },
+            429 | 503 => Verdict::Retry { not_before: *retry_after, reason: format!("HTTP {status}") },
+            408 | 425 | 500..=599 => Verdict::Retry { not_before: None, reason: format!("HTTP {status}") },
+            300..=399 => Verdict::Fail { reason: format!("HTTP {status} (redirects are not followed)") },
+            s => Verdict::Fail { reason: format!("HTTP {s}") },
         },
-        AttemptOutcome::Timeout => Verdict::Retry {
-            not_before: None,
-            reason: "timeout".into(),
-        },
-        AttemptOutcome::Connect(e) => Verdict::Retry {
-            not_before: None,
-            reason: format!("connection failed: {e}"),
-        },
-        AttemptOutcome::Transport(e) => Verdict::Retry {
-            not_before: None,
-            reason: format!("transport error: {e}"),
-        },
+        AttemptOutcome::Timeout => Verdict::Retry { not_before: None, reason: "timeout".into() },
+        AttemptOutcome::Connect(e) => Verdict::Retry { not_before: None, reason: format!("connection failed: {e}") },
+        AttemptOutcome::Transport(e) => Verdict::Retry { not_before: None, reason: format!("transport error: {e}") },
         AttemptOutcome::Refused(e) => Verdict::Fail { reason: e.clone() },
     }
 }
@@ -100,10 +78,7 @@ mod tests {
     use super::*;
 
     fn status(s: u16) -> Verdict {
-        classify(&AttemptOutcome::Response {
-            status: s,
-            retry_after: None,
-        })
+        classify(&AttemptOutcome::Response { status: s, retry_after: None })
     }
 
     #[test]
@@ -123,72 +98,30 @@ mod tests {
 
     #[test]
     fn transport_failures_are_retried_and_refusals_are_not() {
-        assert!(matches!(
-            classify(&AttemptOutcome::Timeout),
-            Verdict::Retry {
-                not_before: None,
-                ..
-            }
-        ));
-        assert!(matches!(
-            classify(&AttemptOutcome::Connect("refused".into())),
-            Verdict::Retry { .. }
-        ));
-        assert!(matches!(
-            classify(&AttemptOutcome::Transport("reset".into())),
-            Verdict::Retry { .. }
-        ));
-        assert!(matches!(
-            classify(&AttemptOutcome::Refused("private".into())),
-            Verdict::Fail { .. }
-        ));
+        assert!(matches!(classify(&AttemptOutcome::Timeout), Verdict::Retry { not_before: None, .. }));
+        assert!(matches!(classify(&AttemptOutcome::Connect("refused".into())), Verdict::Retry { .. }));
+        assert!(matches!(classify(&AttemptOutcome::Transport("reset".into())), Verdict::Retry { .. }));
+        assert!(matches!(classify(&AttemptOutcome::Refused("private".into())), Verdict::Fail { .. }));
     }
 
     #[test]
     fn retry_after_only_counts_on_429_and_503() {
         let ra = Some(Duration::from_secs(7));
         for s in [429, 503] {
-            let v = classify(&AttemptOutcome::Response {
-                status: s,
-                retry_after: ra,
-            });
-            assert_eq!(
-                v,
-                Verdict::Retry {
-                    not_before: ra,
-                    reason: format!("HTTP {s}")
-                }
-            );
+            let v = classify(&AttemptOutcome::Response { status: s, retry_after: ra });
+            assert_eq!(v, Verdict::Retry { not_before: ra, reason: format!("HTTP {s}") });
         }
-        let v = classify(&AttemptOutcome::Response {
-            status: 500,
-            retry_after: ra,
-        });
-        assert!(matches!(
-            v,
-            Verdict::Retry {
-                not_before: None,
-                ..
-            }
-        ));
+        let v = classify(&AttemptOutcome::Response { status: 500, retry_after: ra });
+        assert!(matches!(v, Verdict::Retry { not_before: None, .. }));
     }
 
     #[test]
     fn parses_retry_after_seconds_and_dates() {
         let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
     }

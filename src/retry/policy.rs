@@ -48,9 +48,7 @@ impl<'de> Deserialize<'de> for Jitter {
             Str(String),
         }
         match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "jitter must be true, false, \"none\", \"proportional\" or \"full\"",
-            )
+            serde::de::Error::custom("jitter must be true, false, \"none\", \"proportional\" or \"full\"")
         })? {
             Raw::Bool(true) => Ok(Jitter::Proportional),
             Raw::Bool(false) => Ok(Jitter::None),
@@ -120,19 +118,13 @@ pub enum RetryConfigError {
     #[error("maxRetries must be at most {}", limits::MAX_RETRIES)]
     TooManyRetries,
     /// A delay above [`limits::MAX_DELAY_MS`].
-    #[error(
-        "initialDelay and maxDelay must be at most {} ms",
-        limits::MAX_DELAY_MS
-    )]
+    #[error("initialDelay and maxDelay must be at most {} ms", limits::MAX_DELAY_MS)]
     DelayTooLong,
     /// `maxDelay` below `initialDelay`.
     #[error("maxDelay must be at least initialDelay")]
     MaxBelowInitial,
     /// `backoffMultiplier` not in `[1, 100]`.
-    #[error(
-        "backoffMultiplier must be a number from 1 to {}",
-        limits::MAX_MULTIPLIER
-    )]
+    #[error("backoffMultiplier must be a number from 1 to {}", limits::MAX_MULTIPLIER)]
     BadMultiplier,
 }
 
@@ -190,26 +182,15 @@ mod tests {
 
     #[test]
     fn defaults_are_the_seeds_schedule() {
-        let c = RetryConfig {
-            jitter: Jitter::None,
-            ..RetryConfig::default()
-        };
+        let c = RetryConfig { jitter: Jitter::None, ..RetryConfig::default() };
         let delays: Vec<_> = (1..=6).map(|k| secs(c.delay(k, 0.5))).collect();
-        assert_eq!(
-            delays,
-            vec![Some(1.0), Some(2.0), Some(4.0), Some(8.0), Some(16.0), None]
-        );
+        assert_eq!(delays, vec![Some(1.0), Some(2.0), Some(4.0), Some(8.0), Some(16.0), None]);
         assert_eq!(c.max_attempts(), 6);
     }
 
     #[test]
     fn delays_are_capped_by_max_delay() {
-        let c = RetryConfig {
-            max_retries: 10,
-            max_delay: 5000,
-            jitter: Jitter::None,
-            ..RetryConfig::default()
-        };
+        let c = RetryConfig { max_retries: 10, max_delay: 5000, jitter: Jitter::None, ..RetryConfig::default() };
         assert_eq!(secs(c.delay(3, 0.0)), Some(4.0));
         assert_eq!(secs(c.delay(4, 0.0)), Some(5.0));
         assert_eq!(secs(c.delay(10, 0.0)), Some(5.0));
@@ -245,10 +226,7 @@ mod tests {
 
     #[test]
     fn full_jitter_spans_zero_to_delay() {
-        let c = RetryConfig {
-            jitter: Jitter::Full,
-            ..RetryConfig::default()
-        };
+        let c = RetryConfig { jitter: Jitter::Full, ..RetryConfig::default() };
         assert_eq!(c.delay(3, 0.0), Some(Duration::ZERO));
         assert_eq!(secs(c.delay(3, 0.5)), Some(2.0));
         assert_eq!(secs(c.delay(3, 1.0)), Some(4.0));
@@ -256,10 +234,7 @@ mod tests {
 
     #[test]
     fn zero_retries_means_one_attempt() {
-        let c = RetryConfig {
-            max_retries: 0,
-            ..RetryConfig::default()
-        };
+        let c = RetryConfig { max_retries: 0, ..RetryConfig::default() };
         assert_eq!(c.delay(1, 0.5), None);
         assert_eq!(c.max_attempts(), 1);
     }
@@ -274,64 +249,24 @@ mod tests {
         assert_eq!(parse("\"none\"").unwrap(), Jitter::None);
         assert!(parse("\"sometimes\"").is_err());
         assert!(parse("3").is_err());
-        assert_eq!(
-            serde_json::to_string(&Jitter::Proportional).unwrap(),
-            "true"
-        );
+        assert_eq!(serde_json::to_string(&Jitter::Proportional).unwrap(), "true");
         assert_eq!(serde_json::to_string(&Jitter::Full).unwrap(), "\"full\"");
     }
 
     #[test]
     fn partial_configs_take_defaults_and_bad_ones_are_refused() {
         let c: RetryConfig = serde_json::from_str(r#"{"maxRetries": 2}"#).unwrap();
-        assert_eq!(
-            c,
-            RetryConfig {
-                max_retries: 2,
-                ..RetryConfig::default()
-            }
-        );
+        assert_eq!(c, RetryConfig { max_retries: 2, ..RetryConfig::default() });
         assert!(serde_json::from_str::<RetryConfig>(r#"{"maxRetries": -1}"#).is_err());
         assert!(serde_json::from_str::<RetryConfig>(r#"{"maxRetries": "3"}"#).is_err());
         assert!(serde_json::from_str::<RetryConfig>(r#"{"retries": 3}"#).is_err());
         let bad = |c: RetryConfig| c.validate().unwrap_err();
         let d = RetryConfig::default();
-        assert_eq!(
-            bad(RetryConfig {
-                max_retries: 101,
-                ..d
-            }),
-            RetryConfigError::TooManyRetries
-        );
-        assert_eq!(
-            bad(RetryConfig {
-                initial_delay: 5000,
-                max_delay: 1000,
-                ..d
-            }),
-            RetryConfigError::MaxBelowInitial
-        );
-        assert_eq!(
-            bad(RetryConfig {
-                backoff_multiplier: 0.5,
-                ..d
-            }),
-            RetryConfigError::BadMultiplier
-        );
-        assert_eq!(
-            bad(RetryConfig {
-                backoff_multiplier: f64::NAN,
-                ..d
-            }),
-            RetryConfigError::BadMultiplier
-        );
-        assert_eq!(
-            bad(RetryConfig {
-                max_delay: u64::MAX,
-                ..d
-            }),
-            RetryConfigError::DelayTooLong
-        );
+        assert_eq!(bad(RetryConfig { max_retries: 101, ..d }), RetryConfigError::TooManyRetries);
+        assert_eq!(bad(RetryConfig { initial_delay: 5000, max_delay: 1000, ..d }), RetryConfigError::MaxBelowInitial);
+        assert_eq!(bad(RetryConfig { backoff_multiplier: 0.5, ..d }), RetryConfigError::BadMultiplier);
+        assert_eq!(bad(RetryConfig { backoff_multiplier: f64::NAN, ..d }), RetryConfigError::BadMultiplier);
+        assert_eq!(bad(RetryConfig { max_delay: u64::MAX, ..d }), RetryConfigError::DelayTooLong);
         assert_eq!(d.validate(), Ok(()));
     }
 }

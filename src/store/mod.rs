@@ -128,10 +128,7 @@ pub struct WriteBatch {
 impl WriteBatch {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-            && self.attempts.is_empty()
-            && self.failures.is_empty()
-            && self.disables.is_empty()
+        self.events.is_empty() && self.attempts.is_empty() && self.failures.is_empty() && self.disables.is_empty()
     }
 
     /// Operations in the batch, for batch-size metrics and limits.
@@ -263,29 +260,17 @@ pub trait Store: Send + Sync + 'static {
     /// One registration.
     async fn get_webhook(&self, id: &str) -> StoreResult<Option<WebhookRecord>>;
     /// Registrations in id order, after `after`.
-    async fn list_webhooks(
-        &self,
-        after: Option<String>,
-        limit: u32,
-    ) -> StoreResult<Vec<WebhookRecord>>;
+    async fn list_webhooks(&self, after: Option<String>, limit: u32) -> StoreResult<Vec<WebhookRecord>>;
     /// Every registration, for start-up.
     async fn load_webhooks(&self) -> StoreResult<Vec<WebhookRecord>>;
     /// Applies one group commit atomically.
     async fn apply(&self, batch: Arc<WriteBatch>) -> StoreResult<BatchOutcome>;
     /// Up to `limit` pending deliveries of a webhook in id order, from `start`.
-    async fn load_pending(
-        &self,
-        webhook_id: &str,
-        start: PageStart,
-        limit: u32,
-    ) -> StoreResult<Vec<PendingDelivery>>;
+    async fn load_pending(&self, webhook_id: &str, start: PageStart, limit: u32) -> StoreResult<Vec<PendingDelivery>>;
     /// Pending delivery counts per webhook, for start-up; also fails pending deliveries whose webhook no longer exists.
     async fn recover(&self, at_ms: i64) -> StoreResult<Vec<(String, u64)>>;
     /// One delivery with its attempt log.
-    async fn get_delivery(
-        &self,
-        id: &str,
-    ) -> StoreResult<Option<(DeliveryRecord, Vec<AttemptRecord>)>>;
+    async fn get_delivery(&self, id: &str) -> StoreResult<Option<(DeliveryRecord, Vec<AttemptRecord>)>>;
     /// Deliveries newest first, before the `before` id.
     async fn list_deliveries(
         &self,
@@ -306,14 +291,9 @@ pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Stor
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Err(StoreError::Config(
-            "the PostgreSQL store is not built yet; use sqlite://path".into(),
-        ));
+        return Err(StoreError::Config("the PostgreSQL store is not built yet; use sqlite://path".into()));
     }
-    Err(StoreError::Config(format!(
-        "unsupported database url `{}`: expected sqlite://path",
-        redact_url(url)
-    )))
+    Err(StoreError::Config(format!("unsupported database url `{}`: expected sqlite://path", redact_url(url))))
 }
 
 /// Backend tuning that is not part of the URL.
@@ -328,10 +308,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            sqlite_full_sync: true,
-            read_connections: 4,
-        }
+        Self { sqlite_full_sync: true, read_connections: 4 }
     }
 }
 

@@ -91,11 +91,7 @@ fn run_group(conn: &mut Connection, jobs: Vec<Box<dyn WriteJob>>) {
             continue;
         }
         let (ok, completion) = job.run(&tx);
-        let end = if ok {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
-        };
+        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
         if let Err(e) = tx.execute_batch(end) {
             completion(Err(unavailable(e)));
             continue;
@@ -128,21 +124,15 @@ impl ReadPool {
         }
         let conn = Connection::open_with_flags(
             &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
         )
         .map_err(unavailable)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(unavailable)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
         Ok(conn)
     }
 
     fn give_back(&self, conn: Connection) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
     }
 }
 
@@ -162,9 +152,7 @@ pub fn path_from_url(url: &str) -> StoreResult<PathBuf> {
         .ok_or_else(|| StoreError::Config(format!("not a sqlite url: {url}")))?;
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() || path.contains(":memory:") {
-        return Err(StoreError::Config(
-            "sqlite url needs a file path, e.g. sqlite://webhooks.db".into(),
-        ));
+        return Err(StoreError::Config("sqlite url needs a file path, e.g. sqlite://webhooks.db".into()));
     }
     Ok(PathBuf::from(path))
 }
@@ -203,9 +191,7 @@ impl SqliteStore {
                 let _ = conn.execute_batch("PRAGMA optimize;");
             })
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        ready_rx
-            .await
-            .map_err(|_| StoreError::Unavailable("sqlite writer thread died".into()))??;
+        ready_rx.await.map_err(|_| StoreError::Unavailable("sqlite writer thread died".into()))??;
         Ok(Self {
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(handle)),
@@ -225,15 +211,8 @@ impl SqliteStore {
     {
         let (reply, rx) = oneshot::channel();
         let job: Box<dyn WriteJob> = Box::new(Job { f, reply });
-        let sender = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        sender
-            .ok_or(StoreError::Closed)?
-            .send(job)
-            .map_err(|_| StoreError::Closed)?;
+        let sender = self.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        sender.ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -243,12 +222,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let _permit = self
-            .readers
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let _permit = self.readers.permits.acquire().await.map_err(|_| StoreError::Closed)?;
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool.take()?;
@@ -263,31 +237,20 @@ impl SqliteStore {
 
 fn open_writer(path: &std::path::Path, full_sync: bool) -> StoreResult<Connection> {
     let conn = Connection::open(path).map_err(unavailable)?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(unavailable)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(unavailable)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(unavailable)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Config(format!(
-            "could not enable WAL (journal_mode={mode})"
-        )));
+        return Err(StoreError::Config(format!("could not enable WAL (journal_mode={mode})")));
     }
-    conn.execute_batch(if full_sync {
-        "PRAGMA synchronous=FULL;"
-    } else {
-        "PRAGMA synchronous=NORMAL;"
-    })
-    .map_err(unavailable)?;
+    conn.execute_batch(if full_sync { "PRAGMA synchronous=FULL;" } else { "PRAGMA synchronous=NORMAL;" })
+        .map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&conn)?;
     Ok(conn)
 }
 
 fn migrate(conn: &Connection) -> StoreResult<()> {
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(unavailable)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(unavailable)?;
     let version = usize::try_from(version).map_err(corrupt)?;
     if version > MIGRATIONS.len() {
         return Err(StoreError::Corrupt(format!(
@@ -296,11 +259,8 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        conn.execute_batch(&format!(
-            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
-            i + 1
-        ))
-        .map_err(|e| StoreError::Unavailable(format!("migration {} failed: {e}", i + 1)))?;
+        conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))
+            .map_err(|e| StoreError::Unavailable(format!("migration {} failed: {e}", i + 1)))?;
     }
     Ok(())
 }
@@ -318,11 +278,7 @@ fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<Result<WebhookRecord, Store
             id: r.get(0).map_err(corrupt)?,
             url: r.get(1).map_err(corrupt)?,
             secret: r.get(2).map_err(corrupt)?,
-            events: events
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(corrupt)?,
+            events: events.as_deref().map(serde_json::from_str).transpose().map_err(corrupt)?,
             headers: serde_json::from_str(&headers).map_err(corrupt)?,
             retry_config: serde_json::from_str::<RetryConfig>(&retry).map_err(corrupt)?,
             max_in_flight: max_in_flight.map(|n| n as u32),
@@ -340,9 +296,7 @@ fn collect_webhooks(
     stmt: &mut rusqlite::Statement<'_>,
     params: impl rusqlite::Params,
 ) -> StoreResult<Vec<WebhookRecord>> {
-    let rows = stmt
-        .query_map(params, webhook_from_row)
-        .map_err(unavailable)?;
+    let rows = stmt.query_map(params, webhook_from_row).map_err(unavailable)?;
     let mut out = Vec::new();
     for row in rows {
         out.push(row.map_err(unavailable)??);
@@ -374,12 +328,7 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     })
 }
 
-fn fail_pending_of_webhook(
-    tx: &Transaction<'_>,
-    webhook_id: &str,
-    reason: &str,
-    at_ms: i64,
-) -> StoreResult<u64> {
+fn fail_pending_of_webhook(tx: &Transaction<'_>, webhook_id: &str, reason: &str, at_ms: i64) -> StoreResult<u64> {
     let n = tx
         .prepare_cached(
             "UPDATE deliveries SET status = 'failed', completed_at = ?3, last_error = ?2, next_attempt_at = NULL \
@@ -394,14 +343,8 @@ fn find_by_idempotency_key(tx: &Transaction<'_>, key: &str) -> StoreResult<Optio
     let found = tx
         .prepare_cached("SELECT id, event_type, timestamp FROM events WHERE idempotency_key = ?1")
         .and_then(|mut s| {
-            s.query_row([key], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .optional()
+            s.query_row([key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                .optional()
         })
         .map_err(unavailable)?;
     let Some((id, event_type, timestamp)) = found else {
@@ -409,27 +352,17 @@ fn find_by_idempotency_key(tx: &Transaction<'_>, key: &str) -> StoreResult<Optio
     };
     let (lo, hi) = delivery_id_range(&id);
     let mut stmt = tx
-        .prepare_cached(
-            "SELECT id, webhook_id FROM deliveries WHERE id >= ?1 AND id < ?2 ORDER BY id",
-        )
+        .prepare_cached("SELECT id, webhook_id FROM deliveries WHERE id >= ?1 AND id < ?2 ORDER BY id")
         .map_err(unavailable)?;
     let deliveries = stmt
         .query_map(params![lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
         .and_then(|rows| rows.collect::<Result<Vec<(String, String)>, _>>())
         .map_err(unavailable)?;
-    Ok(Some(ExistingEvent {
-        id,
-        event_type,
-        timestamp,
-        deliveries,
-    }))
+    Ok(Some(ExistingEvent { id, event_type, timestamp, deliveries }))
 }
 
 fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOutcome> {
-    let mut outcome = BatchOutcome {
-        events: Vec::with_capacity(batch.events.len()),
-        disabled: Vec::new(),
-    };
+    let mut outcome = BatchOutcome { events: Vec::with_capacity(batch.events.len()), disabled: Vec::new() };
     if !batch.events.is_empty() {
         let mut ins_event = tx
             .prepare_cached(
@@ -452,19 +385,10 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
             }
             let payload = std::str::from_utf8(&ev.payload).map_err(corrupt)?;
             ins_event
-                .execute(params![
-                    ev.id,
-                    ev.event_type,
-                    payload,
-                    ev.timestamp,
-                    ev.created_at_ms,
-                    ev.idempotency_key
-                ])
+                .execute(params![ev.id, ev.event_type, payload, ev.timestamp, ev.created_at_ms, ev.idempotency_key])
                 .map_err(unavailable)?;
             for d in &ev.deliveries {
-                ins_delivery
-                    .execute(params![d.id, ev.id, &*d.webhook_id, ev.created_at_ms])
-                    .map_err(unavailable)?;
+                ins_delivery.execute(params![d.id, ev.id, &*d.webhook_id, ev.created_at_ms]).map_err(unavailable)?;
             }
             outcome.events.push(EventWrite::Created);
         }
@@ -491,16 +415,7 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
                 NextStep::Failed => ("failed", None, Some(end)),
             };
             let changed = upd
-                .execute(params![
-                    u.delivery_id,
-                    status,
-                    a.attempt,
-                    next_at,
-                    a.at_ms,
-                    completed,
-                    a.status_code,
-                    a.error
-                ])
+                .execute(params![u.delivery_id, status, a.attempt, next_at, a.at_ms, completed, a.status_code, a.error])
                 .map_err(unavailable)?;
             if changed == 1 {
                 ins.execute(params![
@@ -525,16 +440,13 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
             .map_err(unavailable)?;
         let now = crate::model::now_ms();
         for (id, reason) in &batch.failures {
-            fail.execute(params![id, reason, now])
-                .map_err(unavailable)?;
+            fail.execute(params![id, reason, now]).map_err(unavailable)?;
         }
     }
     for d in &batch.disables {
-        tx.prepare_cached(
-            "UPDATE webhooks SET disabled_at = ?2, disabled_reason = ?3 WHERE id = ?1",
-        )
-        .and_then(|mut s| s.execute(params![d.webhook_id, d.at_ms, d.reason]))
-        .map_err(unavailable)?;
+        tx.prepare_cached("UPDATE webhooks SET disabled_at = ?2, disabled_reason = ?3 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![d.webhook_id, d.at_ms, d.reason]))
+            .map_err(unavailable)?;
         let n = fail_pending_of_webhook(tx, &d.webhook_id, &d.reason, d.at_ms)?;
         outcome.disabled.push((d.webhook_id.clone(), n));
     }
@@ -544,12 +456,7 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
 #[async_trait]
 impl Store for SqliteStore {
     async fn upsert_webhook(&self, w: WebhookRecord) -> StoreResult<Upserted> {
-        let events = w
-            .events
-            .as_ref()
-            .map(|e| serde_json::to_string(e))
-            .transpose()
-            .map_err(corrupt)?;
+        let events = w.events.as_ref().map(|e| serde_json::to_string(e)).transpose().map_err(corrupt)?;
         let headers = serde_json::to_string(&w.headers).map_err(corrupt)?;
         let retry = serde_json::to_string(&w.retry_config).map_err(corrupt)?;
         self.write(move |tx| {
@@ -588,9 +495,7 @@ impl Store for SqliteStore {
     async fn delete_webhook(&self, id: &str, at_ms: i64) -> StoreResult<bool> {
         let id = id.to_string();
         self.write(move |tx| {
-            let n = tx
-                .execute("DELETE FROM webhooks WHERE id = ?1", [&id])
-                .map_err(unavailable)?;
+            let n = tx.execute("DELETE FROM webhooks WHERE id = ?1", [&id]).map_err(unavailable)?;
             if n == 0 {
                 return Ok(false);
             }
@@ -604,25 +509,17 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1"
-                ))
+                .prepare_cached(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1"))
                 .map_err(unavailable)?;
             Ok(collect_webhooks(&mut stmt, [id])?.pop())
         })
         .await
     }
 
-    async fn list_webhooks(
-        &self,
-        after: Option<String>,
-        limit: u32,
-    ) -> StoreResult<Vec<WebhookRecord>> {
+    async fn list_webhooks(&self, after: Option<String>, limit: u32) -> StoreResult<Vec<WebhookRecord>> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id > ?1 ORDER BY id LIMIT ?2"
-                ))
+                .prepare_cached(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id > ?1 ORDER BY id LIMIT ?2"))
                 .map_err(unavailable)?;
             collect_webhooks(&mut stmt, params![after.unwrap_or_default(), limit])
         })
@@ -631,11 +528,8 @@ impl Store for SqliteStore {
 
     async fn load_webhooks(&self) -> StoreResult<Vec<WebhookRecord>> {
         self.read(|c| {
-            let mut stmt = c
-                .prepare(&format!(
-                    "SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY id"
-                ))
-                .map_err(unavailable)?;
+            let mut stmt =
+                c.prepare(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY id")).map_err(unavailable)?;
             collect_webhooks(&mut stmt, [])
         })
         .await
@@ -648,12 +542,7 @@ impl Store for SqliteStore {
         self.write(move |tx| apply_batch(tx, &batch)).await
     }
 
-    async fn load_pending(
-        &self,
-        webhook_id: &str,
-        start: PageStart,
-        limit: u32,
-    ) -> StoreResult<Vec<PendingDelivery>> {
+    async fn load_pending(&self, webhook_id: &str, start: PageStart, limit: u32) -> StoreResult<Vec<PendingDelivery>> {
         let webhook_id = webhook_id.to_string();
         self.read(move |c| {
             let (op, from) = match start {
@@ -709,10 +598,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get_delivery(
-        &self,
-        id: &str,
-    ) -> StoreResult<Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
+    async fn get_delivery(&self, id: &str) -> StoreResult<Option<(DeliveryRecord, Vec<AttemptRecord>)>> {
         let id = id.to_string();
         self.read(move |c| {
             let record = c
@@ -756,7 +642,8 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<DeliveryRecord>> {
         self.read(move |c| {
-            let mut sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE 1 = 1");
+            let mut sql =
+                format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE 1 = 1");
             let mut args: Vec<String> = Vec::new();
             if let Some(w) = filter.webhook_id {
                 args.push(w);
@@ -782,26 +669,17 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
-            .await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)).await
     }
 
     async fn close(&self) {
         let sender = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(sender);
-        let handle = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
-        self.readers
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.readers.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -811,18 +689,9 @@ mod tests {
 
     #[test]
     fn parses_database_urls() {
-        assert_eq!(
-            path_from_url("sqlite://webhooks.db").unwrap(),
-            PathBuf::from("webhooks.db")
-        );
-        assert_eq!(
-            path_from_url("sqlite:///var/lib/w.db").unwrap(),
-            PathBuf::from("/var/lib/w.db")
-        );
-        assert_eq!(
-            path_from_url("sqlite:w.db?mode=rwc").unwrap(),
-            PathBuf::from("w.db")
-        );
+        assert_eq!(path_from_url("sqlite://webhooks.db").unwrap(), PathBuf::from("webhooks.db"));
+        assert_eq!(path_from_url("sqlite:///var/lib/w.db").unwrap(), PathBuf::from("/var/lib/w.db"));
+        assert_eq!(path_from_url("sqlite:w.db?mode=rwc").unwrap(), PathBuf::from("w.db"));
         assert!(path_from_url("sqlite://").is_err());
         assert!(path_from_url("sqlite::memory:").is_err());
     }

@@ -1,0 +1,282 @@
+//! Delivery semantics against real receivers: wire format and signatures, subscriptions, the retry
+//! schedule, retryable vs final outcomes, Retry-After, redirects, timeouts, 410, the attempt log
+//! and the metrics.
+
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::json;
+use servio_webhooks::signing::{self, SigningKey};
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[actix_web::test]
+async fn delivers_the_payload_signed_with_both_header_sets() {
+    let app = TestApp::start().await;
+    let receiver = TestReceiver::ok();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let hook = app.register(json!({"url": receiver.url, "secret": secret, "headers": {"X-Tenant": "t-1"}})).await;
+    let receipt = app.publish("order.created", json!({"orderId": "o-1", "items": [{"sku": "burger", "qty": 2}]})).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    let req = &got[0];
+
+    // Body: the seed's WebhookPayload, signature moved to headers.
+    let body = req.json();
+    assert_eq!(body["id"], receipt["id"]);
+    assert_eq!(body["event"], "order.created");
+    assert_eq!(body["data"]["items"][0]["sku"], "burger");
+    assert_eq!(body["timestamp"], receipt["timestamp"]);
+    assert_eq!(body.as_object().unwrap().len(), 4);
+
+    // Standard Webhooks headers verify with the library's own receiver-side function.
+    assert_eq!(req.header("webhook-id"), receipt["id"].as_str());
+    assert!(req.header("webhook-signature").unwrap().starts_with("v1,"));
+    signing::verify(secret, |name| req.header(name), &req.body).expect("signature verifies");
+    // A tampered body does not.
+    let mut tampered = req.body.clone();
+    tampered.push(b' ');
+    assert!(signing::verify(secret, |name| req.header(name), &tampered).is_err());
+
+    // The seed's headers.
+    assert_eq!(req.header("x-webhook-id"), receipt["id"].as_str());
+    assert_eq!(req.header("x-webhook-event"), Some("order.created"));
+    assert_eq!(req.header("x-webhook-timestamp"), receipt["timestamp"].as_str());
+    let key = base64_key(secret);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(&req.body);
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(req.header("x-webhook-signature"), Some(hex.as_str()));
+    assert_eq!(SigningKey::from_secret(secret).unwrap().sign_body_hex(&req.body), hex);
+
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(req.header("user-agent"), Some("Servio-Webhook/1.0"));
+    assert_eq!(req.header("x-tenant"), Some("t-1"));
+
+    // The delivery and its attempt log.
+    let id = receipt["deliveries"][0]["id"].as_str().unwrap();
+    assert_eq!(receipt["deliveries"][0]["webhookId"], hook["id"]);
+    let d = app.wait_delivery(id, WAIT, |d| d["status"] == "success").await;
+    assert_eq!(d["attempts"], 1);
+    assert_eq!(d["lastStatusCode"], 200);
+    assert_eq!(d["payload"], body);
+    let log = d["attemptLog"].as_array().unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["attempt"], 1);
+    assert_eq!(log[0]["statusCode"], 200);
+    assert_eq!(log[0]["responseBody"], "status 200");
+    assert!(log[0]["durationMs"].is_u64());
+    app.stop().await;
+}
+
+fn base64_key(secret: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).unwrap()
+}
+
+#[actix_web::test]
+async fn each_webhook_gets_only_the_events_it_subscribed_to() {
+    let app = TestApp::start().await;
+    let orders = TestReceiver::ok();
+    let everything = TestReceiver::ok();
+    app.register(json!({"url": orders.url, "events": ["order.created"]})).await;
+    app.register(json!({"url": everything.url})).await;
+    let r1 = app.publish("table.updated", json!({"tableId": "t-1"})).await;
+    assert_eq!(r1["deliveries"].as_array().unwrap().len(), 1);
+    let r2 = app.publish("order.created", json!({"orderId": "o-1"})).await;
+    assert_eq!(r2["deliveries"].as_array().unwrap().len(), 2);
+    let got = everything.wait_for(2, WAIT).await;
+    let got_orders = orders.wait_for(1, WAIT).await;
+    assert_eq!(got_orders.len(), 1);
+    assert_eq!(got_orders[0].json()["event"], "order.created");
+    let mut events: Vec<String> = got.iter().map(|r| r.json()["event"].as_str().unwrap().to_string()).collect();
+    events.sort();
+    assert_eq!(events, ["order.created", "table.updated"]);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn retries_follow_the_backoff_schedule_then_succeed() {
+    let app = TestApp::start().await;
+    // Fail three times, then succeed: 4 attempts, waits of 60, 120, 240 ms (no jitter).
+    let receiver = TestReceiver::with(|i, _| Reply::Status(if i < 3 { 500 } else { 200 }));
+    app.register(json!({"url": receiver.url, "retryConfig": fast_retry(5, 60)})).await;
+    let receipt = app.publish("order.updated", json!({"orderId": "o-2"})).await;
+    let got = receiver.wait_for(4, WAIT).await;
+    let id = receipt["deliveries"][0]["id"].as_str().unwrap();
+    let d = app.wait_delivery(id, WAIT, |d| d["status"] == "success").await;
+    assert_eq!(d["attempts"], 4);
+    // The same webhook-id on every attempt; each attempt freshly signed.
+    assert!(got.iter().all(|r| r.header("webhook-id") == receipt["id"].as_str()));
+    // Never earlier than the policy says.
+    for (k, expected_ms) in [(1, 60), (2, 120), (3, 240)] {
+        let gap = got[k].at.duration_since(got[k - 1].at);
+        assert!(
+            gap >= Duration::from_millis(expected_ms - 2),
+            "attempt {} came {gap:?} after the previous, policy says {expected_ms} ms",
+            k + 1
+        );
+    }
+    let log = d["attemptLog"].as_array().unwrap();
+    let codes: Vec<u64> = log.iter().map(|a| a["statusCode"].as_u64().unwrap()).collect();
+    assert_eq!(codes, [500, 500, 500, 200]);
+    assert_eq!(log[0]["error"], "HTTP 500");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn gives_up_after_one_plus_max_retries_attempts() {
+    let app = TestApp::start().await;
+    let receiver = TestReceiver::with(|_, _| Reply::Status(503));
+    let hook = app.register(json!({"url": receiver.url, "retryConfig": fast_retry(2, 10)})).await;
+    let receipt = app.publish("inventory.low", json!({"sku": "buns", "left": 3})).await;
+    let id = receipt["deliveries"][0]["id"].as_str().unwrap();
+    let d = app.wait_delivery(id, WAIT, |d| d["status"] == "failed").await;
+    assert_eq!(d["attempts"], 3);
+    assert_eq!(d["attemptLog"].as_array().unwrap().len(), 3);
+    assert_eq!(d["nextRetryAt"], serde_json::Value::Null);
+    assert_eq!(receiver.count(), 3, "no attempt after giving up");
+    let wid = hook["id"].as_str().unwrap();
+    let m = app.metrics().await;
+    assert_eq!(metric(&m, "webhook_deliveries_total", &[("webhook", wid), ("status", "failed")]), Some(1.0));
+    assert_eq!(metric(&m, "webhook_attempts_total", &[("webhook", wid), ("result", "failure")]), Some(3.0));
+    assert_eq!(metric(&m, "webhook_errors_total", &[("webhook", wid), ("error_type", "http_5xx")]), Some(3.0));
+    assert_eq!(metric(&m, "webhook_pending_deliveries", &[("webhook", wid)]), Some(0.0));
+    assert_eq!(metric(&m, "webhook_attempts_per_delivery_count", &[("webhook", wid)]), Some(1.0));
+    let (_, w) = app.get(&format!("/v1/webhooks/{wid}")).await;
+    assert_eq!(w["state"], "backing_off");
+    assert_eq!(w["consecutiveFailures"], 3);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn client_errors_and_redirects_fail_at_once() {
+    let app = TestApp::start().await;
+    let bad_request = TestReceiver::with(|_, _| Reply::Status(400));
+    let target = TestReceiver::ok();
+    let redirect_to = target.url.clone();
+    let redirect = TestReceiver::with(move |_, _| Reply::WithHeaders(302, vec![("location", redirect_to.clone())]));
+    app.register(json!({"url": bad_request.url, "retryConfig": fast_retry(5, 10)})).await;
+    app.register(json!({"url": redirect.url, "retryConfig": fast_retry(5, 10)})).await;
+    let receipt = app.publish("order.deleted", json!({"orderId": "o-3"})).await;
+    for d in receipt["deliveries"].as_array().unwrap() {
+        let d = app.wait_delivery(d["id"].as_str().unwrap(), WAIT, |d| d["status"] == "failed").await;
+        assert_eq!(d["attempts"], 1, "{d}");
+    }
+    assert_eq!(bad_request.count(), 1);
+    assert_eq!(redirect.count(), 1);
+    assert_eq!(target.count(), 0, "redirects are not followed");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn gone_disables_the_endpoint_until_it_is_registered_again() {
+    let app = TestApp::start().await;
+    let receiver = TestReceiver::with(|_, _| Reply::Status(410));
+    let hook = app.register(json!({"url": receiver.url, "retryConfig": fast_retry(5, 10)})).await;
+    let wid = hook["id"].as_str().unwrap();
+    let receipt = app.publish("order.created", json!({"orderId": "o-4"})).await;
+    let id = receipt["deliveries"][0]["id"].as_str().unwrap();
+    let d = app.wait_delivery(id, WAIT, |d| d["status"] == "failed").await;
+    assert_eq!(d["attempts"], 1);
+    let w = wait_until(WAIT, "webhook shows disabled with a reason", || async {
+        let w = app.get(&format!("/v1/webhooks/{wid}")).await.1;
+        (w["state"] == "disabled" && w["disabledReason"].is_string()).then_some(w)
+    })
+    .await;
+    assert_eq!(w["disabledReason"], "endpoint answered 410 Gone");
+    // A disabled endpoint gets no new deliveries.
+    let r2 = app.publish("order.created", json!({"orderId": "o-5"})).await;
+    assert_eq!(r2["deliveries"], json!([]));
+    // Registering it again (PUT) re-enables it.
+    receiver.set(|_, _| Reply::Status(200));
+    let (s, w) =
+        app.request("PUT", &format!("/v1/webhooks/{wid}"), Some(&json!({"url": receiver.url}).to_string())).await;
+    assert_eq!(s, 200);
+    assert_eq!(w["state"], "healthy");
+    let r3 = app.publish("order.created", json!({"orderId": "o-6"})).await;
+    let id3 = r3["deliveries"][0]["id"].as_str().unwrap();
+    app.wait_delivery(id3, WAIT, |d| d["status"] == "success").await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn retry_after_is_honoured_on_429() {
+    let app = TestApp::start().await;
+    let receiver = TestReceiver::with(|i, _| {
+        if i == 0 { Reply::WithHeaders(429, vec![("retry-after", "1".into())]) } else { Reply::Status(200) }
+    });
+    app.register(json!({"url": receiver.url, "retryConfig": fast_retry(3, 10)})).await;
+    app.publish("order.created", json!({"orderId": "o-7"})).await;
+    let got = receiver.wait_for(2, WAIT).await;
+    let gap = got[1].at.duration_since(got[0].at);
+    assert!(gap >= Duration::from_millis(990), "retried after {gap:?}, Retry-After said 1 s");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn timeouts_and_refused_connections_are_retried() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.delivery.request_timeout = Duration::from_millis(300);
+    let app = TestApp::start_with(dir, s).await;
+    let hanging = TestReceiver::with(|i, _| if i == 0 { Reply::Hang } else { Reply::Status(200) });
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    app.register(json!({"url": hanging.url, "retryConfig": fast_retry(3, 10)})).await;
+    app.register(json!({"url": closed_url, "retryConfig": fast_retry(1, 10)})).await;
+    let receipt = app.publish("order.created", json!({"orderId": "o-8"})).await;
+    for d in receipt["deliveries"].as_array().unwrap() {
+        let id = d["id"].as_str().unwrap();
+        let d = app.wait_delivery(id, WAIT, |d| d["status"] != "pending").await;
+        let log = d["attemptLog"].as_array().unwrap();
+        if d["status"] == "success" {
+            assert_eq!(log[0]["error"], "timeout", "{d}");
+            assert_eq!(log.len(), 2);
+        } else {
+            assert_eq!(log.len(), 2, "connection errors are retried: {d}");
+            assert!(log[0]["error"].as_str().unwrap().contains("connection"), "{d}");
+            assert_eq!(log[0].get("statusCode"), None);
+        }
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn in_flight_attempts_per_endpoint_are_capped() {
+    let app = TestApp::start().await;
+    let receiver = TestReceiver::with(|_, _| Reply::Delayed(Duration::from_millis(50), 200));
+    app.register(json!({"url": receiver.url, "maxInFlight": 2})).await;
+    for i in 0..10 {
+        app.publish("order.created", json!({"n": i})).await;
+    }
+    receiver.wait_for(10, WAIT).await;
+    assert_eq!(receiver.max_concurrency(), 2);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn library_publish_and_delivery_metrics() {
+    let app = TestApp::start().await;
+    let receiver = TestReceiver::ok();
+    let hook = app.register(json!({"url": receiver.url})).await;
+    let wid = hook["id"].as_str().unwrap();
+    let receipt = app.webhooks.publish("table.updated", json!({"tableId": "t-9", "status": "occupied"})).await.unwrap();
+    assert_eq!(receipt.event, "table.updated");
+    assert_eq!(receipt.deliveries.len(), 1);
+    let err = app.webhooks.publish("table.exploded", json!({})).await.unwrap_err();
+    assert!(err.to_string().contains("unknown event type"), "{err}");
+    receiver.wait_for(1, WAIT).await;
+    let m = wait_until(WAIT, "success metrics", || async {
+        let m = app.metrics().await;
+        (metric(&m, "webhook_deliveries_total", &[("webhook", wid), ("status", "success")]) == Some(1.0)).then_some(m)
+    })
+    .await;
+    assert_eq!(metric(&m, "webhook_attempts_total", &[("webhook", wid), ("result", "success")]), Some(1.0));
+    assert_eq!(metric(&m, "webhook_delivery_latency_seconds_count", &[("webhook", wid)]), Some(1.0));
+    assert_eq!(metric(&m, "webhook_attempt_duration_seconds_count", &[("webhook", wid)]), Some(1.0));
+    assert!(metric(&m, "webhook_events_published_total", &[("event", "table.updated")]).unwrap() >= 1.0);
+    app.stop().await;
+}

@@ -1,0 +1,191 @@
+//! Nothing committed is lost: across a restart on the same SQLite file, past the in-memory window,
+//! and across kill -9 of the real binary.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn distinct_ids(got: &[Received]) -> HashSet<String> {
+    got.iter().map(Received::event_id).collect()
+}
+
+#[actix_web::test]
+async fn pending_deliveries_survive_a_restart_on_the_same_file() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let app = TestApp::start_with(dir.clone(), settings(&dir)).await;
+    let receiver = TestReceiver::with(|_, _| Reply::Status(500));
+    app.register(json!({"url": receiver.url, "retryConfig": fast_retry(10, 300)})).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = app.publish("order.created", json!({"n": i})).await;
+        ids.push(r["deliveries"][0]["id"].as_str().unwrap().to_string());
+    }
+    receiver.wait_for(5, WAIT).await;
+    let dir = app.stop().await;
+
+    receiver.set(|_, _| Reply::Status(200));
+    let app = TestApp::start_with(dir.clone(), settings(&dir)).await;
+    for id in &ids {
+        let d = app.wait_delivery(id, WAIT, |d| d["status"] == "success").await;
+        let log = d["attemptLog"].as_array().unwrap();
+        assert!(log.len() >= 2, "attempt numbering continues across the restart: {d}");
+        assert_eq!(log[0]["statusCode"], 500);
+        assert_eq!(log.last().unwrap()["statusCode"], 200);
+    }
+    assert_eq!(distinct_ids(&receiver.received()).len(), 5);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn backlog_beyond_the_window_waits_in_the_store_and_drains() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.delivery.window = 4;
+    let app = TestApp::start_with(dir, s).await;
+    let receiver = TestReceiver::with(|_, _| Reply::Delayed(Duration::from_millis(5), 200));
+    app.register(json!({"url": receiver.url, "maxInFlight": 1})).await;
+    let mut published = HashSet::new();
+    for i in 0..60 {
+        published.insert(app.publish("order.created", json!({"n": i})).await["id"].as_str().unwrap().to_string());
+    }
+    let got = receiver.wait_for(60, WAIT).await;
+    assert_eq!(distinct_ids(&got), published, "every event delivered");
+    assert_eq!(got.len(), 60, "and none twice");
+    eventually(WAIT, "no delivery left pending", || async {
+        app.get("/v1/deliveries?status=pending").await.1["data"] == json!([])
+    })
+    .await;
+    let (_, done) = app.get("/v1/deliveries?status=success&limit=100").await;
+    assert_eq!(done["data"].as_array().unwrap().len(), 60);
+    app.stop().await;
+}
+
+/// The real binary, on a port of its own.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(db: &std::path::Path, port: u16, receiver_url: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_servio-webhooks"))
+            .arg("serve")
+            .env("WEBHOOKS_BIND", format!("127.0.0.1:{port}"))
+            .env("WEBHOOKS_DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
+            .env("WEBHOOKS_SQLITE_SYNCHRONOUS", "normal")
+            .env("WEBHOOKS_LOG", "warn")
+            .env("WEBHOOK_URLS", receiver_url)
+            .env("WEBHOOK_0_SECRET", "seed-secret")
+            .env("WEBHOOK_0_MAX_RETRIES", "50")
+            .env("WEBHOOK_0_INITIAL_DELAY", "100")
+            .env("WEBHOOK_0_MAX_DELAY", "300")
+            .env("WEBHOOK_0_JITTER", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("binary starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = http_client();
+        eventually(WAIT, "server answers /healthz", || {
+            let req = http.get(format!("{base}/healthz")).send();
+            async move { req.await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        Self { child, base }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[actix_web::test]
+async fn kill_9_loses_nothing_and_sigterm_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("webhooks.db");
+    let receiver = TestReceiver::with(|_, _| Reply::Status(503));
+    let port = free_port();
+    let mut server = Server::start(&db, port, &receiver.url).await;
+    let http = http_client();
+
+    // The seed's WEBHOOK_URLS registry registered webhook-0.
+    let w: serde_json::Value = serde_json::from_str(
+        &http.get(format!("{}/v1/webhooks/webhook-0", server.base)).send().await.unwrap().text().await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(w["url"], receiver.url.as_str());
+    assert_eq!(w["secret"], "seed-secret");
+    assert_eq!(w["retryConfig"]["maxRetries"], 50);
+
+    let mut published = HashSet::new();
+    for i in 0..20 {
+        let resp = http
+            .post(format!("{}/v1/events", server.base))
+            .header("content-type", "application/json")
+            .body(json!({"event": "order.created", "data": {"n": i}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        let r: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        published.insert(r["id"].as_str().unwrap().to_string());
+    }
+    server.child.kill().unwrap(); // SIGKILL: no drain, no flush
+    server.child.wait().unwrap();
+    drop(server);
+
+    receiver.set(|_, _| Reply::Status(200));
+    let mut server = Server::start(&db, port, &receiver.url).await;
+    eventually(WAIT, "every acknowledged event delivered after kill -9", || {
+        let delivered: HashSet<String> =
+            receiver.received().iter().filter(|r| r.at.elapsed() < WAIT).map(Received::event_id).collect();
+        let all = published.is_subset(&delivered);
+        async move { all }
+    })
+    .await;
+    for r in receiver.received() {
+        servio_webhooks::signing::verify("seed-secret", |n| r.header(n), &r.body).expect("signed with the seed secret");
+    }
+
+    // SIGTERM: an attempt in flight finishes during the drain and is recorded, not re-sent.
+    receiver.set(|_, _| Reply::Delayed(Duration::from_millis(700), 200));
+    let before = receiver.count();
+    let resp = http
+        .post(format!("{}/v1/events", server.base))
+        .header("content-type", "application/json")
+        .body(r#"{"event":"order.updated","data":{"late":true}}"#)
+        .send()
+        .await
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    let delivery = r["deliveries"][0]["id"].as_str().unwrap().to_string();
+    receiver.wait_for(before + 1, WAIT).await;
+    let status = Command::new("kill").arg("-TERM").arg(server.child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "graceful exit on SIGTERM: {exit:?}");
+    drop(server);
+
+    let server = Server::start(&db, port, &receiver.url).await;
+    let d: serde_json::Value = serde_json::from_str(
+        &http.get(format!("{}/v1/deliveries/{delivery}", server.base)).send().await.unwrap().text().await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(d["status"], "success", "the in-flight attempt was finished and recorded during shutdown: {d}");
+    assert_eq!(d["attempts"], 1);
+}

@@ -1,0 +1,80 @@
+//! One slow, hanging or failing endpoint must not hold back the others; a failing one is paused
+//! by its breaker without its waiting deliveries spending their attempts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[actix_web::test]
+async fn a_hanging_and_a_failing_endpoint_do_not_delay_a_healthy_one() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.delivery.request_timeout = Duration::from_secs(60);
+    let app = TestApp::start_with(dir, s).await;
+    let hanging = TestReceiver::with(|_, _| Reply::Hang);
+    let failing = TestReceiver::with(|_, _| Reply::Status(500));
+    let healthy = TestReceiver::ok();
+    let hang_hook = app.register(json!({"url": hanging.url, "maxInFlight": 4})).await;
+    app.register(json!({"url": failing.url, "retryConfig": fast_retry(50, 5)})).await;
+    app.register(json!({"url": healthy.url})).await;
+    for i in 0..40 {
+        let r = app.publish("order.created", json!({"n": i})).await;
+        assert_eq!(r["deliveries"].as_array().unwrap().len(), 3);
+    }
+    let got = healthy.wait_for(40, WAIT).await;
+    let mut ids: Vec<String> = got.iter().map(|r| r.event_id()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "every event reached the healthy endpoint");
+    // The hanging endpoint holds exactly its in-flight limit and nothing of it has finished.
+    assert_eq!(hanging.count(), 4);
+    let (_, pending) = app
+        .get(&format!("/v1/deliveries?webhookId={}&status=pending&limit=250", hang_hook["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(pending["data"].as_array().unwrap().len(), 40);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn breaker_pauses_a_failing_endpoint_and_waiting_deliveries_keep_their_attempts() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.breaker.failure_threshold = 3;
+    s.breaker.cooldown = Duration::from_millis(300);
+    s.breaker.max_cooldown = Duration::from_secs(5);
+    let app = TestApp::start_with(dir, s).await;
+    let receiver = TestReceiver::with(|_, _| Reply::Status(500));
+    // Without the breaker, 4 retries 10..80 ms apart would exhaust every delivery in ~150 ms.
+    let hook = app.register(json!({"url": receiver.url, "retryConfig": fast_retry(4, 10)})).await;
+    let wid = hook["id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let r = app.publish("order.created", json!({"n": i})).await;
+        ids.push(r["deliveries"][0]["id"].as_str().unwrap().to_string());
+    }
+    eventually(WAIT, "the breaker pauses the endpoint", || async {
+        app.get(&format!("/v1/webhooks/{wid}")).await.1["state"] == "paused"
+    })
+    .await;
+    // Paused: single probes, spaced by the cool-down (300 ms, then 600 ms).
+    let before = receiver.count();
+    let probes = receiver.wait_for(before + 2, WAIT).await;
+    let gap = probes[before + 1].at.duration_since(probes[before].at);
+    assert!(gap >= Duration::from_millis(590), "second probe came {gap:?} after the first");
+    // Recovery: the next probe succeeds, the breaker closes, everything is delivered.
+    receiver.set(|_, _| Reply::Status(200));
+    for id in &ids {
+        let d = app.wait_delivery(id, WAIT, |d| d["status"] != "pending").await;
+        assert_eq!(d["status"], "success", "a delivery waiting behind the breaker kept its attempts: {d}");
+    }
+    let (_, w) = app.get(&format!("/v1/webhooks/{wid}")).await;
+    assert_eq!(w["state"], "healthy");
+    assert_eq!(w["consecutiveFailures"], 0);
+    assert!(w["lastSuccessAt"].is_string());
+    app.stop().await;
+}

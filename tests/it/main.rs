@@ -1,0 +1,11 @@
+//! End-to-end tests: real HTTP receivers on 127.0.0.1, real SQLite files, the real actors.
+
+#![allow(unreachable_pub, missing_docs)]
+
+mod api;
+mod delivery;
+mod durability;
+mod helpers;
+mod isolation;
+mod store_contract;
+mod supervision;
