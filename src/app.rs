@@ -81,6 +81,13 @@ pub struct Webhooks {
     inner: Arc<Inner>,
 }
 
+// A host may hold the handle on any thread (e.g. a `#[tokio::main]` app talking to a subsystem
+// that runs on its own actix System thread).
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Webhooks>();
+};
+
 struct Inner {
     shared: Arc<Shared>,
     catalog: EventCatalog,
