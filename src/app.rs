@@ -118,7 +118,8 @@ impl Webhooks {
         let webhooks = store.load_webhooks().await?;
 
         let ledger = LedgerActor::new(store.clone()).start();
-        let shared = Arc::new(Shared { settings: settings.clone(), store, ledger: ledger.clone() });
+        let attempt_permits = Arc::new(tokio::sync::Semaphore::new(settings.delivery.max_total_in_flight.max(1)));
+        let shared = Arc::new(Shared { settings: settings.clone(), store, ledger: ledger.clone(), attempt_permits });
         let n = settings.arbiters.max(1);
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
         let handles = arbiters.iter().map(|a| a.handle()).collect();

@@ -65,6 +65,9 @@ pub struct DeliverySettings {
     pub connect_timeout: Duration,
     /// Default concurrent attempts per endpoint (DESIGN: 16); a webhook's `maxInFlight` overrides it.
     pub max_in_flight: u32,
+    /// Attempts in flight across all endpoints: bounds sockets and memory when a huge fleet fires
+    /// at once. Large by default so that no realistic number of hanging endpoints can use it up.
+    pub max_total_in_flight: usize,
     /// Pending deliveries an endpoint actor holds in memory; the rest wait in the store.
     pub window: usize,
     /// Upper bound on an honoured `Retry-After` (DESIGN: 1 hour).
@@ -81,6 +84,7 @@ impl Default for DeliverySettings {
             request_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
             max_in_flight: 16,
+            max_total_in_flight: 8192,
             window: 1024,
             retry_after_cap: Duration::from_secs(3600),
             response_body_limit: 1024,

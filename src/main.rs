@@ -49,6 +49,9 @@ struct ServeArgs {
     /// Default concurrent attempts per endpoint (a webhook's maxInFlight overrides it).
     #[arg(long, env = "WEBHOOKS_MAX_IN_FLIGHT", default_value_t = 16)]
     max_in_flight: u32,
+    /// Attempts in flight across all endpoints (bounds sockets and memory for huge fleets).
+    #[arg(long, env = "WEBHOOKS_MAX_TOTAL_IN_FLIGHT", default_value_t = 8192)]
+    max_total_in_flight: usize,
     /// Whole-attempt timeout, ms.
     #[arg(long, env = "WEBHOOKS_REQUEST_TIMEOUT_MS", default_value_t = 15_000)]
     request_timeout_ms: u64,
@@ -98,6 +101,7 @@ impl ServeArgs {
         };
         s.delivery.user_agent = self.user_agent.clone();
         s.delivery.max_in_flight = self.max_in_flight.max(1);
+        s.delivery.max_total_in_flight = self.max_total_in_flight.max(1);
         s.delivery.request_timeout = Duration::from_millis(self.request_timeout_ms.max(1));
         s.delivery.connect_timeout = Duration::from_millis(self.connect_timeout_ms.max(1));
         s.breaker.failure_threshold = self.breaker_threshold.max(1);

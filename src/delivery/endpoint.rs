@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::breaker::{Breaker, Permit};
 use super::client::{self, AttemptResult};
@@ -185,6 +185,10 @@ pub(crate) struct EndpointActor {
     retired: bool,
     draining: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
+    /// A global attempt permit acquired while waiting for one (see `take_permit`).
+    spare_permit: Option<OwnedSemaphorePermit>,
+    /// A wait for a global permit is running.
+    awaiting_permit: bool,
 }
 
 impl EndpointActor {
@@ -218,6 +222,8 @@ impl EndpointActor {
             retired: false,
             draining: false,
             drain_waiters: Vec::new(),
+            spare_permit: None,
+            awaiting_permit: false,
             shared,
         }
     }
@@ -282,21 +288,47 @@ impl EndpointActor {
             self.ready.push_back(w.pending);
         }
         while !self.draining && self.in_flight < self.cfg.max_in_flight && !self.ready.is_empty() {
-            match self.breaker.permit(now, self.in_flight) {
-                Permit::Flow => {
-                    let p = self.ready.pop_front().expect("non-empty");
-                    self.start_attempt(p, false, ctx);
-                }
-                Permit::Probe => {
-                    let p = self.ready.pop_front().expect("non-empty");
-                    self.breaker.probe_started();
-                    self.start_attempt(p, true, ctx);
-                }
+            let probe = match self.breaker.permit(now, self.in_flight) {
+                Permit::Flow => false,
+                Permit::Probe => true,
                 Permit::Wait { .. } => break,
+            };
+            let Some(permit) = self.take_permit(ctx) else { break };
+            let p = self.ready.pop_front().expect("non-empty");
+            if probe {
+                self.breaker.probe_started();
             }
+            self.start_attempt(p, probe, permit, ctx);
+        }
+        if self.ready.is_empty() {
+            self.spare_permit = None; // nothing to use it for: give it back
         }
         self.maybe_page(ctx);
         self.rearm(ctx, now);
+    }
+
+    /// A global attempt permit, or `None` after arranging to pump again once one is free.
+    fn take_permit(&mut self, ctx: &mut Context<Self>) -> Option<OwnedSemaphorePermit> {
+        if let Some(p) = self.spare_permit.take() {
+            return Some(p);
+        }
+        match self.shared.attempt_permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                if !self.awaiting_permit {
+                    self.awaiting_permit = true;
+                    let permits = self.shared.attempt_permits.clone();
+                    ctx.spawn(async move { permits.acquire_owned().await.ok() }.into_actor(self).map(
+                        |permit, act, ctx| {
+                            act.awaiting_permit = false;
+                            act.spare_permit = permit;
+                            act.guarded(ctx, |act, ctx| act.pump(ctx));
+                        },
+                    ));
+                }
+                None
+            }
+        }
     }
 
     /// Keeps one timer armed for the earliest of: the next retry due, the next breaker probe.
@@ -345,13 +377,14 @@ impl EndpointActor {
         Ok(self.client.post(self.cfg.url.clone()).headers(headers).body(env.body.clone()))
     }
 
-    fn start_attempt(&mut self, p: Pending, probe: bool, ctx: &mut Context<Self>) {
+    fn start_attempt(&mut self, p: Pending, probe: bool, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
         self.in_flight += 1;
         let attempt = p.attempts + 1;
         let started = SystemTime::now();
         let request = self.build_request(&p, signing::unix_seconds(started));
         let limit = self.shared.settings.delivery.response_body_limit;
         let fut = async move {
+            let _permit = permit;
             match request {
                 Ok(req) => client::send(req, limit).await,
                 Err(reason) => AttemptResult {
@@ -597,6 +630,8 @@ impl Supervised for EndpointActor {
         self.timer = None;
         self.in_flight = 0;
         self.breaker.probe_abandoned();
+        self.spare_permit = None;
+        self.awaiting_permit = false;
         self.backlog = if self.disabled { Backlog::none() } else { Backlog::reload() };
         for w in self.drain_waiters.drain(..) {
             let _ = w.send(());

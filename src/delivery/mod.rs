@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) settings: Settings,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) ledger: Addr<ledger::LedgerActor>,
+    /// Permits for attempts in flight across all endpoints (`max_total_in_flight`).
+    pub(crate) attempt_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// One published event as the endpoint actors hold it, shared by all its deliveries.

@@ -258,6 +258,24 @@ async fn in_flight_attempts_per_endpoint_are_capped() {
 }
 
 #[actix_web::test]
+async fn in_flight_attempts_across_endpoints_are_capped_globally() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.delivery.max_total_in_flight = 3;
+    let app = TestApp::start_with(dir, s).await;
+    let receiver = TestReceiver::with(|_, _| Reply::Delayed(Duration::from_millis(30), 200));
+    for _ in 0..3 {
+        app.register(json!({"url": receiver.url})).await;
+    }
+    for i in 0..8 {
+        app.publish("order.created", json!({"n": i})).await;
+    }
+    receiver.wait_for(24, WAIT).await;
+    assert_eq!(receiver.max_concurrency(), 3);
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn library_publish_and_delivery_metrics() {
     let app = TestApp::start().await;
     let receiver = TestReceiver::ok();
