@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 /// One known event type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EventType {
     /// Dotted name, e.g. `order.created`.
     pub name: String,

@@ -3,7 +3,9 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorResponse;
 use super::webhooks::Page;
 use super::{ApiError, decode_cursor, encode_cursor, page_limit, time};
 use crate::app::Webhooks;
@@ -16,39 +18,69 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A delivery: the seed's `WebhookDelivery` fields, plus `attemptLog` on the single-delivery route.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryOut {
+    /// Delivery id (`dlv_…`).
     id: String,
+    /// Target webhook.
     webhook_id: String,
+    /// Event id (`evt_…`), the `webhook-id` header of every attempt.
     event_id: String,
+    /// Event type.
     event: String,
     /// The body as sent: `{id, event, data, timestamp}`.
+    #[schema(value_type = Object)]
     payload: Box<RawValue>,
+    /// Where the delivery stands.
     status: DeliveryStatus,
+    /// Attempts made so far.
     attempts: u32,
+    /// Creation time (the publish), RFC 3339.
+    #[schema(format = DateTime)]
     created_at: String,
+    /// Start of the last attempt, RFC 3339.
+    #[schema(required = true, format = DateTime)]
     last_attempt_at: Option<String>,
-    /// When the next attempt is due (pending deliveries only).
+    /// When the next attempt is due (pending deliveries only), RFC 3339.
+    #[schema(required = true, format = DateTime)]
     next_retry_at: Option<String>,
+    /// When it succeeded or failed for good, RFC 3339.
+    #[schema(required = true, format = DateTime)]
     completed_at: Option<String>,
+    /// HTTP status of the last answered attempt.
+    #[schema(required = true)]
     last_status_code: Option<u16>,
+    /// Why the last attempt failed, or why the delivery was given up.
+    #[schema(required = true)]
     error: Option<String>,
+    /// One entry per attempt, oldest first (`GET /v1/deliveries/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     attempt_log: Option<Vec<AttemptOut>>,
 }
 
 /// One attempt of the attempt log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptOut {
+    /// 1-based attempt number.
     attempt: u32,
+    /// When the attempt started, RFC 3339.
+    #[schema(format = DateTime)]
     at: String,
+    /// How long it took.
     duration_ms: u64,
+    /// HTTP status, when a response came.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     status_code: Option<u16>,
+    /// Transport error or reason, when no 2xx came.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     error: Option<String>,
+    /// The first KiB of the response body.
+    #[schema(required = true)]
     response_body: Option<String>,
 }
 
@@ -87,15 +119,37 @@ impl DeliveryOut {
 }
 
 /// Query of `GET /v1/deliveries`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
+    /// Only deliveries to this webhook.
     webhook_id: Option<String>,
+    /// Only deliveries in this status: `pending`, `success` or `failed` (`succeeded` and
+    /// `delivered` are accepted for `success`).
     status: Option<String>,
+    /// Page size, 1 to 250 (default 50).
+    #[param(minimum = 1, maximum = 250)]
     limit: Option<u32>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// Lists deliveries, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    tag = "deliveries",
+    operation_id = "listDeliveries",
+    params(DeliveryQuery),
+    responses(
+        (status = 200, description = "One page of deliveries (without `attemptLog`).", body = Page<DeliveryOut>),
+        (status = 400, description = "`invalid_query` or `invalid_cursor`.", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 503, description = "`store_unavailable`.", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let limit = page_limit(q.limit)?;
@@ -118,6 +172,21 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -
     Ok(HttpResponse::Ok().json(Page { data, next_cursor }))
 }
 
+/// One delivery with its attempt log.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/{id}",
+    tag = "deliveries",
+    operation_id = "getDelivery",
+    params(("id" = String, Path, description = "Delivery id.")),
+    responses(
+        (status = 200, description = "The delivery, with `attemptLog`.", body = DeliveryOut),
+        (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 404, description = "No such delivery (`not_found`).", body = ErrorResponse),
+        (status = 503, description = "`store_unavailable`.", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
 async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     match webhooks.delivery(&id).await? {
         Some((d, log)) => Ok(HttpResponse::Ok().json(DeliveryOut::new(d, Some(log)))),

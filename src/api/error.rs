@@ -5,7 +5,8 @@
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::RegisterError;
 use crate::catalog::CatalogError;
@@ -42,6 +43,24 @@ impl ApiError {
     }
 }
 
+/// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "not_found", "message": "webhook `wh_1` not found"}}))]
+pub struct ErrorResponse<'a> {
+    /// What went wrong.
+    pub error: ErrorDetail<'a>,
+}
+
+/// The inside of [`ErrorResponse`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// Stable machine-readable code, e.g. `unknown_event_type`, `invalid_request`, `unauthorized`,
+    /// `not_found`, `payload_too_large`, `store_unavailable`.
+    pub code: &'a str,
+    /// Human-readable explanation.
+    pub message: &'a str,
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
@@ -54,7 +73,8 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({ "error": { "code": self.code, "message": self.message } }))
+        HttpResponse::build(self.status)
+            .json(ErrorResponse { error: ErrorDetail { code: self.code, message: &self.message } })
     }
 }
 

@@ -3,25 +3,51 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use super::ApiError;
+use super::error::ErrorResponse;
 use crate::app::Webhooks;
+use crate::delivery::dispatcher::PublishReceipt;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/events").post(publish).default_service(web::to(super::method_not_allowed)));
 }
 
 /// Request body of `POST /v1/events`. `data` is kept as raw JSON: it goes on the wire byte for byte.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"event": "order.created", "data": {"orderId": "ord_1", "total": 25.07, "currency": "EUR"}}))]
 pub struct PublishIn {
+    /// A known event type (see `GET /v1/event-types`).
     event: String,
+    /// The event's data, a JSON object of at most 256 KiB (configurable); sent byte for byte.
     #[serde(default)]
+    #[schema(value_type = Object, required = true)]
     data: Option<Box<RawValue>>,
+    /// Deduplicates publishes: a repeated key returns the first receipt with `"duplicate": true`.
+    /// The `Idempotency-Key` header works too; this field wins when both are given.
     #[serde(default)]
     idempotency_key: Option<String>,
 }
 
+/// Publishes an event to every subscribed, enabled webhook.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "publishEvent",
+    request_body = PublishIn,
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Alternative to the `idempotencyKey` body field.")),
+    responses(
+        (status = 202, description = "The event and its deliveries are committed and will be delivered.", body = PublishReceipt),
+        (status = 400, description = "`unknown_event_type`, `invalid_event_type`, `invalid_data`, `invalid_json` or `invalid_request`.", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 413, description = "`data` or the request body is too large (`payload_too_large`).", body = ErrorResponse),
+        (status = 503, description = "`store_unavailable` or `shutting_down`; nothing was committed.", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
 async fn publish(
     webhooks: web::Data<Webhooks>,
     req: HttpRequest,

@@ -1,9 +1,11 @@
 //! The REST API (DESIGN.md "REST"): admin routes under `/v1` behind an optional bearer token, plus
-//! open `/metrics` and `/healthz`. One module per resource, each with its DTOs and `configure`.
+//! open `/metrics`, `/healthz` and `/openapi.json`. One module per resource, each with its DTOs and
+//! `configure`; [`openapi`] describes them all.
 
 pub mod deliveries;
 pub mod error;
 pub mod events;
+pub mod openapi;
 pub mod ops;
 pub mod webhooks;
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorResponse;
 use super::{ApiError, decode_cursor, encode_cursor, page_limit, time};
 use crate::app::{WebhookInfo, Webhooks};
 use crate::delivery::health::EndpointState;
@@ -27,21 +29,38 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 /// Request body of `POST /v1/webhooks` and `PUT /v1/webhooks/{id}`.
 ///
 /// `retryConfig` is taken raw and parsed separately so that a bad one gets its own error code.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "url": "https://example.com/hooks",
+    "events": ["order.created"],
+    "retryConfig": {"maxRetries": 3}
+}))]
 pub struct WebhookIn {
+    /// Target URL, `http` or `https`, at most 2048 characters. Loopback, private and link-local
+    /// targets are refused unless the server allows them.
     url: String,
+    /// `whsec_<base64>` (Standard Webhooks) or any other string up to 512 characters. Generated
+    /// when absent on create; kept when absent on replace.
     #[serde(default)]
     secret: Option<String>,
+    /// Subscribed event types (see `GET /v1/event-types`); absent, empty or `["*"]` means all.
     #[serde(default)]
     events: Option<Vec<String>>,
+    /// Extra headers sent with every attempt (at most 32); they may not override the signed ones.
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
+    /// Retry schedule; absent fields take the defaults, so `{"maxRetries": 3}` is complete. Taken as
+    /// raw JSON and checked separately, so that a bad one is answered with `invalid_retry_config`.
     #[serde(default)]
+    #[schema(value_type = Option<RetryConfig>)]
     retry_config: Option<serde_json::Value>,
+    /// Free text for admins, at most 1024 characters.
     #[serde(default)]
     description: Option<String>,
+    /// Concurrent attempts to this endpoint, 1 to 1024 (default from the server's settings, 16).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1024)]
     max_in_flight: Option<u32>,
 }
 
@@ -70,25 +89,49 @@ impl WebhookIn {
 }
 
 /// A webhook as the API returns it: the registration plus live endpoint health.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookOut {
+    /// Generated (`wh_…`) or caller-chosen id.
     id: String,
+    /// Target URL.
     url: String,
+    /// Signing secret, as given or generated (`whsec_…`).
     secret: String,
-    /// `null` = every event type.
+    /// Subscribed event types; `null` = every event type.
+    #[schema(required = true)]
     events: Option<Vec<String>>,
+    /// Custom headers sent with every attempt.
     headers: BTreeMap<String, String>,
+    /// The effective retry schedule, defaults filled in.
     retry_config: RetryConfig,
+    /// Free text for admins.
+    #[schema(required = true)]
     description: Option<String>,
+    /// Per-endpoint concurrency override; `null` = the server's default.
+    #[schema(required = true)]
     max_in_flight: Option<u32>,
+    /// What the endpoint is doing now.
     state: EndpointState,
+    /// Failed attempts since the last success.
     consecutive_failures: u32,
+    /// Last successful attempt, RFC 3339 (since the process started).
+    #[schema(required = true, format = DateTime)]
     last_success_at: Option<String>,
+    /// Last failed attempt, RFC 3339 (since the process started).
+    #[schema(required = true, format = DateTime)]
     last_failure_at: Option<String>,
+    /// When the endpoint was disabled (410 Gone, or failing too long), RFC 3339.
+    #[schema(required = true, format = DateTime)]
     disabled_at: Option<String>,
+    /// Why it was disabled.
+    #[schema(required = true)]
     disabled_reason: Option<String>,
+    /// Registration time, RFC 3339 (kept across replacements).
+    #[schema(format = DateTime)]
     created_at: String,
+    /// Last registration change, RFC 3339.
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -124,28 +167,67 @@ impl From<WebhookInfo> for WebhookOut {
 }
 
 /// `{data, nextCursor}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     /// This page.
     pub data: Vec<T>,
     /// Pass as `cursor` for the next page; null on the last.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 /// Query of list routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size, 1 to 250 (default 50).
+    #[param(minimum = 1, maximum = 250)]
     limit: Option<u32>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// Registers a webhook with a generated id.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    operation_id = "createWebhook",
+    request_body = WebhookIn,
+    responses(
+        (status = 201, description = "Registered; the response holds the generated `id` and `secret`.", body = WebhookOut),
+        (status = 400, description = "Invalid registration: `invalid_json`, `invalid_request`, `invalid_url`, `private_target_not_allowed`, `invalid_secret`, `invalid_header`, `invalid_retry_config`, `unknown_event_type`, `invalid_event_type`.", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 413, description = "Request body too large (`payload_too_large`).", body = ErrorResponse),
+        (status = 503, description = "`store_unavailable` or `shutting_down`.", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(webhooks: web::Data<Webhooks>, body: web::Json<WebhookIn>) -> Result<HttpResponse, ApiError> {
     let spec = body.into_inner().into_spec()?;
     let (info, _) = webhooks.register(None, spec).await?;
     Ok(HttpResponse::Created().json(WebhookOut::from(info)))
 }
 
+/// Registers or replaces the webhook with a caller-chosen id; re-enables a disabled one.
+#[utoipa::path(
+    put,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "putWebhook",
+    params(("id" = String, Path, description = "Caller-chosen id: 1 to 128 characters of `[A-Za-z0-9_.:-]`.")),
+    request_body = WebhookIn,
+    responses(
+        (status = 200, description = "Replaced; the secret is kept unless one is given.", body = WebhookOut),
+        (status = 201, description = "Created.", body = WebhookOut),
+        (status = 400, description = "Invalid id or registration (same codes as `POST /v1/webhooks`).", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 413, description = "Request body too large (`payload_too_large`).", body = ErrorResponse),
+        (status = 503, description = "`store_unavailable` or `shutting_down`.", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
 async fn replace(
     webhooks: web::Data<Webhooks>,
     id: web::Path<String>,
@@ -157,6 +239,21 @@ async fn replace(
     Ok(HttpResponse::build(status).json(WebhookOut::from(info)))
 }
 
+/// Lists webhooks in id order, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    operation_id = "listWebhooks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of webhooks.", body = Page<WebhookOut>),
+        (status = 400, description = "`invalid_query` or `invalid_cursor`.", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 503, description = "`store_unavailable`.", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(webhooks: web::Data<Webhooks>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(query.limit)?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
@@ -171,6 +268,21 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<ListQuery>) -> Re
     Ok(HttpResponse::Ok().json(Page { data, next_cursor }))
 }
 
+/// One webhook, with its live health.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "getWebhook",
+    params(("id" = String, Path, description = "Webhook id.")),
+    responses(
+        (status = 200, description = "The webhook.", body = WebhookOut),
+        (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 404, description = "No such webhook (`not_found`).", body = ErrorResponse),
+        (status = 503, description = "`store_unavailable`.", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
 async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     match webhooks.webhook(&id).await? {
         Some(info) => Ok(HttpResponse::Ok().json(WebhookOut::from(info))),
@@ -178,6 +290,21 @@ async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<Htt
     }
 }
 
+/// Deletes a webhook; its pending deliveries fail with "webhook deleted".
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "deleteWebhook",
+    params(("id" = String, Path, description = "Webhook id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 404, description = "No such webhook (`not_found`).", body = ErrorResponse),
+        (status = 503, description = "`store_unavailable` or `shutting_down`.", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
 async fn delete(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     if webhooks.unregister(&id).await? {
         Ok(HttpResponse::NoContent().finish())

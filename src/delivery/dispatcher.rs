@@ -26,7 +26,7 @@ use crate::model::{WebhookRecord, delivery_id, new_event_id, now_ms, rfc3339};
 use crate::store::{EventWrite, NewDelivery, NewEvent, StoreError, WriteBatch};
 
 /// One delivery created by a publish.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryRef {
     /// Delivery id.
@@ -36,7 +36,7 @@ pub struct DeliveryRef {
 }
 
 /// What `publish` returns once the event and its deliveries are committed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishReceipt {
     /// Event id (the `webhook-id` header of every attempt).

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, Ordering::Relaxed};
 use serde::Serialize;
 
 /// What an endpoint is doing, as `GET /v1/webhooks/{id}` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointState {
     /// Last attempt succeeded (or none failed yet).

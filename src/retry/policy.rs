@@ -39,6 +39,37 @@ impl Serialize for Jitter {
     }
 }
 
+/// The schema of both serde impls above: `true`/`false`/`"full"` are written; `"none"` and
+/// `"proportional"` are also read.
+impl utoipa::PartialSchema for Jitter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .description(Some("`true`: ±10 % of each delay (proportional); `false`: no jitter.")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["none", "proportional", "full"]))
+                    .description(Some(
+                        "`\"full\"`: uniform in [0, delay]; `\"none\"` and `\"proportional\"` are read as \
+                         `false` and `true` and written back as booleans.",
+                    )),
+            )
+            .description(Some(
+                "How each retry delay is randomised; it never compounds from one delay into the next. \
+                 Written as `true`, `false` or `\"full\"`.",
+            ))
+            .default(serde_json::to_value(Jitter::default()).ok())
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Jitter {}
+
 impl<'de> Deserialize<'de> for Jitter {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -74,16 +105,21 @@ impl std::str::FromStr for Jitter {
 /// Per-endpoint retry settings, field for field the seed's `RetryConfig` (delays in milliseconds).
 ///
 /// Missing fields take the seed's defaults, so `{"maxRetries": 3}` is a complete config.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+#[schema(default)]
 pub struct RetryConfig {
     /// Retries after the first attempt; `1 + max_retries` attempts in all.
+    #[schema(maximum = 100)] // limits::MAX_RETRIES
     pub max_retries: u32,
     /// Delay after the first failed attempt, in ms.
+    #[schema(maximum = 604_800_000)] // limits::MAX_DELAY_MS
     pub initial_delay: u64,
-    /// Upper bound on any computed delay, in ms (before jitter).
+    /// Upper bound on any computed delay, in ms (before jitter); at least `initialDelay`.
+    #[schema(maximum = 604_800_000)] // limits::MAX_DELAY_MS
     pub max_delay: u64,
     /// Growth factor from one delay to the next.
+    #[schema(minimum = 1.0, maximum = 100.0)] // 1 to limits::MAX_MULTIPLIER
     pub backoff_multiplier: f64,
     /// Randomisation of each delay; never compounds from one delay into the next.
     pub jitter: Jitter,

@@ -273,3 +273,103 @@ async fn idempotency_key_returns_the_first_publish() {
     assert_eq!(list["data"].as_array().unwrap().len(), 1, "one event, one delivery");
     app.stop().await;
 }
+
+/// Every route the router serves, with its methods: what `/openapi.json` must describe.
+const ROUTES: &[(&str, &[&str])] = &[
+    ("/v1/webhooks", &["get", "post"]),
+    ("/v1/webhooks/{id}", &["get", "put", "delete"]),
+    ("/v1/events", &["post"]),
+    ("/v1/deliveries", &["get"]),
+    ("/v1/deliveries/{id}", &["get"]),
+    ("/v1/event-types", &["get"]),
+    ("/metrics", &["get"]),
+    ("/healthz", &["get"]),
+    ("/openapi.json", &["get"]),
+];
+
+const METHODS: &[&str] = &["get", "post", "put", "delete", "patch"];
+
+#[actix_web::test]
+async fn openapi_document_describes_every_route() {
+    let app = TestApp::start().await;
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, 200, "{doc}");
+    assert!(doc.is_object(), "/openapi.json is not a JSON object: {doc}");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "openapi version: {}", doc["openapi"]);
+    assert_eq!(doc["info"]["title"], "servio-webhooks");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, methods) in ROUTES {
+        let item = paths.get(*path).unwrap_or_else(|| panic!("{path} is missing from /openapi.json"));
+        let documented: Vec<&str> = METHODS.iter().copied().filter(|m| item.get(*m).is_some()).collect();
+        assert_eq!(&documented, methods, "methods of {path}");
+        for m in *methods {
+            let op = &item[*m];
+            let secured = op["security"].as_array().is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            assert_eq!(secured, path.starts_with("/v1/"), "bearer security of {m} {path}");
+        }
+    }
+    let extra: Vec<&String> = paths.keys().filter(|p| !ROUTES.iter().any(|(r, _)| r == p)).collect();
+    assert!(extra.is_empty(), "documented but not in ROUTES: {extra:?}");
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+
+    let webhook = &doc["components"]["schemas"]["WebhookOut"]["properties"];
+    for field in
+        ["id", "url", "secret", "events", "headers", "retryConfig", "state", "consecutiveFailures", "lastSuccessAt"]
+    {
+        assert!(webhook.get(field).is_some(), "WebhookOut.{field} is missing: {webhook}");
+    }
+    for (page, item) in [("Page_WebhookOut", "WebhookOut"), ("Page_DeliveryOut", "DeliveryOut")] {
+        let items = &doc["components"]["schemas"][page]["properties"]["data"]["items"];
+        assert_eq!(items["$ref"], format!("#/components/schemas/{item}"), "{page}.data.items");
+    }
+    let error = &doc["components"]["schemas"]["ErrorDetail"]["properties"];
+    assert!(error.get("code").is_some() && error.get("message").is_some(), "{error}");
+
+    // The other way round: each documented operation is served and answers with a documented
+    // status (probed with an unknown id and an empty body, which change nothing), and each
+    // undocumented method on a documented path is refused.
+    for (path, item) in paths {
+        let url = path.replace("{id}", "openapi-probe");
+        for m in METHODS {
+            let body = matches!(*m, "post" | "put").then_some("{}");
+            let (status, json) = app.request(&m.to_uppercase(), &url, body).await;
+            match item.get(*m) {
+                Some(op) => assert!(
+                    op["responses"].get(status.to_string()).is_some(),
+                    "{m} {url} answered {status}, which /openapi.json does not document: {json}"
+                ),
+                None => assert!(
+                    status == 404 || status == 405,
+                    "{m} {url} answered {status}, but /openapi.json does not document it"
+                ),
+            }
+        }
+    }
+    let (_, list) = app.get("/v1/webhooks").await;
+    assert_eq!(list["data"], json!([]), "the probes stored nothing");
+    app.stop().await;
+}
+
+/// `docs/openapi.json` is the served document, pretty-printed; `UPDATE_OPENAPI=1` rewrites it.
+#[actix_web::test]
+async fn openapi_doc_file_is_up_to_date() {
+    let app = TestApp::start().await;
+    let (status, served) = app.get("/openapi.json").await;
+    assert_eq!(status, 200, "{served}");
+    app.stop().await;
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+    if std::env::var_os("UPDATE_OPENAPI").is_some_and(|v| v == "1") {
+        std::fs::write(&file, serde_json::to_string_pretty(&served).unwrap() + "\n").unwrap();
+        return;
+    }
+    let stored: Value =
+        std::fs::read_to_string(&file).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or(Value::Null);
+    assert!(
+        stored == served,
+        "{} is missing or differs from what GET /openapi.json serves; regenerate it with \
+         `UPDATE_OPENAPI=1 cargo test --test it openapi_doc_file_is_up_to_date` and commit it",
+        file.display()
+    );
+}
