@@ -21,9 +21,14 @@ CREATE TABLE events (
     event_type      TEXT NOT NULL,
     payload         TEXT NOT NULL,      -- the exact body bytes sent
     timestamp       TEXT NOT NULL,      -- the payload's RFC 3339 timestamp
-    created_at      INTEGER NOT NULL,
-    idempotency_key TEXT UNIQUE
+    created_at      INTEGER NOT NULL
 );
+
+-- Only publishes that carry a key pay for this index.
+CREATE TABLE idempotency_keys (
+    key      TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL
+) WITHOUT ROWID;
 
 -- WITHOUT ROWID: rows are small and always reached by id, so one B-tree instead of two.
 CREATE TABLE deliveries (
@@ -37,7 +42,11 @@ CREATE TABLE deliveries (
     last_attempt_at  INTEGER,
     completed_at     INTEGER,
     last_status_code INTEGER,
-    last_error       TEXT
+    last_error       TEXT,
+    -- The successful attempt lives here rather than in `attempts` (one write per delivery
+    -- instead of two in the common case); the API puts it back at the end of the attempt log.
+    last_duration_ms   INTEGER,
+    last_response_body TEXT
 ) WITHOUT ROWID;
 
 -- Backlog paging per endpoint; partial, so it holds only what is still pending.
@@ -45,6 +54,7 @@ CREATE INDEX deliveries_pending ON deliveries (webhook_id, id) WHERE status = 'p
 -- GET /v1/deliveries?webhookId=
 CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id, id);
 
+-- Every attempt that did not succeed (the successful one is on its delivery row).
 CREATE TABLE attempts (
     delivery_id   TEXT NOT NULL,
     attempt       INTEGER NOT NULL,

@@ -284,6 +284,11 @@ impl DispatcherActor {
             }
             entry.subscription = subscription;
             entry.updated_at_ms = record.updated_at_ms;
+            if !disabled && entry.health.is_disabled() {
+                // Re-enabled: visible (and receiving fan-out) at once; the actor resets the rest.
+                entry.health.clear_failures();
+                entry.health.set_state(super::health::EndpointState::Healthy);
+            }
             entry.addr.do_send(Reconfigure { config, reenable: !disabled });
             return;
         }

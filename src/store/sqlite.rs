@@ -23,85 +23,92 @@ use crate::retry::RetryConfig;
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
 
-/// A unit of work for the writer thread; see [`run_group`].
+/// A unit of work for the writer thread; see [`run_group`]. Jobs can run more than once: a
+/// group that fails is rolled back and its jobs re-run one transaction each.
 trait WriteJob: Send {
-    /// Runs inside the group's transaction; returns whether it succeeded and what to do once the
-    /// group's commit is known.
-    fn run(self: Box<Self>, tx: &Transaction<'_>) -> (bool, Completion);
-    /// The group could not even start.
-    fn abort(self: Box<Self>, error: StoreError);
+    /// Runs inside a transaction, keeping its result; false if it failed.
+    fn run(&mut self, tx: &Transaction<'_>) -> bool;
+    /// Answers the caller once the fate of the transaction is known.
+    fn finish(self: Box<Self>, commit: StoreResult<()>);
 }
-
-type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
 
 struct Job<F, T> {
     f: F,
+    result: Option<StoreResult<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
 }
 
 impl<F, T> WriteJob for Job<F, T>
 where
     T: Send + 'static,
-    F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send,
+    F: Fn(&Transaction<'_>) -> StoreResult<T> + Send,
 {
-    fn run(self: Box<Self>, tx: &Transaction<'_>) -> (bool, Completion) {
-        let Job { f, reply } = *self;
-        match f(tx) {
-            Ok(value) => (
-                true,
-                Box::new(move |commit| {
-                    let _ = reply.send(commit.map(|()| value));
-                }),
-            ),
-            Err(e) => (
-                false,
-                Box::new(move |_| {
-                    let _ = reply.send(Err(e));
-                }),
-            ),
-        }
+    fn run(&mut self, tx: &Transaction<'_>) -> bool {
+        let r = (self.f)(tx);
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
     }
 
-    fn abort(self: Box<Self>, error: StoreError) {
-        let _ = self.reply.send(Err(error));
+    fn finish(self: Box<Self>, commit: StoreResult<()>) {
+        let answer = match (self.result, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (_, Err(e)) => Err(e),
+            (None, Ok(())) => Err(StoreError::Unavailable("write job did not run".into())),
+        };
+        let _ = self.reply.send(answer);
     }
 }
 
 /// Most jobs one transaction takes; bounds the latency a single group adds.
 const MAX_GROUP: usize = 512;
 
-/// Writer-thread group commit: every job queued at this moment runs in one transaction, each
-/// under its own savepoint so that one failing job is rolled back alone; one commit (one fsync)
-/// then answers them all.
-fn run_group(conn: &mut Connection, jobs: Vec<Box<dyn WriteJob>>) {
+/// Writer-thread group commit: every job queued at this moment runs in one transaction, and one
+/// commit (one fsync) answers them all. Should a job fail, the group is rolled back and each job
+/// runs again in a transaction of its own, so one bad job cannot fail the others. (Savepoints
+/// would isolate jobs too, but make SQLite copy every touched page into a sub-journal.)
+fn run_group(conn: &mut Connection, mut jobs: Vec<Box<dyn WriteJob>>) {
+    if jobs.len() > 1 {
+        match run_in_tx(conn, &mut jobs) {
+            Some(commit) => {
+                for job in jobs {
+                    job.finish(commit.clone());
+                }
+                return;
+            }
+            None => tracing::debug!(jobs = jobs.len(), "a job of a write group failed; re-running them one by one"),
+        }
+    }
+    for job in jobs {
+        let mut one = vec![job];
+        let commit = run_in_tx(conn, &mut one).unwrap_or(Ok(()));
+        for job in one {
+            job.finish(commit.clone());
+        }
+    }
+}
+
+/// Runs jobs in one transaction. `Some(commit result)` if all ran; `None` (rolled back) if one
+/// failed and there were several. A lone failing job is finished with its own error.
+fn run_in_tx(conn: &mut Connection, jobs: &mut [Box<dyn WriteJob>]) -> Option<StoreResult<()>> {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
-        Err(e) => {
-            let err = unavailable(e);
-            for job in jobs {
-                job.abort(err.clone());
-            }
-            return;
-        }
+        Err(e) => return Some(Err(unavailable(e))),
     };
-    let mut completions = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        if let Err(e) = tx.execute_batch("SAVEPOINT job") {
-            job.abort(unavailable(e));
-            continue;
+    let mut all_ok = true;
+    for job in jobs.iter_mut() {
+        if !job.run(&tx) {
+            all_ok = false;
+            break;
         }
-        let (ok, completion) = job.run(&tx);
-        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        if let Err(e) = tx.execute_batch(end) {
-            completion(Err(unavailable(e)));
-            continue;
-        }
-        completions.push(completion);
     }
-    let result = tx.commit().map_err(unavailable);
-    for c in completions {
-        c(result.clone());
+    if !all_ok {
+        let _ = tx.rollback();
+        // A single job keeps its own error; the caller re-runs members of a larger group.
+        return if jobs.len() == 1 { Some(Ok(())) } else { None };
     }
+    Some(tx.commit().map_err(unavailable))
 }
 
 /// SQLite-backed [`Store`].
@@ -207,10 +214,10 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+        F: Fn(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job: Box<dyn WriteJob> = Box::new(Job { f, reply });
+        let job: Box<dyn WriteJob> = Box::new(Job { f, result: None, reply });
         let sender = self.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
         sender.ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -244,6 +251,8 @@ fn open_writer(path: &std::path::Path, full_sync: bool) -> StoreResult<Connectio
     }
     conn.execute_batch(if full_sync { "PRAGMA synchronous=FULL;" } else { "PRAGMA synchronous=NORMAL;" })
         .map_err(unavailable)?;
+    // 32 MiB of page cache: the hot index pages of a large backlog stay in memory.
+    conn.execute_batch("PRAGMA cache_size=-32768;").map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&conn)?;
     Ok(conn)
@@ -305,7 +314,24 @@ fn collect_webhooks(
 }
 
 const DELIVERY_COLUMNS: &str = "d.id, d.webhook_id, d.event_id, e.event_type, e.payload, d.status, d.attempts, \
-     d.created_at, d.last_attempt_at, d.next_attempt_at, d.completed_at, d.last_status_code, d.last_error";
+     d.created_at, d.last_attempt_at, d.next_attempt_at, d.completed_at, d.last_status_code, d.last_error, \
+     d.last_duration_ms, d.last_response_body";
+
+/// The successful attempt, which lives on the delivery row rather than in `attempts`.
+fn success_attempt_from_row(r: &Row<'_>, d: &DeliveryRecord) -> rusqlite::Result<Option<AttemptRecord>> {
+    if d.status != DeliveryStatus::Success {
+        return Ok(None);
+    }
+    let duration: Option<i64> = r.get(13)?;
+    Ok(Some(AttemptRecord {
+        attempt: d.attempts,
+        at_ms: d.last_attempt_at_ms.unwrap_or(d.created_at_ms),
+        duration_ms: duration.unwrap_or(0).max(0) as u64,
+        status_code: d.last_status_code,
+        error: None,
+        response_body: r.get(14)?,
+    }))
+}
 
 fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     let status: String = r.get(5)?;
@@ -341,7 +367,10 @@ fn fail_pending_of_webhook(tx: &Transaction<'_>, webhook_id: &str, reason: &str,
 
 fn find_by_idempotency_key(tx: &Transaction<'_>, key: &str) -> StoreResult<Option<ExistingEvent>> {
     let found = tx
-        .prepare_cached("SELECT id, event_type, timestamp FROM events WHERE idempotency_key = ?1")
+        .prepare_cached(
+            "SELECT e.id, e.event_type, e.timestamp FROM idempotency_keys k JOIN events e ON e.id = k.event_id \
+             WHERE k.key = ?1",
+        )
         .and_then(|mut s| {
             s.query_row([key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
                 .optional()
@@ -366,8 +395,7 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
     if !batch.events.is_empty() {
         let mut ins_event = tx
             .prepare_cached(
-                "INSERT INTO events (id, event_type, payload, timestamp, created_at, idempotency_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO events (id, event_type, payload, timestamp, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .map_err(unavailable)?;
         let mut ins_delivery = tx
@@ -385,8 +413,13 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
             }
             let payload = std::str::from_utf8(&ev.payload).map_err(corrupt)?;
             ins_event
-                .execute(params![ev.id, ev.event_type, payload, ev.timestamp, ev.created_at_ms, ev.idempotency_key])
+                .execute(params![ev.id, ev.event_type, payload, ev.timestamp, ev.created_at_ms])
                 .map_err(unavailable)?;
+            if let Some(key) = &ev.idempotency_key {
+                tx.prepare_cached("INSERT INTO idempotency_keys (key, event_id) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![key, ev.id]))
+                    .map_err(unavailable)?;
+            }
             for d in &ev.deliveries {
                 ins_delivery.execute(params![d.id, ev.id, &*d.webhook_id, ev.created_at_ms]).map_err(unavailable)?;
             }
@@ -400,6 +433,13 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
                  completed_at = ?6, last_status_code = ?7, last_error = ?8 WHERE id = ?1 AND status = 'pending'",
             )
             .map_err(unavailable)?;
+        let mut succeeded = tx
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'success', attempts = ?2, next_attempt_at = NULL, last_attempt_at = ?3, \
+                 completed_at = ?4, last_status_code = ?5, last_error = NULL, last_duration_ms = ?6, \
+                 last_response_body = ?7 WHERE id = ?1 AND status = 'pending'",
+            )
+            .map_err(unavailable)?;
         let mut ins = tx
             .prepare_cached(
                 "INSERT OR REPLACE INTO attempts (delivery_id, attempt, at, duration_ms, status_code, error, response_body) \
@@ -409,10 +449,17 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
         for u in &batch.attempts {
             let a = &u.attempt;
             let end = a.at_ms + a.duration_ms as i64;
+            let duration = a.duration_ms as i64;
+            if u.next == NextStep::Succeeded {
+                // The successful attempt is kept on the delivery row (see the schema).
+                succeeded
+                    .execute(params![u.delivery_id, a.attempt, a.at_ms, end, a.status_code, duration, a.response_body])
+                    .map_err(unavailable)?;
+                continue;
+            }
             let (status, next_at, completed) = match u.next {
                 NextStep::RetryAt(t) => ("pending", Some(t), None),
-                NextStep::Succeeded => ("success", None, Some(end)),
-                NextStep::Failed => ("failed", None, Some(end)),
+                _ => ("failed", None, Some(end)),
             };
             let changed = upd
                 .execute(params![u.delivery_id, status, a.attempt, next_at, a.at_ms, completed, a.status_code, a.error])
@@ -422,7 +469,7 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
                     u.delivery_id,
                     a.attempt,
                     a.at_ms,
-                    a.duration_ms as i64,
+                    duration,
                     a.status_code,
                     a.error,
                     a.response_body
@@ -605,9 +652,16 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1"
                 ))
-                .and_then(|mut s| s.query_row([&id], delivery_from_row).optional())
+                .and_then(|mut s| {
+                    s.query_row([&id], |r| {
+                        let d = delivery_from_row(r)?;
+                        let success = success_attempt_from_row(r, &d)?;
+                        Ok((d, success))
+                    })
+                    .optional()
+                })
                 .map_err(unavailable)?;
-            let Some(record) = record else { return Ok(None) };
+            let Some((record, success)) = record else { return Ok(None) };
             let mut stmt = c
                 .prepare_cached(
                     "SELECT attempt, at, duration_ms, status_code, error, response_body FROM attempts \
@@ -630,6 +684,11 @@ impl Store for SqliteStore {
                 })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(unavailable)?;
+            let mut attempts: Vec<AttemptRecord> = attempts
+                .into_iter()
+                .filter(|a| a.attempt < record.attempts || record.status != DeliveryStatus::Success)
+                .collect();
+            attempts.extend(success);
             Ok(Some((record, attempts)))
         })
         .await

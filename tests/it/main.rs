@@ -7,5 +7,6 @@ mod delivery;
 mod durability;
 mod helpers;
 mod isolation;
+mod load_smoke;
 mod store_contract;
 mod supervision;

@@ -1,0 +1,657 @@
+//! Scenarios of the end-to-end load harness: the real system (SQLite on disk, real actors, real
+//! HTTP) against the in-process receiver, each next to the ceiling (a plain reqwest client posting
+//! the same bodies to the same receiver at the same concurrency). See BENCHMARKS.md.
+//!
+//! Every scenario returns one JSON object; `main.rs` runs each in a fresh process and tabulates.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use servio_webhooks::config::Settings;
+use servio_webhooks::{RetryConfig, WebhookSpec, Webhooks};
+use tokio::sync::Semaphore;
+
+use super::receiver::{EPOCH, Receiver, now_ns, wait_until};
+
+/// Total attempts in flight, for the system (spread over its endpoints) and for the ceiling.
+pub const CONCURRENCY: usize = 64;
+/// Deliveries published but not yet received before publishers wait (keeps the pipeline full
+/// without building an unbounded queue, so latency means something).
+pub const OUTSTANDING: usize = 1024;
+/// Concurrent publishers.
+pub const PUBLISHERS: usize = 32;
+const LONG: Duration = Duration::from_secs(1800);
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+/// CPU seconds of the whole process and of the receiver's and load generator's threads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub total: f64,
+    pub receiver: f64,
+    pub loadgen: f64,
+}
+
+impl Cpu {
+    /// CPU spent by what is being measured (everything but receiver and load generator).
+    pub fn sender_since(&self, before: &Cpu) -> f64 {
+        (self.total - before.total) - (self.receiver - before.receiver) - (self.loadgen - before.loadgen)
+    }
+}
+
+fn ticks(stat: &str) -> Option<(String, f64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_string();
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    // After "pid (comm) ", field 0 is state; utime and stime are fields 11 and 12.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) / 100.0))
+}
+
+/// Reads CPU times from /proc (Linux; clock ticks of 10 ms).
+pub fn cpu() -> Cpu {
+    let total = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| ticks(&s)).map(|t| t.1).unwrap_or(0.0);
+    let mut c = Cpu { total, ..Cpu::default() };
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for entry in dir.flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let Some((comm, secs)) = ticks(&stat) else { continue };
+            if comm.starts_with("recv-worker") {
+                c.receiver += secs;
+            } else if comm.starts_with("load-gen") {
+                c.loadgen += secs;
+            }
+        }
+    }
+    c
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Peak resident set size so far, MiB.
+pub fn peak_rss_mib() -> f64 {
+    status_kib("VmHWM:") as f64 / 1024.0
+}
+
+/// Current resident set size, bytes.
+pub fn rss_bytes() -> u64 {
+    status_kib("VmRSS:") * 1024
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1e6
+}
+
+/// p50 and p99 of latencies in ns, as ms.
+pub fn p50_p99(mut v: Vec<u64>) -> (f64, f64) {
+    v.sort_unstable();
+    (percentile(&v, 0.50), percentile(&v, 0.99))
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let m = 10f64.powi(digits);
+    (x * m).round() / m
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub deliveries: u64,
+    pub secs: f64,
+    pub sender_cpu: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Run {
+    pub fn per_sec(&self) -> f64 {
+        self.deliveries as f64 / self.secs
+    }
+    pub fn cpu_us(&self) -> f64 {
+        self.sender_cpu * 1e6 / self.deliveries as f64
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ceiling
+
+fn ceiling_body(i: u64) -> String {
+    format!(
+        r#"{{"id":"evt_{i:032x}","event":"order.created","data":{{"orderId":"ord_{i}","table":"T4","total":25.07,"t":{}}},"timestamp":"2026-11-28T21:00:00.000Z"}}"#,
+        now_ns()
+    )
+}
+
+/// A plain reqwest client posting the same bodies to the same receiver at `concurrency`.
+pub fn ceiling(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ceiling")
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = recv.url("/ok/ceiling");
+    let run = |n: u64| {
+        let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
+        let next = Arc::new(AtomicU64::new(0));
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let (client, next, url) = (client.clone(), next.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        let resp = client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .body(ceiling_body(i))
+                            .send()
+                            .await
+                            .expect("ceiling request");
+                        let _ = resp.bytes().await;
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+    };
+    run((requests / 10).clamp(500, 5000)); // warm-up: connections, allocator
+    recv.stats.reset();
+    let c0 = cpu();
+    let t0 = now_ns();
+    run(requests);
+    let t1 = recv.stats.last_ns.load(Ordering::SeqCst);
+    let c1 = cpu();
+    let (p50_ms, p99_ms) = p50_p99(recv.stats.latencies());
+    Run { deliveries: requests, secs: (t1 - t0) as f64 / 1e9, sender_cpu: c1.sender_since(&c0), p50_ms, p99_ms }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The system under test
+
+/// Settings for a benchmark run: defaults (durability on: fsync per commit), a fresh SQLite file.
+/// `LOAD_SQLITE_SYNC=normal` measures without an fsync per commit.
+pub fn settings(db: &Path) -> Settings {
+    Settings {
+        database_url: format!("sqlite://{}", db.display()),
+        allow_private_targets: true,
+        shutdown_grace: Duration::from_secs(1),
+        sqlite_full_sync: std::env::var("LOAD_SQLITE_SYNC").map_or(true, |v| v != "normal"),
+        ..Settings::default()
+    }
+}
+
+pub fn spec(url: String, max_in_flight: usize) -> WebhookSpec {
+    WebhookSpec { url, max_in_flight: Some(max_in_flight as u32), ..WebhookSpec::default() }
+}
+
+/// How events are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `Webhooks::publish_raw` from tasks on the actix System.
+    Library,
+    /// `POST /v1/events` over HTTP from a separate load-generator runtime.
+    Rest,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Self {
+        if s == "rest" { Mode::Rest } else { Mode::Library }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Library => "library",
+            Mode::Rest => "rest",
+        }
+    }
+}
+
+fn event_data(i: u64) -> String {
+    format!(r#"{{"orderId":"ord_{i}","table":"T4","total":25.07,"t":{}}}"#, now_ns())
+}
+
+/// Publishes `events` events of `event_type`, each waiting for `cost` flow-control permits.
+pub struct Publisher {
+    pub mode: Mode,
+    pub api: Option<String>,
+    loadgen: Option<tokio::runtime::Runtime>,
+}
+
+impl Publisher {
+    /// For REST, starts the admin API on 127.0.0.1 (2 workers) and a load-generator runtime.
+    pub async fn new(mode: Mode, webhooks: &Webhooks) -> Self {
+        if mode == Mode::Library {
+            return Self { mode, api: None, loadgen: None };
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let routes = webhooks.configure();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let api = format!("http://{}/v1/events", listener.local_addr().unwrap());
+        let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(routes.clone()))
+            .workers(2)
+            .disable_signals()
+            .listen(listener)
+            .unwrap()
+            .run();
+        actix_web::rt::spawn(server);
+        let loadgen = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("load-gen")
+            .enable_all()
+            .build()
+            .unwrap();
+        Self { mode, api: Some(api), loadgen: Some(loadgen) }
+    }
+
+    /// Publishes and returns once every publish was acknowledged (not delivered).
+    pub async fn publish(
+        &self,
+        webhooks: &Webhooks,
+        event_type: &str,
+        events: u64,
+        cost: u32,
+        permits: Option<Arc<Semaphore>>,
+    ) {
+        let next = Arc::new(AtomicU64::new(0));
+        match self.mode {
+            Mode::Library => {
+                let mut tasks = Vec::new();
+                for _ in 0..PUBLISHERS {
+                    let (w, next, permits, et) =
+                        (webhooks.clone(), next.clone(), permits.clone(), event_type.to_string());
+                    tasks.push(actix_web::rt::spawn(async move {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= events {
+                                break;
+                            }
+                            if let Some(p) = &permits {
+                                p.acquire_many(cost).await.unwrap().forget();
+                            }
+                            let data = serde_json::value::RawValue::from_string(event_data(i)).unwrap();
+                            w.publish_raw(&et, data, None).await.expect("publish");
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+            Mode::Rest => {
+                let url = self.api.clone().unwrap();
+                let et = event_type.to_string();
+                let rt = self.loadgen.as_ref().unwrap();
+                let handle = rt.spawn(async move {
+                    let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
+                    let mut tasks = Vec::new();
+                    for _ in 0..PUBLISHERS {
+                        let (client, next, permits, et, url) =
+                            (client.clone(), next.clone(), permits.clone(), et.clone(), url.clone());
+                        tasks.push(tokio::spawn(async move {
+                            loop {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                if i >= events {
+                                    break;
+                                }
+                                if let Some(p) = &permits {
+                                    p.acquire_many(cost).await.unwrap().forget();
+                                }
+                                let body = format!(r#"{{"event":"{et}","data":{}}}"#, event_data(i));
+                                let resp = client
+                                    .post(&url)
+                                    .header("content-type", "application/json")
+                                    .body(body)
+                                    .send()
+                                    .await
+                                    .expect("REST publish");
+                                assert_eq!(resp.status().as_u16(), 202);
+                                let _ = resp.bytes().await;
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                });
+                // A JoinHandle can be awaited from another runtime: the actix System keeps running.
+                handle.await.expect("load generator");
+            }
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        // Dropped inside the actix System (an async context), where a blocking drop would panic.
+        if let Some(rt) = self.loadgen.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn flow_control(recv: &Receiver) -> Arc<Semaphore> {
+    let permits = Arc::new(Semaphore::new(OUTSTANDING));
+    *recv.stats.permits.lock().unwrap() = Some(permits.clone());
+    permits
+}
+
+/// Publishes `events` with fan-out `cost` to measured endpoints and waits for every delivery.
+async fn measured_publish(
+    recv: &Receiver,
+    webhooks: &Webhooks,
+    publisher: &Publisher,
+    event_type: &str,
+    events: u64,
+    cost: u32,
+) -> Run {
+    recv.stats.reset();
+    let permits = flow_control(recv);
+    let expected = events * cost as u64;
+    let c0 = cpu();
+    let t0 = now_ns();
+    publisher.publish(webhooks, event_type, events, cost, Some(permits)).await;
+    let done = wait_until(LONG, || recv.stats.ok.load(Ordering::SeqCst) >= expected).await;
+    assert!(done, "deliveries did not all arrive");
+    let t1 = recv.stats.last_ns.load(Ordering::SeqCst);
+    let c1 = cpu();
+    *recv.stats.permits.lock().unwrap() = None;
+    let (p50_ms, p99_ms) = p50_p99(recv.stats.latencies());
+    Run { deliveries: expected, secs: (t1 - t0) as f64 / 1e9, sender_cpu: c1.sender_since(&c0), p50_ms, p99_ms }
+}
+
+fn temp_db(keep: Option<&Path>) -> (Option<tempfile::TempDir>, PathBuf) {
+    match keep {
+        Some(p) => (None, p.to_path_buf()),
+        None => {
+            let dir = tempfile::Builder::new().prefix("servio-load-").tempdir().unwrap();
+            let db = dir.path().join("webhooks.db");
+            (Some(dir), db)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/// Scenario 1: throughput at fan-out `fanout`, REST or library publish, against the ceiling.
+pub fn throughput(mode: Mode, fanout: usize, deliveries: u64) -> Value {
+    let recv = Receiver::start(2);
+    // LOAD_SKIP_CEILING=1 leaves the ceiling out (for profiling the system alone).
+    let ceil = if std::env::var("LOAD_SKIP_CEILING").is_ok() {
+        Run { deliveries, secs: 1.0, sender_cpu: 1.0, p50_ms: 1.0, p99_ms: 1.0 }
+    } else {
+        ceiling(&recv, deliveries, CONCURRENCY)
+    };
+    let (_dir, db) = temp_db(None);
+    let per_endpoint = CONCURRENCY.div_ceil(fanout);
+    let events = (deliveries / fanout as u64).max(1);
+    let run = actix_web::rt::System::new().block_on(async {
+        let webhooks = Webhooks::start(settings(&db)).await.unwrap();
+        for i in 0..fanout {
+            webhooks.register(None, spec(recv.url(&format!("/ok/{i}")), per_endpoint)).await.unwrap();
+        }
+        let publisher = Publisher::new(mode, &webhooks).await;
+        measured_publish(&recv, &webhooks, &publisher, "order.created", (events / 10).max(10), fanout as u32).await; // warm-up
+        let run = measured_publish(&recv, &webhooks, &publisher, "order.created", events, fanout as u32).await;
+        webhooks.shutdown().await;
+        run
+    });
+    json!({
+        "scenario": "throughput", "mode": mode.name(), "fanout": fanout, "deliveries": run.deliveries,
+        "per_sec": round(run.per_sec(), 0), "ceiling_per_sec": round(ceil.per_sec(), 0),
+        "ratio": round(run.per_sec() / ceil.per_sec(), 3),
+        "cpu_us": round(run.cpu_us(), 1), "ceiling_cpu_us": round(ceil.cpu_us(), 1),
+        "cpu_ratio": round(run.cpu_us() / ceil.cpu_us(), 2),
+        "p50_ms": round(run.p50_ms, 2), "p99_ms": round(run.p99_ms, 2),
+        "ceiling_p50_ms": round(ceil.p50_ms, 2), "ceiling_p99_ms": round(ceil.p99_ms, 2),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    })
+}
+
+/// Scenario 2: 10 webhooks, 8 measured; neighbours healthy, then one hanging and one failing.
+pub fn isolation(deliveries: u64) -> Value {
+    let recv = Receiver::start(2);
+    let events = deliveries / 8;
+    let measure = |bad: bool| {
+        let (_dir, db) = temp_db(None);
+        actix_web::rt::System::new().block_on(async {
+            let webhooks = Webhooks::start(settings(&db)).await.unwrap();
+            for i in 0..8 {
+                webhooks.register(None, spec(recv.url(&format!("/ok/{i}")), 8)).await.unwrap();
+            }
+            let neighbours = if bad { ["/hang/1", "/fail/2"] } else { ["/okx/1", "/okx/2"] };
+            for path in neighbours {
+                webhooks.register(None, spec(recv.url(path), 8)).await.unwrap();
+            }
+            let publisher = Publisher::new(Mode::Library, &webhooks).await;
+            measured_publish(&recv, &webhooks, &publisher, "order.created", events / 10, 8).await;
+            let run = measured_publish(&recv, &webhooks, &publisher, "order.created", events, 8).await;
+            webhooks.shutdown().await;
+            run
+        })
+    };
+    let healthy = measure(false);
+    let with_bad = measure(true);
+    json!({
+        "scenario": "isolation", "deliveries": with_bad.deliveries,
+        "healthy_per_sec": round(healthy.per_sec(), 0), "with_bad_per_sec": round(with_bad.per_sec(), 0),
+        "throughput_ratio": round(with_bad.per_sec() / healthy.per_sec(), 3),
+        "healthy_p99_ms": round(healthy.p99_ms, 2), "with_bad_p99_ms": round(with_bad.p99_ms, 2),
+        "p99_ratio": round(with_bad.p99_ms / healthy.p99_ms, 2),
+        "healthy_p50_ms": round(healthy.p50_ms, 2), "with_bad_p50_ms": round(with_bad.p50_ms, 2),
+    })
+}
+
+/// Scenario 3: a fleet of `n` webhooks: registration rate, idle memory, one event to all.
+pub fn fleet(n: usize) -> Value {
+    let recv = Receiver::start(2);
+    let (_dir, db) = temp_db(None);
+    actix_web::rt::System::new().block_on(async {
+        let mut s = settings(&db);
+        s.metrics_webhook_label = false;
+        s.delivery.max_total_in_flight = 512;
+        let webhooks = Webhooks::start(s).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss0 = rss_bytes();
+        let next = Arc::new(AtomicU64::new(0));
+        let url = recv.url("/ok/fleet");
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (w, next, url) = (webhooks.clone(), next.clone(), url.clone());
+            tasks.push(actix_web::rt::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < n as u64 {
+                    w.register(None, spec(url.clone(), 16)).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let reg_secs = t0.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss1 = rss_bytes();
+        recv.stats.reset();
+        let t0 = Instant::now();
+        let receipt = webhooks
+            .publish_raw("order.created", serde_json::value::RawValue::from_string(event_data(0)).unwrap(), None)
+            .await
+            .unwrap();
+        let publish_secs = t0.elapsed().as_secs_f64();
+        assert_eq!(receipt.deliveries.len(), n);
+        assert!(wait_until(LONG, || recv.stats.ok.load(Ordering::SeqCst) >= n as u64).await);
+        let fanout_secs = t0.elapsed().as_secs_f64();
+        webhooks.shutdown().await;
+        json!({
+            "scenario": "fleet", "webhooks": n,
+            "registrations_per_sec": round(n as f64 / reg_secs, 0),
+            "idle_rss_bytes_per_webhook": round((rss1.saturating_sub(rss0)) as f64 / n as f64, 0),
+            "rss_before_mib": round(rss0 as f64 / 1048576.0, 1), "rss_after_mib": round(rss1 as f64 / 1048576.0, 1),
+            "publish_commit_secs": round(publish_secs, 3), "fanout_all_delivered_secs": round(fanout_secs, 3),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+        })
+    })
+}
+
+fn backlog_settings(db: &Path) -> Settings {
+    let mut s = settings(db);
+    s.breaker.cooldown = Duration::from_millis(200);
+    s.breaker.max_cooldown = Duration::from_secs(1);
+    s
+}
+
+/// Scenario 4: one endpoint down while `backlog` deliveries queue for it; a healthy endpoint's
+/// throughput before and during; memory. Leaves the database (with the backlog) at `keep`.
+pub fn backlog(backlog: u64, keep: &Path) -> Value {
+    let recv = Receiver::start(2);
+    recv.stats.down.store(true, Ordering::SeqCst);
+    let _ = std::fs::remove_file(keep);
+    let baseline_events = (backlog / 10).clamp(10_000, 100_000);
+    actix_web::rt::System::new().block_on(async {
+        let webhooks = Webhooks::start(backlog_settings(keep)).await.unwrap();
+        webhooks.register(Some("healthy".into()), spec(recv.url("/ok/h"), CONCURRENCY)).await.unwrap();
+        let publisher = Publisher::new(Mode::Library, &webhooks).await;
+        measured_publish(&recv, &webhooks, &publisher, "order.created", baseline_events / 10, 1).await;
+        let alone = measured_publish(&recv, &webhooks, &publisher, "order.created", baseline_events, 1).await;
+        webhooks.register(Some("down".into()), spec(recv.url("/down/d"), CONCURRENCY)).await.unwrap();
+        let during = measured_publish(&recv, &webhooks, &publisher, "order.created", backlog, 1).await;
+        let metrics = webhooks.metrics().render();
+        let pending = metrics
+            .lines()
+            .find(|l| l.starts_with("webhook_pending_deliveries{webhook=\"down\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        webhooks.shutdown().await;
+        json!({
+            "scenario": "backlog", "backlog": backlog,
+            "healthy_alone_per_sec": round(alone.per_sec(), 0),
+            "healthy_during_backlog_per_sec": round(during.per_sec(), 0),
+            "throughput_ratio": round(during.per_sec() / alone.per_sec(), 3),
+            "healthy_alone_p99_ms": round(alone.p99_ms, 2), "healthy_during_p99_ms": round(during.p99_ms, 2),
+            "pending_gauge": pending, "peak_rss_mib": round(peak_rss_mib(), 1),
+            "db": keep.display().to_string(),
+        })
+    })
+}
+
+/// Scenario 5: restart on a database holding a backlog (from `backlog`) with the endpoint back up:
+/// time to first delivery, to full speed, and the drain rate.
+pub fn restart(db: &Path, drain: u64) -> Value {
+    let started = *EPOCH; // process start, as near as we get
+    let recv = Receiver::start(2);
+    recv.stats.down.store(false, Ordering::SeqCst);
+    actix_web::rt::System::new().block_on(async {
+        let t_start_call = started.elapsed().as_secs_f64();
+        let webhooks = Webhooks::start(backlog_settings(db)).await.unwrap();
+        let t_started = started.elapsed().as_secs_f64();
+        let mut samples: Vec<(f64, u64)> = Vec::new();
+        let first = wait_until(Duration::from_secs(60), || recv.stats.down_ok.load(Ordering::SeqCst) > 0).await;
+        assert!(first, "no delivery within 60 s of start");
+        let first_ms = recv.stats.first_ns.load(Ordering::SeqCst) as f64 / 1e6;
+        loop {
+            let n = recv.stats.down_ok.load(Ordering::SeqCst);
+            samples.push((started.elapsed().as_secs_f64(), n));
+            if n >= drain {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (t_end, n_end) = *samples.last().unwrap();
+        let first_s = first_ms / 1000.0;
+        let rate = n_end as f64 / (t_end - first_s);
+        // Full speed: the first 0.5 s window whose rate reaches 90 % of the overall drain rate.
+        let mut full_speed_s = f64::NAN;
+        for (i, &(t, n)) in samples.iter().enumerate() {
+            if let Some(&(t2, n2)) = samples[i..].iter().find(|(t2, _)| *t2 >= t + 0.5) {
+                if (n2 - n) as f64 / (t2 - t) >= 0.9 * rate {
+                    full_speed_s = t;
+                    break;
+                }
+            }
+        }
+        webhooks.shutdown().await;
+        json!({
+            "scenario": "restart", "drained": n_end,
+            "start_call_ms": round(t_start_call * 1000.0, 1), "started_ms": round(t_started * 1000.0, 1),
+            "first_delivery_ms": round(first_ms, 1), "full_speed_ms": round(full_speed_s * 1000.0, 0),
+            "drain_per_sec": round(rate, 0), "peak_rss_mib": round(peak_rss_mib(), 1),
+        })
+    })
+}
+
+/// Scenario 6: retry timer precision while 10 endpoints run at full throughput.
+pub fn timers(deliveries: u64, retries: u64) -> Value {
+    let recv = Receiver::start(2);
+    let delay_ms = 100u64;
+    recv.stats.retry_delay_ns.store(delay_ms * 1_000_000, Ordering::SeqCst);
+    let (_dir, db) = temp_db(None);
+    actix_web::rt::System::new().block_on(async {
+        let mut s = settings(&db);
+        // Every first attempt of the /retry/ webhook fails on purpose: keep its breaker closed.
+        s.breaker.failure_threshold = u32::MAX;
+        let webhooks = Webhooks::start(s).await.unwrap();
+        for i in 0..10 {
+            webhooks.register(None, spec(recv.url(&format!("/ok/{i}")), 7)).await.unwrap();
+        }
+        let retry = RetryConfig {
+            max_retries: 1,
+            initial_delay: delay_ms,
+            max_delay: delay_ms,
+            backoff_multiplier: 1.0,
+            jitter: servio_webhooks::Jitter::None,
+        };
+        let mut s = spec(recv.url("/retry/r"), 64);
+        s.retry_config = Some(retry);
+        s.events = Some(vec!["order.updated".into()]);
+        webhooks.register(None, s).await.unwrap();
+        let publisher = Publisher::new(Mode::Library, &webhooks).await;
+        let w = webhooks.clone();
+        let retry_pub = actix_web::rt::spawn(async move {
+            for i in 0..retries {
+                let data = serde_json::value::RawValue::from_string(event_data(i)).unwrap();
+                w.publish_raw("order.updated", data, None).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        let run = measured_publish(&recv, &webhooks, &publisher, "order.created", deliveries / 10, 10).await;
+        retry_pub.await.unwrap();
+        let _ = wait_until(Duration::from_secs(30), || recv.stats.lateness().len() as u64 >= retries).await;
+        let mut late: Vec<i64> = recv.stats.lateness();
+        assert!(
+            !late.is_empty(),
+            "no retry reached the receiver ({} requests in all)",
+            recv.stats.total.load(Ordering::SeqCst)
+        );
+        late.sort_unstable();
+        let pct = |p: f64| late[((late.len() as f64 - 1.0) * p).round() as usize] as f64 / 1e6;
+        webhooks.shutdown().await;
+        json!({
+            "scenario": "timers", "retries": late.len(), "retry_delay_ms": delay_ms,
+            "late_p50_ms": round(pct(0.5), 2), "late_p99_ms": round(pct(0.99), 2),
+            "late_max_ms": round(pct(1.0), 2), "early_min_ms": round(pct(0.0), 2),
+            "load_per_sec": round(run.per_sec(), 0),
+        })
+    })
+}

@@ -1,0 +1,185 @@
+//! End-to-end load harness (`cargo bench --bench load -- <scenario> [options]`).
+//!
+//! Starts the real system (embedded SQLite on disk, real actors, real HTTP) and an in-process
+//! multi-threaded hyper receiver on 127.0.0.1, measures deliveries per second, CPU per delivery,
+//! publish→receipt latency and peak RSS, next to a plain reqwest client (the ceiling) in the same
+//! run. `all` runs every scenario in a fresh process and prints the tables for BENCHMARKS.md.
+//!
+//! ```text
+//! cargo bench --bench load -- all [--quick]
+//! cargo bench --bench load -- throughput --mode rest|library --fanout 10 --deliveries 60000
+//! cargo bench --bench load -- isolation --deliveries 40000
+//! cargo bench --bench load -- fleet --webhooks 100000
+//! cargo bench --bench load -- backlog --backlog 1000000 --db /tmp/backlog.db
+//! cargo bench --bench load -- restart --db /tmp/backlog.db --drain 1000000
+//! cargo bench --bench load -- timers --deliveries 60000 --retries 2000
+//! ```
+
+mod harness;
+mod receiver;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn num(args: &[String], name: &str, default: u64) -> u64 {
+    arg(args, name).map(|v| v.parse().expect("a number")).unwrap_or(default)
+}
+
+fn main() {
+    let _ = *receiver::EPOCH;
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let Some(scenario) = args.first().cloned() else {
+        eprintln!(
+            "usage: cargo bench --bench load -- <all|throughput|isolation|fleet|backlog|restart|timers> [options]"
+        );
+        std::process::exit(2);
+    };
+    let result = match scenario.as_str() {
+        "all" => return run_all(args.iter().any(|a| a == "--quick")),
+        "throughput" => harness::throughput(
+            harness::Mode::parse(&arg(&args, "--mode").unwrap_or_default()),
+            num(&args, "--fanout", 10) as usize,
+            num(&args, "--deliveries", 60_000),
+        ),
+        "isolation" => harness::isolation(num(&args, "--deliveries", 40_000)),
+        "fleet" => harness::fleet(num(&args, "--webhooks", 100_000) as usize),
+        "backlog" => harness::backlog(num(&args, "--backlog", 1_000_000), &db_arg(&args)),
+        "restart" => harness::restart(&db_arg(&args), num(&args, "--drain", 1_000_000)),
+        "timers" => harness::timers(num(&args, "--deliveries", 60_000), num(&args, "--retries", 2_000)),
+        other => {
+            eprintln!("unknown scenario `{other}`");
+            std::process::exit(2);
+        }
+    };
+    println!("{result}");
+}
+
+fn db_arg(args: &[String]) -> PathBuf {
+    arg(args, "--db").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("servio-backlog.db"))
+}
+
+/// Runs one scenario in a child process (fresh memory, fresh threads) and parses its JSON line.
+fn child(args: &[&str]) -> Value {
+    eprintln!("== {}", args.join(" "));
+    let out = Command::new(std::env::current_exe().unwrap()).args(args).output().expect("child runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        panic!("scenario {args:?} failed");
+    }
+    let line = stdout.lines().last().unwrap_or_default();
+    eprintln!("   {line}");
+    serde_json::from_str(line).expect("scenario prints JSON")
+}
+
+fn table(rows: &[Value], columns: &[&str]) {
+    println!("| {} |", columns.join(" | "));
+    println!("|{}|", columns.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+    for r in rows {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match &r[*c] {
+                Value::String(s) => s.clone(),
+                Value::Null => "".into(),
+                v => v.to_string(),
+            })
+            .collect();
+        println!("| {} |", cells.join(" | "));
+    }
+    println!();
+}
+
+fn run_all(quick: bool) {
+    let scale = |full: u64, small: u64| if quick { small } else { full }.to_string();
+    let d = scale(60_000, 6_000);
+    let mut rows = Vec::new();
+    for mode in ["library", "rest"] {
+        for fanout in ["1", "10", "100"] {
+            rows.push(child(&["throughput", "--mode", mode, "--fanout", fanout, "--deliveries", &d]));
+        }
+    }
+    println!("### Throughput\n");
+    table(
+        &rows,
+        &[
+            "mode",
+            "fanout",
+            "deliveries",
+            "per_sec",
+            "ceiling_per_sec",
+            "ratio",
+            "cpu_us",
+            "ceiling_cpu_us",
+            "cpu_ratio",
+            "p50_ms",
+            "p99_ms",
+            "ceiling_p99_ms",
+            "peak_rss_mib",
+        ],
+    );
+    let iso = child(&["isolation", "--deliveries", &scale(40_000, 4_000)]);
+    println!("### Isolation\n");
+    table(
+        &[iso],
+        &[
+            "deliveries",
+            "healthy_per_sec",
+            "with_bad_per_sec",
+            "throughput_ratio",
+            "healthy_p99_ms",
+            "with_bad_p99_ms",
+            "p99_ratio",
+        ],
+    );
+    let fleet = child(&["fleet", "--webhooks", &scale(100_000, 2_000)]);
+    println!("### Fleet\n");
+    table(
+        &[fleet],
+        &[
+            "webhooks",
+            "registrations_per_sec",
+            "idle_rss_bytes_per_webhook",
+            "rss_before_mib",
+            "rss_after_mib",
+            "publish_commit_secs",
+            "fanout_all_delivered_secs",
+            "peak_rss_mib",
+        ],
+    );
+    let db = std::env::temp_dir().join("servio-backlog.db");
+    let db = db.to_str().unwrap();
+    let backlog = scale(1_000_000, 20_000);
+    let b = child(&["backlog", "--backlog", &backlog, "--db", db]);
+    println!("### Backlog\n");
+    table(
+        &[b],
+        &[
+            "backlog",
+            "healthy_alone_per_sec",
+            "healthy_during_backlog_per_sec",
+            "throughput_ratio",
+            "healthy_alone_p99_ms",
+            "healthy_during_p99_ms",
+            "pending_gauge",
+            "peak_rss_mib",
+        ],
+    );
+    let r = child(&["restart", "--db", db, "--drain", &backlog]);
+    println!("### Restart\n");
+    table(&[r], &["drained", "started_ms", "first_delivery_ms", "full_speed_ms", "drain_per_sec", "peak_rss_mib"]);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{db}{suffix}"));
+    }
+    let t = child(&["timers", "--deliveries", &d, "--retries", &scale(2_000, 200)]);
+    println!("### Timer precision\n");
+    table(
+        &[t],
+        &["retries", "retry_delay_ms", "late_p50_ms", "late_p99_ms", "late_max_ms", "early_min_ms", "load_per_sec"],
+    );
+}
