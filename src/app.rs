@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::catalog::{CatalogError, EventCatalog};
 use crate::config::Settings;
-use crate::delivery::client::build_client;
+use crate::delivery::client::Connector;
 use crate::delivery::dispatcher::{Apply, DispatcherActor, DrainAll, HealthOf, PanicEndpoint, Publish, Remove};
 use crate::delivery::health::HealthSnapshot;
 use crate::delivery::ledger::{Barrier, LedgerActor, SetDispatcher, Stop};
@@ -117,14 +117,15 @@ impl Webhooks {
         let pending: HashMap<String, u64> = store.recover(now_ms()).await?.into_iter().collect();
         let webhooks = store.load_webhooks().await?;
 
-        let ledger = LedgerActor::new(store.clone()).start();
+        let ledger = LedgerActor::new(store.clone(), settings.commit_interval).start();
         let attempt_permits = Arc::new(tokio::sync::Semaphore::new(settings.delivery.max_total_in_flight.max(1)));
-        let shared = Arc::new(Shared { settings: settings.clone(), store, ledger: ledger.clone(), attempt_permits });
+        let connector = Arc::new(Connector::new(settings.allow_private_targets, settings.delivery.connect_timeout));
+        let shared =
+            Arc::new(Shared { settings: settings.clone(), store, ledger: ledger.clone(), attempt_permits, connector });
         let n = settings.arbiters.max(1);
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
         let handles = arbiters.iter().map(|a| a.handle()).collect();
-        let clients = (0..n).map(|_| build_client(&settings.delivery, settings.allow_private_targets)).collect();
-        let dispatcher = DispatcherActor::new(shared.clone(), handles, clients).start();
+        let dispatcher = DispatcherActor::new(shared.clone(), handles).start();
         ledger.do_send(SetDispatcher(dispatcher.clone().recipient()));
 
         let total_pending: u64 = pending.values().sum();

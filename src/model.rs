@@ -242,11 +242,11 @@ pub fn is_private_ip(ip: IpAddr) -> bool {
 
 /// Parses and checks a target URL; with `allow_private` false, literal private addresses and
 /// `localhost` are refused here (names resolving to private addresses are refused at send time).
-pub fn validate_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, SpecError> {
+pub fn validate_url(raw: &str, allow_private: bool) -> Result<url::Url, SpecError> {
     if raw.len() > spec_limits::URL_LEN {
         return Err(SpecError::Url(format!("longer than {} characters", spec_limits::URL_LEN)));
     }
-    let url = reqwest::Url::parse(raw.trim()).map_err(|e| SpecError::Url(format!("{e}")))?;
+    let url = url::Url::parse(raw.trim()).map_err(|e| SpecError::Url(format!("{e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(SpecError::Url(format!("scheme must be http or https, not `{}`", url.scheme())));
     }
@@ -342,9 +342,9 @@ fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), SpecError>
         if RESERVED_HEADERS.contains(&lower.as_str()) {
             return Err(SpecError::Header(format!("`{name}` is set by the sender and cannot be overridden")));
         }
-        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        http::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| SpecError::Header(format!("`{name}` is not a valid header name")))?;
-        reqwest::header::HeaderValue::from_str(value)
+        http::header::HeaderValue::from_str(value)
             .map_err(|_| SpecError::Header(format!("value of `{name}` is not a valid header value")))?;
     }
     Ok(())

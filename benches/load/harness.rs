@@ -23,8 +23,11 @@ pub const CONCURRENCY: usize = 64;
 /// Deliveries published but not yet received before publishers wait (keeps the pipeline full
 /// without building an unbounded queue, so latency means something).
 pub const OUTSTANDING: usize = 1024;
-/// Concurrent publishers.
-pub const PUBLISHERS: usize = 32;
+/// Concurrent publishers: enough that publishing is never what limits throughput (each waits for
+/// its commit); the flow control above is what bounds the work in flight.
+pub const PUBLISHERS: usize = OUTSTANDING;
+/// Concurrent REST publishers (each one is an HTTP connection to the admin API).
+pub const REST_PUBLISHERS: usize = 256;
 const LONG: Duration = Duration::from_secs(1800);
 
 // ---------------------------------------------------------------------------------------------
@@ -189,6 +192,78 @@ pub fn ceiling(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
     Run { deliveries: requests, secs: (t1 - t0) as f64 / 1e9, sender_cpu: c1.sender_since(&c0), p50_ms, p99_ms }
 }
 
+/// The same load through raw hyper HTTP/1 connections (one per task, no pool): what an HTTP
+/// layer below reqwest costs. For comparison only; the ceiling is reqwest.
+pub fn raw_hyper(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ceiling")
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = recv.addr;
+    let run = |n: u64| {
+        let next = Arc::new(AtomicU64::new(0));
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let next = next.clone();
+                tasks.push(tokio::spawn(async move {
+                    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    stream.set_nodelay(true).unwrap();
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+                    tokio::spawn(conn);
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        let req = hyper::Request::post("/ok/raw")
+                            .header("host", "127.0.0.1")
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(hyper::body::Bytes::from(ceiling_body(i))))
+                            .unwrap();
+                        sender.ready().await.unwrap();
+                        let resp = sender.send_request(req).await.unwrap();
+                        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+    };
+    run((requests / 10).clamp(500, 5000));
+    recv.stats.reset();
+    let c0 = cpu();
+    let t0 = now_ns();
+    run(requests);
+    let t1 = recv.stats.last_ns.load(Ordering::SeqCst);
+    let c1 = cpu();
+    let (p50_ms, p99_ms) = p50_p99(recv.stats.latencies());
+    Run { deliveries: requests, secs: (t1 - t0) as f64 / 1e9, sender_cpu: c1.sender_since(&c0), p50_ms, p99_ms }
+}
+
+/// Scenario 0: the HTTP clients alone (reqwest, the ceiling; raw hyper), and the receiver's cost.
+pub fn clients(requests: u64) -> Value {
+    let recv = Receiver::start(2);
+    let c0 = cpu();
+    let reqwest = ceiling(&recv, requests, CONCURRENCY);
+    let c1 = cpu();
+    let hyper = raw_hyper(&recv, requests, CONCURRENCY);
+    let c2 = cpu();
+    // Warm-ups included: 1.1 × requests reach the receiver per client.
+    let recv_us = |a: &Cpu, b: &Cpu| (b.receiver - a.receiver) * 1e6 / (requests as f64 * 1.1);
+    json!({
+        "scenario": "clients", "requests": requests,
+        "reqwest_per_sec": round(reqwest.per_sec(), 0), "reqwest_cpu_us": round(reqwest.cpu_us(), 1),
+        "hyper_per_sec": round(hyper.per_sec(), 0), "hyper_cpu_us": round(hyper.cpu_us(), 1),
+        "receiver_cpu_us": round((recv_us(&c0, &c1) + recv_us(&c1, &c2)) / 2.0, 1),
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // The system under test
 
@@ -200,6 +275,9 @@ pub fn settings(db: &Path) -> Settings {
         allow_private_targets: true,
         shutdown_grace: Duration::from_secs(1),
         sqlite_full_sync: std::env::var("LOAD_SQLITE_SYNC").map_or(true, |v| v != "normal"),
+        commit_interval: Duration::from_millis(
+            std::env::var("LOAD_COMMIT_INTERVAL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+        ),
         ..Settings::default()
     }
 }
@@ -307,7 +385,7 @@ impl Publisher {
                 let handle = rt.spawn(async move {
                     let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
                     let mut tasks = Vec::new();
-                    for _ in 0..PUBLISHERS {
+                    for _ in 0..REST_PUBLISHERS {
                         let (client, next, permits, et, url) =
                             (client.clone(), next.clone(), permits.clone(), et.clone(), url.clone());
                         tasks.push(tokio::spawn(async move {

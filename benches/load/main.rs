@@ -47,6 +47,7 @@ fn main() {
             num(&args, "--fanout", 10) as usize,
             num(&args, "--deliveries", 60_000),
         ),
+        "clients" => harness::clients(num(&args, "--requests", 60_000)),
         "isolation" => harness::isolation(num(&args, "--deliveries", 40_000)),
         "fleet" => harness::fleet(num(&args, "--webhooks", 100_000) as usize),
         "backlog" => harness::backlog(num(&args, "--backlog", 1_000_000), &db_arg(&args)),

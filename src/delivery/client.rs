@@ -1,16 +1,33 @@
-//! One HTTP attempt: post, read at most the first KiB of the answer, and reduce what happened to
-//! an [`AttemptOutcome`]. Redirects are never followed; private targets are refused at DNS time
-//! unless allowed.
+//! One HTTP attempt on hyper's HTTP/1 client: post, read the first KiB of the answer, reduce what
+//! happened to an [`AttemptOutcome`].
+//!
+//! Why not reqwest: on this workload reqwest spends more than twice the CPU per request of a bare
+//! hyper connection (pool locking, per-request client machinery; see BENCHMARKS.md), and the
+//! sender's CPU per delivery is what bounds throughput. Connections are pooled per arbiter thread
+//! (a thread-local, so no locks) and shared by every endpoint actor on it with the same origin.
+//! Redirects are never followed (hyper does not follow them). With private targets not allowed,
+//! names that resolve only to loopback or private addresses are refused (SSRF guard).
 
-use std::net::SocketAddr;
-use std::sync::Once;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use bytes::Bytes;
+use http::header::{HOST, HeaderMap, HeaderValue, RETRY_AFTER};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 
-use crate::config::DeliverySettings;
 use crate::model::is_private_ip;
 use crate::retry::{AttemptOutcome, parse_retry_after};
+
+/// A ready-or-busy HTTP/1 connection.
+pub(crate) type Sender = SendRequest<Full<Bytes>>;
 
 /// What an attempt produced, with the timing and response excerpt for the attempt log.
 #[derive(Debug)]
@@ -20,94 +37,312 @@ pub(crate) struct AttemptResult {
     pub(crate) response_body: Option<String>,
 }
 
-static CRYPTO: Once = Once::new();
+/// Scheme, host and port: what a connection can be reused for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Origin {
+    https: bool,
+    host: Box<str>,
+    port: u16,
+}
 
-/// Builds the outbound client: no redirects, the configured timeouts, and (unless private targets
-/// are allowed) a resolver that drops loopback and private addresses.
-pub(crate) fn build_client(settings: &DeliverySettings, allow_private: bool) -> reqwest::Client {
-    CRYPTO.call_once(|| {
-        // reqwest is built without a default provider (the ring variant); install ring once.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(settings.connect_timeout)
-        .timeout(settings.request_timeout)
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .user_agent(settings.user_agent.clone());
-    if !allow_private {
-        builder = builder.dns_resolver(std::sync::Arc::new(PublicOnlyResolver));
+/// An endpoint's URL, parsed once for the hot path.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) origin: Origin,
+    host_header: HeaderValue,
+    path: Uri,
+    ip: Option<IpAddr>,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl Target {
+    /// Parses an `http(s)` URL into what requests to it need.
+    pub(crate) fn new(url: &url::Url) -> Result<Self, String> {
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            other => return Err(format!("unsupported scheme `{other}`")),
+        };
+        let (host, ip) = match url.host() {
+            Some(url::Host::Domain(d)) => (d.to_string(), None),
+            Some(url::Host::Ipv4(ip)) => (ip.to_string(), Some(IpAddr::V4(ip))),
+            Some(url::Host::Ipv6(ip)) => (ip.to_string(), Some(IpAddr::V6(ip))),
+            None => return Err("url has no host".into()),
+        };
+        let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
+        let authority = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        let host_header = HeaderValue::from_str(&authority).map_err(|e| format!("bad host: {e}"))?;
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let path: Uri = path_and_query.parse().map_err(|e| format!("bad path: {e}"))?;
+        let server_name = if https {
+            Some(ServerName::try_from(host.clone()).map_err(|e| format!("bad TLS server name: {e}"))?)
+        } else {
+            None
+        };
+        Ok(Self { origin: Origin { https, host: host.into(), port }, host_header, path, ip, server_name })
     }
-    builder.build().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "could not build the HTTP client with custom settings; using defaults");
-        reqwest::Client::new()
+}
+
+/// Opens connections: DNS with the private-address guard, TCP, TLS, HTTP/1 handshake.
+pub(crate) struct Connector {
+    tls: tokio_rustls::TlsConnector,
+    allow_private: bool,
+    connect_timeout: Duration,
+}
+
+impl Connector {
+    /// TLS verifies against the platform's trust store (like reqwest's default).
+    pub(crate) fn new(allow_private: bool, connect_timeout: Duration) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls_platform_verifier::Verifier::new(provider.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|verifier| {
+                rustls::ClientConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .map(|b| b.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth())
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "no platform trust store; https deliveries will fail verification");
+                rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default protocol versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            });
+        let mut config = config;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self { tls: tokio_rustls::TlsConnector::from(Arc::new(config)), allow_private, connect_timeout }
+    }
+
+    async fn addresses(&self, target: &Target) -> Result<Vec<SocketAddr>, AttemptOutcome> {
+        let port = target.origin.port;
+        let addrs: Vec<SocketAddr> = match target.ip {
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => tokio::net::lookup_host((&*target.origin.host, port))
+                .await
+                .map_err(|e| AttemptOutcome::Connect(format!("dns error: {e}")))?
+                .collect(),
+        };
+        if self.allow_private {
+            return Ok(addrs);
+        }
+        let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| !is_private_ip(a.ip())).collect();
+        if public.is_empty() {
+            return Err(AttemptOutcome::Refused(format!(
+                "{} resolves only to private addresses (WEBHOOKS_ALLOW_PRIVATE_TARGETS is off)",
+                target.origin.host
+            )));
+        }
+        Ok(public)
+    }
+
+    /// A new HTTP/1 connection to the target (its driver task spawned on this thread).
+    async fn connect(&self, target: &Target) -> Result<Sender, AttemptOutcome> {
+        let addrs = self.addresses(target).await?;
+        let mut last_error = String::from("no address");
+        for addr in addrs {
+            let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+                Err(_) => {
+                    last_error = format!("connect timeout after {:?}", self.connect_timeout);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            return match &target.server_name {
+                None => handshake(TokioIo::new(stream)).await,
+                Some(name) => {
+                    let tls = tokio::time::timeout(self.connect_timeout, self.tls.connect(name.clone(), stream))
+                        .await
+                        .map_err(|_| AttemptOutcome::Connect("TLS handshake timeout".into()))?
+                        .map_err(|e| AttemptOutcome::Connect(format!("TLS error: {e}")))?;
+                    handshake(TokioIo::new(tls)).await
+                }
+            };
+        }
+        Err(AttemptOutcome::Connect(format!("connection failed: {last_error}")))
+    }
+}
+
+async fn handshake<T>(io: TokioIo<T>) -> Result<Sender, AttemptOutcome>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) =
+        http1::handshake(io).await.map_err(|e| AttemptOutcome::Connect(format!("HTTP handshake failed: {e}")))?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Idle connections per origin and in all, per arbiter thread.
+const MAX_IDLE_PER_ORIGIN: usize = 64;
+const MAX_IDLE: usize = 1024;
+/// Idle connections older than this are not reused (servers commonly time out at 60 s or more).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// A response body is drained up to this size so that the connection can be reused; a larger one
+/// closes the connection instead.
+const MAX_DRAIN: usize = 64 * 1024;
+
+#[derive(Default)]
+struct IdlePool {
+    by_origin: HashMap<Origin, Vec<(Sender, Instant)>>,
+    total: usize,
+}
+
+thread_local! {
+    /// This arbiter's idle connections. Attempts run on their actor's arbiter thread, so checkout
+    /// and check-in never cross threads.
+    static IDLE: RefCell<IdlePool> = RefCell::new(IdlePool::default());
+}
+
+/// A live idle connection to `origin`, if this thread has one.
+pub(crate) fn checkout(origin: &Origin) -> Option<Sender> {
+    IDLE.with_borrow_mut(|pool| {
+        let list = pool.by_origin.get_mut(origin)?;
+        while let Some((sender, since)) = list.pop() {
+            pool.total -= 1;
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
     })
 }
 
-/// Resolves with the system resolver and keeps only public addresses (SSRF guard).
-struct PublicOnlyResolver;
-
-impl Resolve for PublicOnlyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| !is_private_ip(a.ip())).collect();
-            if public.is_empty() {
-                let msg = format!("{host} resolves only to private addresses (WEBHOOKS_ALLOW_PRIVATE_TARGETS is off)");
-                return Err(msg.into());
-            }
-            Ok(Box::new(public.into_iter()) as Addrs)
-        })
+/// Returns a connection for reuse (dropped if closed or the pool is full).
+pub(crate) fn checkin(origin: &Origin, sender: Sender) {
+    if sender.is_closed() {
+        return;
     }
+    IDLE.with_borrow_mut(|pool| {
+        if pool.total >= MAX_IDLE {
+            pool.by_origin.retain(|_, list| {
+                list.retain(|(s, since)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+            pool.total = pool.by_origin.values().map(Vec::len).sum();
+            if pool.total >= MAX_IDLE {
+                return;
+            }
+        }
+        let list = pool.by_origin.entry(origin.clone()).or_default();
+        if list.len() < MAX_IDLE_PER_ORIGIN {
+            list.push((sender, Instant::now()));
+            pool.total += 1;
+        }
+    });
 }
 
-/// Sends one prepared request and classifies what came back.
-pub(crate) async fn send(request: reqwest::RequestBuilder, body_limit: usize) -> AttemptResult {
+/// Sends one POST and classifies the outcome; returns the connection if it can be reused.
+/// `pooled` is an idle connection from [`checkout`]; should it turn out to be dead before the
+/// request went out, a fresh one is opened (the request was not sent, so this costs no attempt).
+pub(crate) async fn send(
+    connector: Arc<Connector>,
+    target: Arc<Target>,
+    pooled: Option<Sender>,
+    mut headers: HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+    body_limit: usize,
+) -> (AttemptResult, Option<Sender>) {
     let started = Instant::now();
-    let (outcome, response_body) = match request.send().await {
-        Ok(mut resp) => {
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            let mut body = Vec::new();
-            let mut read_error = None;
-            while body.len() < body_limit {
-                match resp.chunk().await {
-                    Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(body_limit - body.len())]),
-                    Ok(None) => break,
-                    Err(e) => {
-                        read_error = Some(e);
-                        break;
+    headers.insert(HOST, target.host_header.clone());
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = target.path.clone();
+    *request.headers_mut() = headers;
+    let exchange = exchange(&connector, &target, pooled, request, body_limit);
+    let (outcome, response_body, reusable) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok((outcome, body, sender))) => (outcome, body, sender),
+        Ok(Err(outcome)) => (outcome, None, None),
+        Err(_) => (AttemptOutcome::Timeout, None, None),
+    };
+    (AttemptResult { outcome, duration: started.elapsed(), response_body }, reusable)
+}
+
+type Exchange = (AttemptOutcome, Option<String>, Option<Sender>);
+
+async fn exchange(
+    connector: &Connector,
+    target: &Target,
+    pooled: Option<Sender>,
+    request: Request<Full<Bytes>>,
+    body_limit: usize,
+) -> Result<Exchange, AttemptOutcome> {
+    let mut reused = pooled.is_some();
+    let mut sender = match pooled {
+        Some(s) => s,
+        None => connector.connect(target).await?,
+    };
+    let mut request = request;
+    let response = loop {
+        if sender.ready().await.is_err() {
+            if reused {
+                reused = false;
+                sender = connector.connect(target).await?;
+                continue;
+            }
+            return Err(AttemptOutcome::Transport("connection closed".into()));
+        }
+        match sender.try_send_request(request).await {
+            Ok(resp) => break resp,
+            Err(mut e) => match e.take_message() {
+                // Not sent: a pooled connection died under us. Retry once on a fresh one.
+                Some(req) if reused => {
+                    reused = false;
+                    request = req;
+                    sender = connector.connect(target).await?;
+                }
+                _ => return Err(AttemptOutcome::Transport(root_cause(e.error()))),
+            },
+        }
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    let mut body = response.into_body();
+    let mut complete = false;
+    while seen <= MAX_DRAIN {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    seen += data.len();
+                    if kept.len() < body_limit {
+                        kept.extend_from_slice(&data[..data.len().min(body_limit - kept.len())]);
                     }
                 }
             }
-            let text = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
-            match read_error {
-                // A 2xx whose body broke off still reached the endpoint; anything else keeps its status.
-                Some(e) if e.is_timeout() && !(200..300).contains(&status) => (AttemptOutcome::Timeout, text),
-                _ => (AttemptOutcome::Response { status, retry_after }, text),
+            Some(Err(_)) => break,
+            None => {
+                complete = true;
+                break;
             }
         }
-        Err(e) => (classify_error(&e), None),
-    };
-    AttemptResult { outcome, duration: started.elapsed(), response_body }
-}
-
-fn classify_error(e: &reqwest::Error) -> AttemptOutcome {
-    if e.is_timeout() {
-        return AttemptOutcome::Timeout;
     }
-    let detail = root_cause(e);
-    if e.is_connect() { AttemptOutcome::Connect(detail) } else { AttemptOutcome::Transport(detail) }
+    let text = (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
+    let outcome = AttemptOutcome::Response { status, retry_after };
+    Ok((outcome, text, complete.then_some(sender)))
 }
 
-/// The innermost error message: "connection refused" rather than reqwest's wrapper, which would
-/// also repeat the URL (and any token in it) into the attempt log.
+/// The innermost error message ("connection reset by peer" rather than hyper's wrapper).
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur: &(dyn std::error::Error + 'static) = e;
     let mut msg = cur.to_string();
@@ -116,4 +351,26 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         msg = cur.to_string();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_keep_host_port_path_and_query() {
+        let t = Target::new(&url::Url::parse("https://hooks.example.com/servio/in?tenant=7").unwrap()).unwrap();
+        assert_eq!(t.origin, Origin { https: true, host: "hooks.example.com".into(), port: 443 });
+        assert_eq!(t.host_header, "hooks.example.com");
+        assert_eq!(t.path, "/servio/in?tenant=7");
+        assert!(t.server_name.is_some());
+        let t = Target::new(&url::Url::parse("http://127.0.0.1:9000").unwrap()).unwrap();
+        assert_eq!(t.origin.port, 9000);
+        assert_eq!(t.host_header, "127.0.0.1:9000");
+        assert_eq!(t.path, "/");
+        assert_eq!(t.ip, Some("127.0.0.1".parse().unwrap()));
+        let t = Target::new(&url::Url::parse("http://[::1]:8080/x").unwrap()).unwrap();
+        assert_eq!(t.host_header, "[::1]:8080");
+        assert!(Target::new(&url::Url::parse("ftp://x/").unwrap()).is_err());
+    }
 }

@@ -143,25 +143,15 @@ pub(crate) struct DispatcherActor {
     shared: Arc<Shared>,
     endpoints: HashMap<Arc<str>, EndpointEntry>,
     arbiters: Vec<ArbiterHandle>,
-    clients: Vec<reqwest::Client>,
     next_slot: usize,
     accepting: bool,
     published: HashMap<Arc<str>, Counter>,
 }
 
 impl DispatcherActor {
-    /// `arbiters` and `clients` pair up: actors on arbiter `i` use client `i`, so that pooled
-    /// connections live on the thread that uses them.
-    pub(crate) fn new(shared: Arc<Shared>, arbiters: Vec<ArbiterHandle>, clients: Vec<reqwest::Client>) -> Self {
-        Self {
-            shared,
-            endpoints: HashMap::new(),
-            arbiters,
-            clients,
-            next_slot: 0,
-            accepting: true,
-            published: HashMap::new(),
-        }
+    /// Endpoint actors are spread round-robin over `arbiters` (one thread each).
+    pub(crate) fn new(shared: Arc<Shared>, arbiters: Vec<ArbiterHandle>) -> Self {
+        Self { shared, endpoints: HashMap::new(), arbiters, next_slot: 0, accepting: true, published: HashMap::new() }
     }
 
     fn plan(&mut self, msg: Publish) {
@@ -299,14 +289,7 @@ impl DispatcherActor {
         pending_gauge.set(if disabled { 0.0 } else { pending as f64 });
         let slot = self.next_slot % self.arbiters.len().max(1);
         self.next_slot = self.next_slot.wrapping_add(1);
-        let actor = EndpointActor::new(
-            config,
-            self.shared.clone(),
-            self.clients[slot].clone(),
-            health.clone(),
-            label,
-            pending > 0,
-        );
+        let actor = EndpointActor::new(config, self.shared.clone(), health.clone(), label, pending > 0);
         let addr = Supervisor::start_in_arbiter(&self.arbiters[slot], move |_| actor);
         self.endpoints.insert(
             id,

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::breaker::{Breaker, Permit};
-use super::client::{self, AttemptResult};
+use super::client::{self, AttemptResult, Target};
 use super::health::{EndpointState, Health};
 use super::ledger::{AttemptDone, Barrier, DisableEndpoint, FailDeliveries};
 use super::{Pending, Shared};
@@ -45,7 +45,7 @@ const H_X_SIGNATURE: HeaderName = HeaderName::from_static(signing::headers::X_WE
 #[derive(Debug)]
 pub(crate) struct EndpointConfig {
     pub(crate) id: Arc<str>,
-    url: reqwest::Url,
+    target: Arc<Target>,
     keys: Vec<SigningKey>,
     headers: HeaderMap,
     retry: RetryConfig,
@@ -57,11 +57,16 @@ pub(crate) struct EndpointConfig {
 impl EndpointConfig {
     pub(crate) fn from_record(r: &WebhookRecord, settings: &Settings) -> Self {
         let mut refused = None;
-        let url = match validate_url(&r.url, settings.allow_private_targets) {
-            Ok(u) => u,
+        let placeholder =
+            || Target::new(&url::Url::parse("http://invalid.invalid/").expect("static url")).expect("valid");
+        let target = match validate_url(&r.url, settings.allow_private_targets)
+            .map_err(|e| e.to_string())
+            .and_then(|u| Target::new(&u))
+        {
+            Ok(t) => t,
             Err(e) => {
-                refused = Some(e.to_string());
-                reqwest::Url::parse("http://invalid.invalid/").expect("static url")
+                refused = Some(e);
+                placeholder()
             }
         };
         let keys = match SigningKey::from_secret(&r.secret) {
@@ -73,6 +78,9 @@ impl EndpointConfig {
         };
         let mut headers = HeaderMap::with_capacity(r.headers.len() + 10);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Ok(ua) = HeaderValue::from_str(&settings.delivery.user_agent) {
+            headers.insert(USER_AGENT, ua);
+        }
         for (k, v) in &r.headers {
             if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                 headers.insert(name, value);
@@ -80,7 +88,7 @@ impl EndpointConfig {
         }
         Self {
             id: Arc::from(r.id.as_str()),
-            url,
+            target: Arc::new(target),
             keys,
             headers,
             retry: r.retry_config,
@@ -171,7 +179,6 @@ impl Backlog {
 pub(crate) struct EndpointActor {
     cfg: Arc<EndpointConfig>,
     shared: Arc<Shared>,
-    client: reqwest::Client,
     health: Arc<Health>,
     metrics: EndpointMetrics,
     breaker: Breaker,
@@ -196,7 +203,6 @@ impl EndpointActor {
     pub(crate) fn new(
         cfg: Arc<EndpointConfig>,
         shared: Arc<Shared>,
-        client: reqwest::Client,
         health: Arc<Health>,
         label: WebhookLabel,
         has_backlog: bool,
@@ -205,7 +211,6 @@ impl EndpointActor {
         Self {
             breaker: Breaker::new(shared.settings.breaker.clone()),
             cfg,
-            client,
             health,
             metrics: EndpointMetrics::new(label),
             ready: VecDeque::new(),
@@ -359,7 +364,8 @@ impl EndpointActor {
         self.timer = Some((at, handle));
     }
 
-    fn build_request(&self, p: &Pending, timestamp: i64) -> Result<reqwest::RequestBuilder, String> {
+    /// The headers of one attempt: the static ones plus id, timestamp and signatures.
+    fn attempt_headers(&self, p: &Pending, timestamp: i64) -> Result<HeaderMap, String> {
         if let Some(reason) = &self.cfg.refused {
             return Err(reason.clone());
         }
@@ -374,19 +380,30 @@ impl EndpointActor {
         headers.insert(H_X_EVENT, env.h_event.clone());
         headers.insert(H_X_TIMESTAMP, env.h_timestamp.clone());
         headers.insert(H_X_SIGNATURE, hv(self.cfg.keys[0].sign_body_hex(&env.body))?);
-        Ok(self.client.post(self.cfg.url.clone()).headers(headers).body(env.body.clone()))
+        Ok(headers)
     }
 
     fn start_attempt(&mut self, p: Pending, probe: bool, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
         self.in_flight += 1;
         let attempt = p.attempts + 1;
         let started = SystemTime::now();
-        let request = self.build_request(&p, signing::unix_seconds(started));
-        let limit = self.shared.settings.delivery.response_body_limit;
+        let headers = self.attempt_headers(&p, signing::unix_seconds(started));
+        let delivery = &self.shared.settings.delivery;
+        let (timeout, limit) = (delivery.request_timeout, delivery.response_body_limit);
+        let target = self.cfg.target.clone();
+        let connector = self.shared.connector.clone();
+        let pooled = if headers.is_ok() { client::checkout(&target.origin) } else { None };
+        let body = p.envelope.body.clone();
         let fut = async move {
             let _permit = permit;
-            match request {
-                Ok(req) => client::send(req, limit).await,
+            match headers {
+                Ok(h) => {
+                    let (result, conn) = client::send(connector, target.clone(), pooled, h, body, timeout, limit).await;
+                    if let Some(conn) = conn {
+                        client::checkin(&target.origin, conn);
+                    }
+                    result
+                }
                 Err(reason) => AttemptResult {
                     outcome: AttemptOutcome::Refused(reason),
                     duration: Duration::ZERO,

@@ -73,10 +73,16 @@ pub(crate) struct LedgerActor {
     flushing: bool,
     flush_scheduled: bool,
     retry_delay: Duration,
+    /// Least time between the starts of two commits (see [`crate::config::Settings::commit_interval`]).
+    commit_interval: Duration,
+    last_commit: Instant,
 }
 
+/// A batch this large is committed without waiting out the commit interval.
+const FULL_BATCH: usize = 4096;
+
 impl LedgerActor {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, commit_interval: Duration) -> Self {
         Self {
             store,
             dispatcher: None,
@@ -87,13 +93,23 @@ impl LedgerActor {
             flushing: false,
             flush_scheduled: false,
             retry_delay: Duration::from_millis(50),
+            commit_interval,
+            last_commit: Instant::now(),
         }
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if !self.flushing && !self.flush_scheduled {
-            self.flush_scheduled = true;
+        if self.flushing || self.flush_scheduled {
+            return;
+        }
+        self.flush_scheduled = true;
+        let wait = self.commit_interval.saturating_sub(self.last_commit.elapsed());
+        if wait.is_zero() || self.buf.len() >= FULL_BATCH {
             ctx.notify(StartFlush);
+        } else {
+            // Under load, commits this close together would rewrite the same pages again and
+            // again; waiting a moment lets one commit carry more.
+            ctx.notify_later(StartFlush, wait);
         }
     }
 
@@ -109,6 +125,7 @@ impl LedgerActor {
             return;
         }
         self.flushing = true;
+        self.last_commit = Instant::now();
         let batch = Arc::new(std::mem::take(&mut self.buf));
         let tickets = std::mem::take(&mut self.tickets);
         let labels = std::mem::take(&mut self.labels);

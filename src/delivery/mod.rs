@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 use bytes::Bytes;
-use reqwest::header::HeaderValue;
+use http::header::HeaderValue;
 
 use crate::config::Settings;
 use crate::store::Store;
@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) ledger: Addr<ledger::LedgerActor>,
     /// Permits for attempts in flight across all endpoints (`max_total_in_flight`).
     pub(crate) attempt_permits: Arc<tokio::sync::Semaphore>,
+    /// Opens delivery connections (DNS guard, TLS).
+    pub(crate) connector: Arc<client::Connector>,
 }
 
 /// One published event as the endpoint actors hold it, shared by all its deliveries.
