@@ -119,7 +119,11 @@ impl Webhooks {
 
         let ledger = LedgerActor::new(store.clone(), settings.commit_interval).start();
         let attempt_permits = Arc::new(tokio::sync::Semaphore::new(settings.delivery.max_total_in_flight.max(1)));
-        let connector = Arc::new(Connector::new(settings.allow_private_targets, settings.delivery.connect_timeout));
+        let connector = Arc::new(Connector::new(
+            settings.allow_private_targets,
+            settings.delivery.connect_timeout,
+            &settings.delivery.extra_root_certs,
+        ));
         let shared =
             Arc::new(Shared { settings: settings.clone(), store, ledger: ledger.clone(), attempt_permits, connector });
         let n = settings.arbiters.max(1);

@@ -81,6 +81,9 @@ pub struct DeliverySettings {
     pub response_body_limit: usize,
     /// `User-Agent` of every attempt.
     pub user_agent: String,
+    /// Extra trusted CA certificates (DER) for `https` endpoints, on top of the platform's store:
+    /// for endpoints behind a private CA.
+    pub extra_root_certs: Vec<Vec<u8>>,
 }
 
 impl Default for DeliverySettings {
@@ -94,6 +97,7 @@ impl Default for DeliverySettings {
             retry_after_cap: Duration::from_secs(3600),
             response_body_limit: 1024,
             user_agent: "Servio-Webhook/1.0".into(),
+            extra_root_certs: Vec::new(),
         }
     }
 }

@@ -80,6 +80,9 @@ struct ServeArgs {
     /// Seconds shutdown waits for in-flight attempts.
     #[arg(long, env = "WEBHOOKS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// PEM file of extra CA certificates trusted for https endpoints (private CAs).
+    #[arg(long, env = "WEBHOOKS_EXTRA_CA_FILE")]
+    extra_ca_file: Option<std::path::PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `servio_webhooks=debug`.
     #[arg(long, env = "WEBHOOKS_LOG", default_value = "info")]
     log: String,
@@ -105,6 +108,15 @@ impl ServeArgs {
         s.delivery.request_timeout = Duration::from_millis(self.request_timeout_ms.max(1));
         s.delivery.connect_timeout = Duration::from_millis(self.connect_timeout_ms.max(1));
         s.breaker.failure_threshold = self.breaker_threshold.max(1);
+        if let Some(path) = &self.extra_ca_file {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let certs = CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("cannot read WEBHOOKS_EXTRA_CA_FILE {}", path.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("invalid PEM in {}", path.display()))?;
+            anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
+            s.delivery.extra_root_certs = certs.into_iter().map(|c| c.to_vec()).collect();
+        }
         s.breaker.disable_after = Duration::from_secs(self.disable_after_secs);
         Ok(s)
     }

@@ -97,10 +97,12 @@ pub(crate) struct Connector {
 }
 
 impl Connector {
-    /// TLS verifies against the platform's trust store (like reqwest's default).
-    pub(crate) fn new(allow_private: bool, connect_timeout: Duration) -> Self {
+    /// TLS verifies against the platform's trust store (like reqwest's default) plus
+    /// `extra_roots` (DER certificates).
+    pub(crate) fn new(allow_private: bool, connect_timeout: Duration, extra_roots: &[Vec<u8>]) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls_platform_verifier::Verifier::new(provider.clone())
+        let roots = extra_roots.iter().map(|der| rustls::pki_types::CertificateDer::from(der.clone()).into_owned());
+        let config = rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
             .map_err(|e| e.to_string())
             .and_then(|verifier| {
                 rustls::ClientConfig::builder_with_provider(provider.clone())

@@ -10,3 +10,4 @@ mod isolation;
 mod load_smoke;
 mod store_contract;
 mod supervision;
+mod tls;
