@@ -603,8 +603,8 @@ fn backlog_settings(db: &Path) -> Settings {
 
 /// Scenario 4: one endpoint down while `backlog` deliveries queue for it; a healthy endpoint's
 /// throughput before and during; memory. Leaves the database (with the backlog) at `keep`.
-pub fn backlog(backlog: u64, keep: &Path) -> Value {
-    let recv = Receiver::start(2);
+pub fn backlog(backlog: u64, keep: &Path, port: u16) -> Value {
+    let recv = Receiver::start_on(2, port);
     recv.stats.down.store(true, Ordering::SeqCst);
     let _ = std::fs::remove_file(keep);
     let baseline_events = (backlog / 10).clamp(10_000, 100_000);
@@ -636,9 +636,9 @@ pub fn backlog(backlog: u64, keep: &Path) -> Value {
 
 /// Scenario 5: restart on a database holding a backlog (from `backlog`) with the endpoint back up:
 /// time to first delivery, to full speed, and the drain rate.
-pub fn restart(db: &Path, drain: u64) -> Value {
+pub fn restart(db: &Path, drain: u64, port: u16) -> Value {
     let started = *EPOCH; // process start, as near as we get
-    let recv = Receiver::start(2);
+    let recv = Receiver::start_on(2, port);
     recv.stats.down.store(false, Ordering::SeqCst);
     actix_web::rt::System::new().block_on(async {
         let t_start_call = started.elapsed().as_secs_f64();

@@ -10,8 +10,8 @@
 //! cargo bench --bench load -- throughput --mode rest|library --fanout 10 --deliveries 60000
 //! cargo bench --bench load -- isolation --deliveries 40000
 //! cargo bench --bench load -- fleet --webhooks 100000
-//! cargo bench --bench load -- backlog --backlog 1000000 --db /tmp/backlog.db
-//! cargo bench --bench load -- restart --db /tmp/backlog.db --drain 1000000
+//! cargo bench --bench load -- backlog --backlog 1000000 --db /tmp/backlog.db [--port 47801]
+//! cargo bench --bench load -- restart --db /tmp/backlog.db --drain 1000000 [--port 47801]
 //! cargo bench --bench load -- timers --deliveries 60000 --retries 2000
 //! ```
 
@@ -33,6 +33,9 @@ fn num(args: &[String], name: &str, default: u64) -> u64 {
 
 fn main() {
     let _ = *receiver::EPOCH;
+    if let Ok(filter) = std::env::var("LOAD_LOG") {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).init();
+    }
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let Some(scenario) = args.first().cloned() else {
         eprintln!(
@@ -50,8 +53,8 @@ fn main() {
         "clients" => harness::clients(num(&args, "--requests", 60_000)),
         "isolation" => harness::isolation(num(&args, "--deliveries", 40_000)),
         "fleet" => harness::fleet(num(&args, "--webhooks", 100_000) as usize),
-        "backlog" => harness::backlog(num(&args, "--backlog", 1_000_000), &db_arg(&args)),
-        "restart" => harness::restart(&db_arg(&args), num(&args, "--drain", 1_000_000)),
+        "backlog" => harness::backlog(num(&args, "--backlog", 1_000_000), &db_arg(&args), num(&args, "--port", 47_801) as u16),
+        "restart" => harness::restart(&db_arg(&args), num(&args, "--drain", 1_000_000), num(&args, "--port", 47_801) as u16),
         "timers" => harness::timers(num(&args, "--deliveries", 60_000), num(&args, "--retries", 2_000)),
         other => {
             eprintln!("unknown scenario `{other}`");

@@ -102,6 +102,11 @@ pub struct Receiver {
 impl Receiver {
     /// Starts on `threads` worker threads named `recv-worker` (so their CPU can be told apart).
     pub fn start(threads: usize) -> Self {
+        Self::start_on(threads, 0)
+    }
+
+    /// [`Receiver::start`] on a given port (0: any), so that a later process finds the URLs it stored.
+    pub fn start_on(threads: usize, port: u16) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("recv-worker")
@@ -109,7 +114,7 @@ impl Receiver {
             .build()
             .unwrap();
         let stats = Arc::new(Stats::default());
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))).unwrap();
         let addr = listener.local_addr().unwrap();
         let s = stats.clone();
         rt.spawn(async move {

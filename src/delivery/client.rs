@@ -190,7 +190,7 @@ where
 }
 
 /// Idle connections per origin and in all, per arbiter thread.
-const MAX_IDLE_PER_ORIGIN: usize = 64;
+const MAX_IDLE_PER_ORIGIN: usize = 256;
 const MAX_IDLE: usize = 1024;
 /// Idle connections older than this are not reused (servers commonly time out at 60 s or more).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
