@@ -53,7 +53,7 @@ impl Default for Settings {
             breaker: BreakerSettings::default(),
             metrics_webhook_label: true,
             sqlite_full_sync: true,
-            commit_interval: Duration::ZERO,
+            commit_interval: Duration::from_millis(5),
             arbiters: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             shutdown_grace: Duration::from_secs(10),
             seed_webhooks: Vec::new(),

@@ -275,9 +275,11 @@ pub fn settings(db: &Path) -> Settings {
         allow_private_targets: true,
         shutdown_grace: Duration::from_secs(1),
         sqlite_full_sync: std::env::var("LOAD_SQLITE_SYNC").map_or(true, |v| v != "normal"),
-        commit_interval: Duration::from_millis(
-            std::env::var("LOAD_COMMIT_INTERVAL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
-        ),
+        commit_interval: std::env::var("LOAD_COMMIT_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(Settings::default().commit_interval),
         ..Settings::default()
     }
 }

@@ -34,7 +34,10 @@ fn num(args: &[String], name: &str, default: u64) -> u64 {
 fn main() {
     let _ = *receiver::EPOCH;
     if let Ok(filter) = std::env::var("LOAD_LOG") {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
     }
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let Some(scenario) = args.first().cloned() else {
@@ -53,8 +56,12 @@ fn main() {
         "clients" => harness::clients(num(&args, "--requests", 60_000)),
         "isolation" => harness::isolation(num(&args, "--deliveries", 40_000)),
         "fleet" => harness::fleet(num(&args, "--webhooks", 100_000) as usize),
-        "backlog" => harness::backlog(num(&args, "--backlog", 1_000_000), &db_arg(&args), num(&args, "--port", 47_801) as u16),
-        "restart" => harness::restart(&db_arg(&args), num(&args, "--drain", 1_000_000), num(&args, "--port", 47_801) as u16),
+        "backlog" => {
+            harness::backlog(num(&args, "--backlog", 1_000_000), &db_arg(&args), num(&args, "--port", 47_801) as u16)
+        }
+        "restart" => {
+            harness::restart(&db_arg(&args), num(&args, "--drain", 1_000_000), num(&args, "--port", 47_801) as u16)
+        }
         "timers" => harness::timers(num(&args, "--deliveries", 60_000), num(&args, "--retries", 2_000)),
         other => {
             eprintln!("unknown scenario `{other}`");
@@ -187,3 +194,8 @@ fn run_all(quick: bool) {
         &["retries", "retry_delay_ms", "late_p50_ms", "late_p99_ms", "late_max_ms", "early_min_ms", "load_per_sec"],
     );
 }
+
+/// The same allocator as the server binary; the ceiling runs in this process too, so it is
+/// measured with it as well.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
