@@ -18,7 +18,9 @@ use tokio::sync::oneshot;
 use crate::catalog::{CatalogError, EventCatalog};
 use crate::config::Settings;
 use crate::delivery::client::Connector;
-use crate::delivery::dispatcher::{Apply, DispatcherActor, DrainAll, HealthOf, PanicEndpoint, Publish, Remove};
+use crate::delivery::dispatcher::{
+    Apply, DispatcherActor, DrainAll, HealthOf, PanicEndpoint, Publish, Remove, RunningActors,
+};
 use crate::delivery::health::HealthSnapshot;
 use crate::delivery::ledger::{Barrier, LedgerActor, SetDispatcher, Stop};
 use crate::delivery::{Shared, dispatcher};
@@ -313,6 +315,11 @@ impl Webhooks {
         })
         .await;
         tracing::info!("webhook subsystem stopped");
+    }
+
+    /// Endpoint actors currently running; idle endpoints hibernate without one.
+    pub async fn running_endpoint_actors(&self) -> usize {
+        self.inner.dispatcher.send(RunningActors).await.unwrap_or(0)
     }
 
     /// Test hook: makes the endpoint actor of `webhook_id` panic inside a handler, to exercise

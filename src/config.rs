@@ -75,6 +75,9 @@ pub struct DeliverySettings {
     pub max_total_in_flight: usize,
     /// Pending deliveries an endpoint actor holds in memory; the rest wait in the store.
     pub window: usize,
+    /// An endpoint actor with nothing to do for this long stops; the next delivery starts it
+    /// again. Keeps a fleet of mostly idle webhooks small in memory.
+    pub idle_timeout: Duration,
     /// Upper bound on an honoured `Retry-After` (DESIGN: 1 hour).
     pub retry_after_cap: Duration,
     /// Response body bytes kept in the attempt log (DESIGN: first KiB).
@@ -94,6 +97,7 @@ impl Default for DeliverySettings {
             max_in_flight: 16,
             max_total_in_flight: 8192,
             window: 1024,
+            idle_timeout: Duration::from_secs(30),
             retry_after_cap: Duration::from_secs(3600),
             response_body_limit: 1024,
             user_agent: "Servio-Webhook/1.0".into(),

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo bench --bench load -- all [--quick]
-//! cargo bench --bench load -- throughput --mode rest|library --fanout 10 --deliveries 60000
+//! cargo bench --bench load -- throughput --mode rest|library --fanout 10 --deliveries 60000 [--rounds 3]
 //! cargo bench --bench load -- isolation --deliveries 40000
 //! cargo bench --bench load -- fleet --webhooks 100000
 //! cargo bench --bench load -- backlog --backlog 1000000 --db /tmp/backlog.db [--port 47801]
@@ -52,6 +52,7 @@ fn main() {
             harness::Mode::parse(&arg(&args, "--mode").unwrap_or_default()),
             num(&args, "--fanout", 10) as usize,
             num(&args, "--deliveries", 60_000),
+            num(&args, "--rounds", 3) as usize,
         ),
         "clients" => harness::clients(num(&args, "--requests", 60_000)),
         "isolation" => harness::isolation(num(&args, "--deliveries", 40_000)),
@@ -109,10 +110,21 @@ fn table(rows: &[Value], columns: &[&str]) {
 fn run_all(quick: bool) {
     let scale = |full: u64, small: u64| if quick { small } else { full }.to_string();
     let d = scale(60_000, 6_000);
+    let rounds = if quick { "1" } else { "3" };
     let mut rows = Vec::new();
     for mode in ["library", "rest"] {
         for fanout in ["1", "10", "100"] {
-            rows.push(child(&["throughput", "--mode", mode, "--fanout", fanout, "--deliveries", &d]));
+            rows.push(child(&[
+                "throughput",
+                "--mode",
+                mode,
+                "--fanout",
+                fanout,
+                "--deliveries",
+                &d,
+                "--rounds",
+                rounds,
+            ]));
         }
     }
     println!("### Throughput\n");

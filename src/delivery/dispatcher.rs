@@ -125,17 +125,72 @@ pub(crate) struct DrainAll {
     pub(crate) grace: Duration,
 }
 
+/// How many endpoint actors are running (the rest hibernate).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct RunningActors;
+
+impl Handler<RunningActors> for DispatcherActor {
+    type Result = usize;
+    fn handle(&mut self, _: RunningActors, _: &mut Context<Self>) -> usize {
+        self.endpoints.values().filter(|e| e.addr.is_some()).count()
+    }
+}
+
 /// Test hook: make one endpoint actor panic; false if no such endpoint.
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub(crate) struct PanicEndpoint(pub(crate) String);
 
+/// A registered endpoint. Its actor runs only while it has work: it starts on the first delivery
+/// (or with a backlog) and hibernates after being idle, so a fleet of idle webhooks costs little.
 struct EndpointEntry {
-    addr: Addr<EndpointActor>,
+    /// The running actor, if any.
+    addr: Option<Addr<EndpointActor>>,
+    config: Arc<EndpointConfig>,
+    label: WebhookLabel,
     subscription: Subscription,
     health: Arc<Health>,
     pending: Gauge,
     updated_at_ms: i64,
+    /// The arbiter the actor runs on.
+    slot: usize,
+    /// `Deliver` messages sent to the current actor (compared in the hibernation handshake).
+    sent: u64,
+}
+
+impl EndpointEntry {
+    /// The running actor, started on its arbiter if it is hibernating. `has_backlog`: the store
+    /// may hold pending deliveries for it, which it pages in first.
+    fn actor(
+        &mut self,
+        shared: &Arc<Shared>,
+        arbiters: &[ArbiterHandle],
+        me: &Recipient<Hibernate>,
+        has_backlog: bool,
+    ) -> &Addr<EndpointActor> {
+        self.addr.get_or_insert_with(|| {
+            let actor = EndpointActor::new(
+                self.config.clone(),
+                shared.clone(),
+                self.health.clone(),
+                self.label.clone(),
+                has_backlog,
+                me.clone(),
+            );
+            self.sent = 0;
+            Supervisor::start_in_arbiter(&arbiters[self.slot], move |_| actor)
+        })
+    }
+}
+
+/// An endpoint actor has been idle: it may stop if no `Deliver` is on its way to it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Hibernate {
+    pub(crate) webhook_id: Arc<str>,
+    /// `Deliver` messages the actor has handled.
+    pub(crate) received: u64,
 }
 
 /// The registry and fan-out.
@@ -146,12 +201,26 @@ pub(crate) struct DispatcherActor {
     next_slot: usize,
     accepting: bool,
     published: HashMap<Arc<str>, Counter>,
+    /// Where endpoint actors ask to hibernate (this actor's own address).
+    me: Option<Recipient<Hibernate>>,
 }
 
 impl DispatcherActor {
     /// Endpoint actors are spread round-robin over `arbiters` (one thread each).
     pub(crate) fn new(shared: Arc<Shared>, arbiters: Vec<ArbiterHandle>) -> Self {
-        Self { shared, endpoints: HashMap::new(), arbiters, next_slot: 0, accepting: true, published: HashMap::new() }
+        Self {
+            shared,
+            endpoints: HashMap::new(),
+            arbiters,
+            next_slot: 0,
+            accepting: true,
+            published: HashMap::new(),
+            me: None,
+        }
+    }
+
+    fn me(&self) -> Recipient<Hibernate> {
+        self.me.clone().expect("set in started()")
     }
 
     fn plan(&mut self, msg: Publish) {
@@ -240,9 +309,11 @@ impl DispatcherActor {
             };
             let _ = ticket.reply.send(Ok(receipt));
         }
+        let me = self.me();
         for (webhook_id, items) in per_endpoint {
-            if let Some(entry) = self.endpoints.get(&webhook_id) {
-                entry.addr.do_send(Deliver(items));
+            if let Some(entry) = self.endpoints.get_mut(&webhook_id) {
+                entry.actor(&self.shared, &self.arbiters, &me, false).do_send(Deliver(items));
+                entry.sent += 1;
             }
         }
         if !orphans.is_empty() {
@@ -268,18 +339,25 @@ impl DispatcherActor {
             Some(names) => Subscription::Only(names.iter().map(|n| Arc::from(n.as_str())).collect()),
         };
         let disabled = record.disabled_at_ms.is_some();
+        let me = self.me();
         if let Some(entry) = self.endpoints.get_mut(config.id.as_ref()) {
             if record.updated_at_ms < entry.updated_at_ms {
                 return; // an older registration overtaken by a newer one
             }
             entry.subscription = subscription;
             entry.updated_at_ms = record.updated_at_ms;
-            if !disabled && entry.health.is_disabled() {
-                // Re-enabled: visible (and receiving fan-out) at once; the actor resets the rest.
+            entry.config = config.clone();
+            let reenabled = !disabled && entry.health.is_disabled();
+            if reenabled {
+                // Visible (and receiving fan-out) at once; the actor resets the rest.
                 entry.health.clear_failures();
                 entry.health.set_state(super::health::EndpointState::Healthy);
+                // Anything committed for it after the disable is still pending: page it in.
+                entry.actor(&self.shared, &self.arbiters, &me, true);
             }
-            entry.addr.do_send(Reconfigure { config, reenable: !disabled });
+            if let Some(addr) = &entry.addr {
+                addr.do_send(Reconfigure { config, reenable: !disabled });
+            }
             return;
         }
         let id = config.id.clone();
@@ -289,12 +367,21 @@ impl DispatcherActor {
         pending_gauge.set(if disabled { 0.0 } else { pending as f64 });
         let slot = self.next_slot % self.arbiters.len().max(1);
         self.next_slot = self.next_slot.wrapping_add(1);
-        let actor = EndpointActor::new(config, self.shared.clone(), health.clone(), label, pending > 0);
-        let addr = Supervisor::start_in_arbiter(&self.arbiters[slot], move |_| actor);
-        self.endpoints.insert(
-            id,
-            EndpointEntry { addr, subscription, health, pending: pending_gauge, updated_at_ms: record.updated_at_ms },
-        );
+        let mut entry = EndpointEntry {
+            addr: None,
+            config,
+            label,
+            subscription,
+            health,
+            pending: pending_gauge,
+            updated_at_ms: record.updated_at_ms,
+            slot,
+            sent: 0,
+        };
+        if pending > 0 && !disabled {
+            entry.actor(&self.shared, &self.arbiters, &me, true);
+        }
+        self.endpoints.insert(id, entry);
     }
 }
 
@@ -316,6 +403,23 @@ fn build_body(id: &str, event_type: &str, data: &str, timestamp: &str) -> Bytes 
 
 impl Actor for DispatcherActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.me = Some(ctx.address().recipient());
+    }
+}
+
+impl Handler<Hibernate> for DispatcherActor {
+    type Result = ();
+    fn handle(&mut self, msg: Hibernate, _: &mut Context<Self>) {
+        let Some(entry) = self.endpoints.get_mut(&msg.webhook_id) else { return };
+        // Equal counts: no Deliver is queued for it, so stopping loses nothing.
+        if entry.sent == msg.received {
+            if let Some(addr) = entry.addr.take() {
+                addr.do_send(Retire);
+            }
+        }
+    }
 }
 
 impl Handler<Publish> for DispatcherActor {
@@ -345,7 +449,9 @@ impl Handler<Remove> for DispatcherActor {
         match self.endpoints.remove(msg.0.as_str()) {
             Some(entry) => {
                 entry.pending.set(0.0);
-                entry.addr.do_send(Retire);
+                if let Some(addr) = entry.addr {
+                    addr.do_send(Retire);
+                }
                 true
             }
             None => false,
@@ -367,9 +473,10 @@ impl Handler<DrainAll> for DispatcherActor {
         let waits: Vec<_> = self
             .endpoints
             .values()
-            .map(|e| {
+            .filter_map(|e| e.addr.as_ref())
+            .map(|addr| {
                 let (tx, rx) = oneshot::channel();
-                e.addr.do_send(Drain(tx));
+                addr.do_send(Drain(tx));
                 rx
             })
             .collect();
@@ -388,9 +495,9 @@ impl Handler<DrainAll> for DispatcherActor {
 impl Handler<PanicEndpoint> for DispatcherActor {
     type Result = bool;
     fn handle(&mut self, msg: PanicEndpoint, _: &mut Context<Self>) -> bool {
-        match self.endpoints.get(msg.0.as_str()) {
-            Some(e) => {
-                e.addr.do_send(InjectPanic);
+        match self.endpoints.get(msg.0.as_str()).and_then(|e| e.addr.as_ref()) {
+            Some(addr) => {
+                addr.do_send(InjectPanic);
                 true
             }
             None => false,

@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::breaker::{Breaker, Permit};
 use super::client::{self, AttemptResult, Target};
+use super::dispatcher::Hibernate;
 use super::health::{EndpointState, Health};
 use super::ledger::{AttemptDone, Barrier, DisableEndpoint, FailDeliveries};
 use super::{Pending, Shared};
@@ -117,7 +118,8 @@ pub(crate) struct Reconfigure {
 #[rtype(result = "()")]
 pub(crate) struct Drain(pub(crate) oneshot::Sender<()>);
 
-/// The webhook was deleted: stop for good.
+/// The webhook was deleted, or the actor hibernates: stop for good (the dispatcher has dropped
+/// its address, so the supervisor does not restart it).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Retire;
@@ -197,6 +199,13 @@ pub(crate) struct EndpointActor {
     spare_permit: Option<OwnedSemaphorePermit>,
     /// A wait for a global permit is running.
     awaiting_permit: bool,
+    /// Where to ask to hibernate when idle.
+    dispatcher: Recipient<Hibernate>,
+    /// `Deliver` messages handled (the dispatcher counts the ones it sent).
+    received: u64,
+    /// Bumped by every delivery, attempt and page: an idle check sees whether anything happened.
+    activity: u64,
+    idle_check: Option<SpawnHandle>,
 }
 
 impl EndpointActor {
@@ -207,6 +216,7 @@ impl EndpointActor {
         health: Arc<Health>,
         label: WebhookLabel,
         has_backlog: bool,
+        dispatcher: Recipient<Hibernate>,
     ) -> Self {
         let disabled = health.is_disabled();
         Self {
@@ -230,6 +240,10 @@ impl EndpointActor {
             drain_waiters: Vec::new(),
             spare_permit: None,
             awaiting_permit: false,
+            dispatcher,
+            received: 0,
+            activity: 0,
+            idle_check: None,
             shared,
         }
     }
@@ -256,6 +270,8 @@ impl EndpointActor {
     }
 
     fn accept(&mut self, items: Vec<Pending>, ctx: &mut Context<Self>) {
+        self.received += 1;
+        self.activity += 1;
         if self.retired || self.disabled {
             let reason = if self.retired { "webhook deleted" } else { "endpoint disabled" };
             self.metrics.failed.increment(items.len() as u64);
@@ -311,6 +327,37 @@ impl EndpointActor {
         }
         self.maybe_page(ctx);
         self.rearm(ctx, now);
+        self.schedule_idle_check(ctx);
+    }
+
+    /// Nothing in memory, in flight, in the store or failing: the actor could stop without loss.
+    fn is_idle(&self) -> bool {
+        self.ready.is_empty()
+            && self.waiting.is_empty()
+            && self.in_flight == 0
+            && !self.backlog.in_store
+            && !self.backlog.paging
+            && !self.awaiting_permit
+            && !self.draining
+            && !self.retired
+            && (self.disabled || (!self.breaker.is_open() && self.breaker.consecutive_failures() == 0))
+    }
+
+    /// After `idle_timeout` with nothing happening, asks the dispatcher to let it hibernate.
+    fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
+        if self.idle_check.is_some() || !self.is_idle() {
+            return;
+        }
+        let seen = self.activity;
+        let after = self.shared.settings.delivery.idle_timeout;
+        self.idle_check = Some(ctx.run_later(after, move |act, ctx| {
+            act.idle_check = None;
+            if act.is_idle() && act.activity == seen {
+                act.dispatcher.do_send(Hibernate { webhook_id: act.cfg.id.clone(), received: act.received });
+            } else {
+                act.schedule_idle_check(ctx);
+            }
+        }));
     }
 
     /// A global attempt permit, or `None` after arranging to pump again once one is free.
@@ -431,6 +478,7 @@ impl EndpointActor {
         ctx: &mut Context<Self>,
     ) {
         self.in_flight -= 1;
+        self.activity += 1;
         if self.retired || self.disabled {
             // The store already failed this delivery; only the drain bookkeeping remains.
             self.after_attempt(ctx);
@@ -585,6 +633,7 @@ impl EndpointActor {
         ctx: &mut Context<Self>,
     ) {
         self.backlog.paging = false;
+        self.activity += 1;
         if self.disabled || self.retired {
             return;
         }
@@ -655,6 +704,7 @@ impl Supervised for EndpointActor {
         self.breaker.probe_abandoned();
         self.spare_permit = None;
         self.awaiting_permit = false;
+        self.idle_check = None;
         self.backlog = if self.disabled { Backlog::none() } else { Backlog::reload() };
         for w in self.drain_waiters.drain(..) {
             let _ = w.send(());
@@ -707,7 +757,6 @@ impl Handler<Retire> for EndpointActor {
         self.retired = true;
         self.ready.clear();
         self.waiting.clear();
-        self.metrics.pending.set(0.0);
         ctx.stop();
     }
 }

@@ -627,20 +627,26 @@ impl Store for SqliteStore {
 
     async fn recover(&self, at_ms: i64) -> StoreResult<Vec<(String, u64)>> {
         self.write(move |tx| {
-            tx.execute(
-                "UPDATE deliveries SET status = 'failed', completed_at = ?1, last_error = 'webhook deleted', \
-                 next_attempt_at = NULL WHERE status = 'pending' AND webhook_id NOT IN (SELECT id FROM webhooks)",
-                [at_ms],
-            )
-            .map_err(unavailable)?;
-            let mut stmt = tx
+            // One pass over the pending index; start-up time with a large backlog is this query.
+            let counts = tx
                 .prepare("SELECT webhook_id, count(*) FROM deliveries WHERE status = 'pending' GROUP BY webhook_id")
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
                 .map_err(unavailable)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(unavailable)?;
-            Ok(rows)
+            let mut exists = tx.prepare_cached("SELECT 1 FROM webhooks WHERE id = ?1").map_err(unavailable)?;
+            let mut kept = Vec::with_capacity(counts.len());
+            for (webhook_id, n) in counts {
+                if exists.exists([&webhook_id]).map_err(unavailable)? {
+                    kept.push((webhook_id, n));
+                } else {
+                    // Deleted while a publish for it was being committed (and the process stopped
+                    // before the dispatcher could fail them).
+                    fail_pending_of_webhook(tx, &webhook_id, "webhook deleted", at_ms)?;
+                }
+            }
+            Ok(kept)
         })
         .await
     }

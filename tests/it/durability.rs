@@ -189,3 +189,34 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     assert_eq!(d["status"], "success", "the in-flight attempt was finished and recorded during shutdown: {d}");
     assert_eq!(d["attempts"], 1);
 }
+
+#[actix_web::test]
+async fn idle_endpoint_actors_hibernate_and_wake_without_losing_a_delivery() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.delivery.idle_timeout = Duration::from_millis(1);
+    let app = TestApp::start_with(dir, s).await;
+    let receiver = TestReceiver::ok();
+    for _ in 0..3 {
+        app.register(json!({"url": receiver.url})).await;
+    }
+    assert_eq!(app.webhooks.running_endpoint_actors().await, 0, "registering starts no actor");
+    // Actors hibernate after 1 ms idle while events keep coming: the handshake must not lose any.
+    let mut published = HashSet::new();
+    for i in 0..60 {
+        published.insert(app.publish("order.created", json!({"n": i})).await["id"].as_str().unwrap().to_string());
+        if i % 7 == 0 {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    }
+    let got = receiver.wait_for(180, WAIT).await;
+    assert_eq!(got.len(), 180);
+    let mut per_event = std::collections::HashMap::new();
+    for r in &got {
+        *per_event.entry(r.event_id()).or_insert(0) += 1;
+    }
+    assert!(per_event.values().all(|n| *n == 3), "each event reached each of the 3 webhooks exactly once");
+    assert_eq!(per_event.keys().cloned().collect::<HashSet<_>>(), published);
+    eventually(WAIT, "idle actors hibernate", || async { app.webhooks.running_endpoint_actors().await == 0 }).await;
+    app.stop().await;
+}

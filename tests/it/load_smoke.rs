@@ -8,7 +8,7 @@ mod receiver;
 
 #[test]
 fn load_harness_runs_throughput_and_timer_scenarios() {
-    let r = harness::throughput(harness::Mode::Rest, 2, 400);
+    let r = harness::throughput(harness::Mode::Rest, 2, 400, 1);
     assert_eq!(r["deliveries"], 400, "{r}");
     for key in ["per_sec", "ceiling_per_sec", "ratio", "cpu_us", "ceiling_cpu_us", "p50_ms", "p99_ms", "peak_rss_mib"] {
         assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {r}");
