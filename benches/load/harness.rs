@@ -639,7 +639,7 @@ fn backlog_settings(db: &Path) -> Settings {
 /// throughput before and during; memory. Leaves the database (with the backlog) at `keep`.
 pub fn backlog(backlog: u64, keep: &Path, port: u16) -> Value {
     let recv = Receiver::start_on(2, port);
-    recv.stats.down.store(true, Ordering::SeqCst);
+    recv.stats.down.store(false, Ordering::SeqCst);
     let _ = std::fs::remove_file(keep);
     let baseline_events = (backlog / 10).clamp(10_000, 100_000);
     actix_web::rt::System::new().block_on(async {
@@ -648,7 +648,11 @@ pub fn backlog(backlog: u64, keep: &Path, port: u16) -> Value {
         let publisher = Publisher::new(Mode::Library, &webhooks).await;
         measured_publish(&recv, &webhooks, &publisher, "order.created", baseline_events / 10, 1).await;
         let alone = measured_publish(&recv, &webhooks, &publisher, "order.created", baseline_events, 1).await;
+        // The same two endpoints, both up: what the healthy one gets beside a healthy neighbour.
         webhooks.register(Some("down".into()), spec(recv.url("/down/d"), CONCURRENCY)).await.unwrap();
+        let beside_up = measured_publish(&recv, &webhooks, &publisher, "order.created", baseline_events, 1).await;
+        let _ = wait_until(LONG, || recv.stats.down_ok.load(Ordering::SeqCst) >= baseline_events).await;
+        recv.stats.down.store(true, Ordering::SeqCst);
         let during = measured_publish(&recv, &webhooks, &publisher, "order.created", backlog, 1).await;
         let metrics = webhooks.metrics().render();
         let pending = metrics
@@ -659,8 +663,10 @@ pub fn backlog(backlog: u64, keep: &Path, port: u16) -> Value {
         json!({
             "scenario": "backlog", "backlog": backlog,
             "healthy_alone_per_sec": round(alone.per_sec(), 0),
+            "healthy_beside_up_per_sec": round(beside_up.per_sec(), 0),
             "healthy_during_backlog_per_sec": round(during.per_sec(), 0),
-            "throughput_ratio": round(during.per_sec() / alone.per_sec(), 3),
+            "ratio_vs_alone": round(during.per_sec() / alone.per_sec(), 3),
+            "ratio_vs_beside_up": round(during.per_sec() / beside_up.per_sec(), 3),
             "healthy_alone_p99_ms": round(alone.p99_ms, 2), "healthy_during_p99_ms": round(during.p99_ms, 2),
             "pending_gauge": pending, "peak_rss_mib": round(peak_rss_mib(), 1),
             "db": keep.display().to_string(),
