@@ -181,7 +181,12 @@ pub fn ceiling(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
             }
         });
     };
-    run((requests / 10).clamp(500, 5000)); // warm-up: connections, allocator
+    measure_client(recv, requests, run)
+}
+
+/// Warms a client up (connections, allocator), then measures `requests` of it at the receiver.
+fn measure_client(recv: &Receiver, requests: u64, run: impl Fn(u64)) -> Run {
+    run((requests / 10).clamp(500, 5000));
     recv.stats.reset();
     let c0 = cpu();
     let t0 = now_ns();
@@ -235,15 +240,7 @@ pub fn raw_hyper(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
             }
         });
     };
-    run((requests / 10).clamp(500, 5000));
-    recv.stats.reset();
-    let c0 = cpu();
-    let t0 = now_ns();
-    run(requests);
-    let t1 = recv.stats.last_ns.load(Ordering::SeqCst);
-    let c1 = cpu();
-    let (p50_ms, p99_ms) = p50_p99(recv.stats.latencies());
-    Run { deliveries: requests, secs: (t1 - t0) as f64 / 1e9, sender_cpu: c1.sender_since(&c0), p50_ms, p99_ms }
+    measure_client(recv, requests, run)
 }
 
 /// Scenario 0: the HTTP clients alone (reqwest, the ceiling; raw hyper), and the receiver's cost.

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorResponse;
 use super::webhooks::Page;
-use super::{ApiError, decode_cursor, encode_cursor, page_limit, time};
+use super::{ApiError, decode_cursor, page_limit, paginate, time};
 use crate::app::Webhooks;
 use crate::model::DeliveryStatus;
 use crate::store::{AttemptRecord, DeliveryFilter, DeliveryRecord};
@@ -161,13 +161,8 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -
     };
     let before = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let filter = DeliveryFilter { webhook_id: q.webhook_id.filter(|w| !w.is_empty()), status };
-    let mut rows = webhooks.deliveries(filter, before, limit + 1).await?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|d| encode_cursor(&d.id))
-    } else {
-        None
-    };
+    let rows = webhooks.deliveries(filter, before, limit + 1).await?;
+    let (rows, next_cursor) = paginate(rows, limit, |d| &d.id);
     let data = rows.into_iter().map(|d| DeliveryOut::new(d, None)).collect();
     Ok(HttpResponse::Ok().json(Page { data, next_cursor }))
 }

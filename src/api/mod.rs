@@ -108,6 +108,17 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
 }
 
+/// Turns `limit + 1` fetched rows into one page and the cursor of the next (none on the last page):
+/// the extra row only tells whether there is more.
+pub(crate) fn paginate<T>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
+    if rows.len() <= limit as usize {
+        return (rows, None);
+    }
+    rows.truncate(limit as usize);
+    let next = rows.last().map(|r| encode_cursor(id(r)));
+    (rows, next)
+}
+
 /// Validates a `limit` query parameter.
 pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorResponse;
-use super::{ApiError, decode_cursor, encode_cursor, page_limit, time};
+use super::{ApiError, decode_cursor, page_limit, paginate, time};
 use crate::app::{WebhookInfo, Webhooks};
 use crate::delivery::health::EndpointState;
 use crate::model::WebhookSpec;
@@ -257,13 +257,8 @@ async fn replace(
 async fn list(webhooks: web::Data<Webhooks>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(query.limit)?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut rows = webhooks.webhooks(after, limit + 1).await?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|w| encode_cursor(&w.record.id))
-    } else {
-        None
-    };
+    let rows = webhooks.webhooks(after, limit + 1).await?;
+    let (rows, next_cursor) = paginate(rows, limit, |w| &w.record.id);
     let data = rows.into_iter().map(WebhookOut::from).collect();
     Ok(HttpResponse::Ok().json(Page { data, next_cursor }))
 }
