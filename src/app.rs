@@ -176,10 +176,10 @@ impl Webhooks {
         if data.get().len() > limit {
             return Err(PublishError::PayloadTooLarge { limit });
         }
-        if let Some(key) = &idempotency_key {
-            if key.is_empty() || key.len() > 255 {
-                return Err(PublishError::InvalidData("idempotencyKey must be 1 to 255 characters".into()));
-            }
+        if let Some(key) = &idempotency_key
+            && (key.is_empty() || key.len() > 255)
+        {
+            return Err(PublishError::InvalidData("idempotencyKey must be 1 to 255 characters".into()));
         }
         if self.inner.stopped.load(Ordering::Relaxed) {
             return Err(PublishError::ShuttingDown);

@@ -299,21 +299,18 @@ impl WebhookSpec {
         validate_headers(&headers)?;
         let retry_config = self.retry_config.unwrap_or_default();
         retry_config.validate()?;
-        if let Some(n) = self.max_in_flight {
-            if n == 0 || n > spec_limits::MAX_IN_FLIGHT {
-                return Err(SpecError::Invalid(format!(
-                    "maxInFlight must be from 1 to {}",
-                    spec_limits::MAX_IN_FLIGHT
-                )));
-            }
+        if let Some(n) = self.max_in_flight
+            && (n == 0 || n > spec_limits::MAX_IN_FLIGHT)
+        {
+            return Err(SpecError::Invalid(format!("maxInFlight must be from 1 to {}", spec_limits::MAX_IN_FLIGHT)));
         }
-        if let Some(d) = &self.description {
-            if d.chars().count() > spec_limits::DESCRIPTION_LEN {
-                return Err(SpecError::Invalid(format!(
-                    "description is longer than {} characters",
-                    spec_limits::DESCRIPTION_LEN
-                )));
-            }
+        if let Some(d) = &self.description
+            && d.chars().count() > spec_limits::DESCRIPTION_LEN
+        {
+            return Err(SpecError::Invalid(format!(
+                "description is longer than {} characters",
+                spec_limits::DESCRIPTION_LEN
+            )));
         }
         let now = now_ms();
         Ok(WebhookRecord {

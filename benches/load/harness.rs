@@ -699,11 +699,11 @@ pub fn restart(db: &Path, drain: u64, port: u16) -> Value {
         // Full speed: the first 0.5 s window whose rate reaches 90 % of the overall drain rate.
         let mut full_speed_s = f64::NAN;
         for (i, &(t, n)) in samples.iter().enumerate() {
-            if let Some(&(t2, n2)) = samples[i..].iter().find(|(t2, _)| *t2 >= t + 0.5) {
-                if (n2 - n) as f64 / (t2 - t) >= 0.9 * rate {
-                    full_speed_s = t;
-                    break;
-                }
+            if let Some(&(t2, n2)) = samples[i..].iter().find(|(t2, _)| *t2 >= t + 0.5)
+                && (n2 - n) as f64 / (t2 - t) >= 0.9 * rate
+            {
+                full_speed_s = t;
+                break;
             }
         }
         webhooks.shutdown().await;

@@ -414,10 +414,10 @@ impl Handler<Hibernate> for DispatcherActor {
     fn handle(&mut self, msg: Hibernate, _: &mut Context<Self>) {
         let Some(entry) = self.endpoints.get_mut(&msg.webhook_id) else { return };
         // Equal counts: no Deliver is queued for it, so stopping loses nothing.
-        if entry.sent == msg.received {
-            if let Some(addr) = entry.addr.take() {
-                addr.do_send(Retire);
-            }
+        if entry.sent == msg.received
+            && let Some(addr) = entry.addr.take()
+        {
+            addr.do_send(Retire);
         }
     }
 }

@@ -390,12 +390,11 @@ impl EndpointActor {
             return;
         }
         let mut next = self.waiting.peek().map(|w| w.due_ms);
-        if !self.ready.is_empty() {
-            if let Permit::Wait { retry_at_ms } = self.breaker.permit(now, self.in_flight) {
-                if retry_at_ms != i64::MAX {
-                    next = Some(next.map_or(retry_at_ms, |n| n.min(retry_at_ms)));
-                }
-            }
+        if !self.ready.is_empty()
+            && let Permit::Wait { retry_at_ms } = self.breaker.permit(now, self.in_flight)
+            && retry_at_ms != i64::MAX
+        {
+            next = Some(next.map_or(retry_at_ms, |n| n.min(retry_at_ms)));
         }
         let Some(at) = next else { return };
         if let Some((armed, handle)) = self.timer {

@@ -405,11 +405,11 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
             )
             .map_err(unavailable)?;
         for ev in &batch.events {
-            if let Some(key) = &ev.idempotency_key {
-                if let Some(existing) = find_by_idempotency_key(tx, key)? {
-                    outcome.events.push(EventWrite::Duplicate(existing));
-                    continue;
-                }
+            if let Some(key) = &ev.idempotency_key
+                && let Some(existing) = find_by_idempotency_key(tx, key)?
+            {
+                outcome.events.push(EventWrite::Duplicate(existing));
+                continue;
             }
             let payload = std::str::from_utf8(&ev.payload).map_err(corrupt)?;
             ins_event
@@ -503,7 +503,7 @@ fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<BatchOut
 #[async_trait]
 impl Store for SqliteStore {
     async fn upsert_webhook(&self, w: WebhookRecord) -> StoreResult<Upserted> {
-        let events = w.events.as_ref().map(|e| serde_json::to_string(e)).transpose().map_err(corrupt)?;
+        let events = w.events.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
         let headers = serde_json::to_string(&w.headers).map_err(corrupt)?;
         let retry = serde_json::to_string(&w.retry_config).map_err(corrupt)?;
         self.write(move |tx| {

@@ -165,12 +165,14 @@ pub fn http_client() -> reqwest::Client {
 
 /// Test settings: a fresh SQLite file, private targets allowed, quick timeouts, breaker out of the way.
 pub fn settings(dir: &TempDir) -> Settings {
-    let mut s = Settings::default();
-    s.database_url = format!("sqlite://{}", dir.path().join("webhooks.db").display());
-    s.allow_private_targets = true;
-    s.sqlite_full_sync = false;
-    s.arbiters = 2;
-    s.shutdown_grace = Duration::from_secs(2);
+    let mut s = Settings {
+        database_url: format!("sqlite://{}", dir.path().join("webhooks.db").display()),
+        allow_private_targets: true,
+        sqlite_full_sync: false,
+        arbiters: 2,
+        shutdown_grace: Duration::from_secs(2),
+        ..Settings::default()
+    };
     s.delivery.request_timeout = Duration::from_secs(5);
     s.delivery.connect_timeout = Duration::from_secs(1);
     s.breaker.failure_threshold = 1000;

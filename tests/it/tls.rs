@@ -30,8 +30,11 @@ fn pki() -> Pki {
     Pki { ca: ca.der().clone(), leaf: leaf.der().clone(), key: leaf_key.serialize_der() }
 }
 
+/// What the https receiver got: `(webhook-signature, body)` per request.
+type Got = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// An https receiver on 127.0.0.1 answering 200 and keeping every body.
-fn tls_receiver(pki: &Pki) -> (u16, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+fn tls_receiver(pki: &Pki) -> (u16, Got) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
