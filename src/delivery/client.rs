@@ -173,7 +173,7 @@ impl Connector {
                 }
             };
         }
-        Err(AttemptOutcome::Connect(format!("connection failed: {last_error}")))
+        Err(AttemptOutcome::Connect(last_error))
     }
 }
 
