@@ -360,14 +360,7 @@ impl Publisher {
                     let (w, next, permits, et) =
                         (webhooks.clone(), next.clone(), permits.clone(), event_type.to_string());
                     tasks.push(actix_web::rt::spawn(async move {
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= events {
-                                break;
-                            }
-                            if let Some(p) = &permits {
-                                p.acquire_many(cost).await.unwrap().forget();
-                            }
+                        while let Some(i) = claim(&next, events, &permits, cost).await {
                             let data = serde_json::value::RawValue::from_string(event_data(i)).unwrap();
                             w.publish_raw(&et, data, None).await.expect("publish");
                         }
@@ -402,14 +395,7 @@ impl Publisher {
                                     .await
                                     .unwrap();
                             tokio::spawn(conn);
-                            loop {
-                                let i = next.fetch_add(1, Ordering::Relaxed);
-                                if i >= events {
-                                    break;
-                                }
-                                if let Some(p) = &permits {
-                                    p.acquire_many(cost).await.unwrap().forget();
-                                }
+                            while let Some(i) = claim(&next, events, &permits, cost).await {
                                 let body = format!(r#"{{"event":"{et}","data":{}}}"#, event_data(i));
                                 let req = hyper::Request::post("/v1/events")
                                     .header("host", "127.0.0.1")
@@ -432,6 +418,18 @@ impl Publisher {
             }
         }
     }
+}
+
+/// The next event index to publish, once its flow-control permits are granted; `None` when done.
+async fn claim(next: &AtomicU64, events: u64, permits: &Option<Arc<Semaphore>>, cost: u32) -> Option<u64> {
+    let i = next.fetch_add(1, Ordering::Relaxed);
+    if i >= events {
+        return None;
+    }
+    if let Some(p) = permits {
+        p.acquire_many(cost).await.unwrap().forget();
+    }
+    Some(i)
 }
 
 impl Drop for Publisher {
