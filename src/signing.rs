@@ -82,7 +82,7 @@ impl SigningKey {
         let mut mac = self.mac.clone();
         mac.update(msg_id.as_bytes());
         mac.update(b".");
-        mac.update(itoa_i64(timestamp).as_bytes());
+        mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
         mac
@@ -193,10 +193,6 @@ pub fn verify_at<'a>(
 /// Seconds since the Unix epoch (0 for clocks before it).
 pub fn unix_seconds(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-fn itoa_i64(v: i64) -> String {
-    v.to_string()
 }
 
 fn to_hex(bytes: &[u8]) -> String {
