@@ -142,15 +142,16 @@ fn ceiling_body(i: u64) -> String {
     )
 }
 
+/// The runtime a client under comparison runs on: 2 workers named `ceiling`, whose CPU counts as
+/// the sender's.
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("ceiling").enable_all().build().unwrap()
+}
+
 /// A plain reqwest client posting the same bodies to the same receiver at `concurrency`.
 pub fn ceiling(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ceiling")
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = client_runtime();
     let url = recv.url("/ok/ceiling");
     let run = |n: u64| {
         let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
@@ -200,12 +201,7 @@ fn measure_client(recv: &Receiver, requests: u64, run: impl Fn(u64)) -> Run {
 /// The same load through raw hyper HTTP/1 connections (one per task, no pool): what an HTTP
 /// layer below reqwest costs. For comparison only; the ceiling is reqwest.
 pub fn raw_hyper(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ceiling")
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = client_runtime();
     let addr = recv.addr;
     let run = |n: u64| {
         let next = Arc::new(AtomicU64::new(0));

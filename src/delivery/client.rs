@@ -102,7 +102,7 @@ impl Connector {
     pub(crate) fn new(allow_private: bool, connect_timeout: Duration, extra_roots: &[Vec<u8>]) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = extra_roots.iter().map(|der| rustls::pki_types::CertificateDer::from(der.clone()).into_owned());
-        let config = rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
+        let mut config = rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
             .map_err(|e| e.to_string())
             .and_then(|verifier| {
                 rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -118,7 +118,6 @@ impl Connector {
                     .with_root_certificates(rustls::RootCertStore::empty())
                     .with_no_client_auth()
             });
-        let mut config = config;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Self { tls: tokio_rustls::TlsConnector::from(Arc::new(config)), allow_private, connect_timeout }
     }
