@@ -139,6 +139,9 @@ pub struct WebhookRecord {
     pub created_at_ms: i64,
     /// Last registration change.
     pub updated_at_ms: i64,
+    /// Registry revision of the last change (disable included), set by the store: tells a newer
+    /// copy of a registration from an older one on every node. Ignored on write.
+    pub revision: u64,
 }
 
 /// Why a registration was refused; each maps to a 400 with its own error code.
@@ -326,6 +329,7 @@ impl WebhookSpec {
             disabled_reason: None,
             created_at_ms: existing.map(|e| e.created_at_ms).unwrap_or(now),
             updated_at_ms: now,
+            revision: 0,
         })
     }
 }
