@@ -1,12 +1,13 @@
 //! [`Webhooks`]: the subsystem as a host application (or the standalone server) holds it.
 //!
-//! `Webhooks::start` opens the store, starts the ledger, the dispatcher and one supervised endpoint
-//! actor per stored webhook (re-scheduling every pending delivery), and returns a cheap, cloneable
-//! handle for publishing, managing webhooks, mounting the REST routes and shutting down.
+//! `Webhooks::start` opens the store, starts the ledger, the dispatcher and the node actor, joins the
+//! cluster (on SQLite: a cluster of one that owns every webhook, so every pending delivery is
+//! rescheduled before it returns), and returns a cheap, cloneable handle for publishing, managing
+//! webhooks, mounting the REST routes and shutting down.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use actix::prelude::*;
 use actix_web::web::ServiceConfig;
@@ -16,16 +17,21 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use crate::catalog::{CatalogError, EventCatalog};
+use crate::cluster::lease::{LeaseGuard, LeaseTimes};
+use crate::cluster::node::{Adopt, Forget, Join, Leave, NodeActor};
 use crate::config::Settings;
 use crate::delivery::client::Connector;
 use crate::delivery::dispatcher::{
-    Apply, DispatcherActor, DrainAll, HealthOf, PanicEndpoint, Publish, Remove, RunningActors,
+    Apply, DispatcherActor, DrainAll, LiveHealth, PanicEndpoint, Publish, PublishRequest, Remove, RunningActors,
 };
-use crate::delivery::health::HealthSnapshot;
-use crate::delivery::ledger::{Barrier, LedgerActor, SetDispatcher, Stop};
+use crate::delivery::health::{EndpointState, HealthSnapshot};
+use crate::delivery::ledger::{Barrier, LedgerActor, SetListeners, Stop};
 use crate::delivery::{Shared, dispatcher};
 use crate::model::{SpecError, WebhookRecord, WebhookSpec, new_webhook_id, now_ms};
-use crate::store::{self, AttemptRecord, DeliveryFilter, DeliveryRecord, Store, StoreError, StoreOptions, Upserted};
+use crate::store::{
+    self, AttemptRecord, DeliveryFilter, DeliveryRecord, LeaseInfo, NodeRecord, Store, StoreError, StoreOptions,
+    StoredHealth, Upserted, WebhookView,
+};
 
 pub use dispatcher::{DeliveryRef, PublishError, PublishReceipt};
 
@@ -68,13 +74,38 @@ pub enum RegisterError {
     ShuttingDown,
 }
 
-/// A registration with its live health.
+/// A registration with its health and owner.
 #[derive(Debug, Clone)]
 pub struct WebhookInfo {
     /// The stored registration.
     pub record: WebhookRecord,
-    /// Live endpoint health (absent only in a race with a concurrent delete).
-    pub health: Option<HealthSnapshot>,
+    /// Endpoint health: live when this node owns the webhook, else as its owner last stored it.
+    pub health: HealthSnapshot,
+    /// The node holding its lease, if any.
+    pub owner: Option<LeaseInfo>,
+}
+
+impl WebhookInfo {
+    fn new(view: WebhookView, live: Option<HealthSnapshot>) -> Self {
+        let disabled = view.record.disabled_at_ms.is_some();
+        let mut health = live.unwrap_or_else(|| snapshot_of(view.health.unwrap_or_default()));
+        if disabled {
+            health.state = EndpointState::Disabled;
+        } else if health.state == EndpointState::Disabled {
+            health.state = EndpointState::Healthy; // re-enabled since the owner last stored it
+        }
+        Self { record: view.record, health, owner: view.owner }
+    }
+}
+
+fn snapshot_of(h: StoredHealth) -> HealthSnapshot {
+    HealthSnapshot {
+        state: h.state,
+        consecutive_failures: h.consecutive_failures,
+        last_success_ms: h.last_success_ms,
+        last_failure_ms: h.last_failure_ms,
+        restarts: 0,
+    }
 }
 
 /// Handle to a running webhook subsystem. Clone it freely; all clones drive the same actors.
@@ -95,6 +126,7 @@ struct Inner {
     catalog: EventCatalog,
     dispatcher: Addr<DispatcherActor>,
     ledger: Addr<LedgerActor>,
+    node: Addr<NodeActor>,
     arbiters: Mutex<Vec<Arbiter>>,
     metrics: PrometheusHandle,
     stopped: AtomicBool,
@@ -104,49 +136,60 @@ impl Webhooks {
     /// Starts the subsystem inside the current actix `System` (e.g. under `#[actix_web::main]`).
     /// Returns once every stored webhook has its endpoint actor and pending deliveries are rescheduled.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        settings.validate().map_err(|e| StartError::Config(e.to_string()))?;
         let catalog = EventCatalog::with_extra(&settings.event_types)?;
         let metrics = crate::metrics::handle();
-        let options = StoreOptions { sqlite_full_sync: settings.sqlite_full_sync, ..StoreOptions::default() };
+        let node_id: Arc<str> = Arc::from(settings.node_id_or_generate());
+        let options = StoreOptions {
+            node_id: node_id.to_string(),
+            sqlite_full_sync: settings.sqlite_full_sync,
+            ..StoreOptions::default()
+        };
         let store = store::open(&settings.database_url, &options).await?;
 
         for (id, spec) in settings.seed_webhooks.clone() {
-            let existing = store.get_webhook(&id).await?;
+            let existing = store.get_webhook(&id).await?.map(|v| v.record);
             let record = spec
                 .into_record(id.clone(), &catalog, settings.allow_private_targets, existing.as_ref())
                 .map_err(|error| StartError::Seed { id, error })?;
             store.upsert_webhook(record).await?;
         }
-        let pending: HashMap<String, u64> = store.recover(now_ms()).await?.into_iter().collect();
-        let webhooks = store.load_webhooks().await?;
 
-        let ledger = LedgerActor::new(store.clone(), settings.commit_interval).start();
+        let ledger = LedgerActor::new(store.clone(), settings.commit_interval, node_id.clone()).start();
         let attempt_permits = Arc::new(tokio::sync::Semaphore::new(settings.delivery.max_total_in_flight.max(1)));
         let connector = Arc::new(Connector::new(
             settings.allow_private_targets,
             settings.delivery.connect_timeout,
             &settings.delivery.extra_root_certs,
         ));
-        let shared =
-            Arc::new(Shared { settings: settings.clone(), store, ledger: ledger.clone(), attempt_permits, connector });
+        let ttl = settings.cluster.lease_ttl;
+        let times = LeaseTimes { renewed_at: Instant::now(), ttl, margin: LeaseTimes::margin_for(ttl) };
+        let lease = Arc::new(LeaseGuard::new(&times));
+        let shared = Arc::new(Shared {
+            settings: settings.clone(),
+            node_id: node_id.clone(),
+            lease: lease.clone(),
+            store: store.clone(),
+            ledger: ledger.clone(),
+            attempt_permits,
+            connector,
+        });
         let n = settings.arbiters.max(1);
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
         let handles = arbiters.iter().map(|a| a.handle()).collect();
         let dispatcher = DispatcherActor::new(shared.clone(), handles).start();
-        ledger.do_send(SetDispatcher(dispatcher.clone().recipient()));
-
-        let total_pending: u64 = pending.values().sum();
-        let count = webhooks.len();
-        for record in webhooks {
-            let p = pending.get(&record.id).copied().unwrap_or(0);
-            dispatcher.do_send(Apply { record, pending: p });
-        }
-        tracing::info!(webhooks = count, pending = total_pending, "webhook subsystem started");
+        let node =
+            NodeActor::new(node_id.clone(), settings.cluster.clone(), store, dispatcher.clone(), lease, times).start();
+        ledger.do_send(SetListeners { committed: dispatcher.clone().recipient(), fenced: node.clone().recipient() });
+        node.send(Join).await.map_err(|_| StartError::Config("the node actor stopped while joining".into()))?;
+        tracing::info!(node = %node_id, store = %store::redact_url(&settings.database_url), "webhook subsystem started");
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
                 catalog,
                 dispatcher,
                 ledger,
+                node,
                 arbiters: Mutex::new(arbiters),
                 metrics,
                 stopped: AtomicBool::new(false),
@@ -185,7 +228,7 @@ impl Webhooks {
             return Err(PublishError::ShuttingDown);
         }
         let (reply, rx) = oneshot::channel();
-        self.inner.dispatcher.do_send(Publish { event_type, data, idempotency_key, reply });
+        self.inner.dispatcher.do_send(Publish(PublishRequest { event_type, data, idempotency_key, reply }));
         rx.await.map_err(|_| PublishError::ShuttingDown)?
     }
 
@@ -204,48 +247,63 @@ impl Webhooks {
         let (id, existing) = match id {
             Some(id) => {
                 crate::model::validate_webhook_id(&id)?;
-                let existing = store.get_webhook(&id).await?;
+                let existing = store.get_webhook(&id).await?.map(|v| v.record);
                 (id, existing)
             }
             None => (new_webhook_id(), None),
         };
-        let record = spec.into_record(id, &self.inner.catalog, settings.allow_private_targets, existing.as_ref())?;
-        let upserted = store.upsert_webhook(record.clone()).await?;
-        self.inner
-            .dispatcher
-            .send(Apply { record: record.clone(), pending: 0 })
-            .await
-            .map_err(|_| RegisterError::ShuttingDown)?;
-        let health = self.health_of(vec![record.id.clone()]).await.pop().flatten();
-        Ok((WebhookInfo { record, health }, upserted))
+        let mut record =
+            spec.into_record(id, &self.inner.catalog, settings.allow_private_targets, existing.as_ref())?;
+        let (upserted, revision) = store.upsert_webhook(record.clone()).await?;
+        record.revision = revision;
+        let id: Arc<str> = Arc::from(record.id.as_str());
+        self.inner.dispatcher.send(Apply(record.clone())).await.map_err(|_| RegisterError::ShuttingDown)?;
+        // Owned (on this node or another) before it answers, so a publish right after finds it ready.
+        self.inner.node.send(Adopt(id)).await.map_err(|_| RegisterError::ShuttingDown)?;
+        let info = match self.webhook(&record.id).await? {
+            Some(info) => info,
+            None => WebhookInfo::new(WebhookView { record, health: None, owner: None }, None),
+        };
+        Ok((info, upserted))
     }
 
     /// Deletes a webhook; its pending deliveries fail with "webhook deleted". False if unknown.
     pub async fn unregister(&self, id: &str) -> Result<bool, StoreError> {
         let deleted = self.inner.shared.store.delete_webhook(id, now_ms()).await?;
         let _ = self.inner.dispatcher.send(Remove(id.to_string())).await;
+        self.inner.node.do_send(Forget(Arc::from(id)));
         Ok(deleted)
     }
 
-    /// One webhook with its health.
+    /// One webhook with its health and owner.
     pub async fn webhook(&self, id: &str) -> Result<Option<WebhookInfo>, StoreError> {
-        let Some(record) = self.inner.shared.store.get_webhook(id).await? else {
+        let Some(view) = self.inner.shared.store.get_webhook(id).await? else {
             return Ok(None);
         };
-        let health = self.health_of(vec![record.id.clone()]).await.pop().flatten();
-        Ok(Some(WebhookInfo { record, health }))
+        let live = self.live_health(vec![view.record.id.clone()]).await.pop().flatten();
+        Ok(Some(WebhookInfo::new(view, live)))
     }
 
-    /// Webhooks in id order after `after`, with their health.
+    /// Webhooks in id order after `after`, with their health and owner.
     pub async fn webhooks(&self, after: Option<String>, limit: u32) -> Result<Vec<WebhookInfo>, StoreError> {
-        let records = self.inner.shared.store.list_webhooks(after, limit).await?;
-        let health = self.health_of(records.iter().map(|r| r.id.clone()).collect()).await;
-        Ok(records.into_iter().zip(health).map(|(record, health)| WebhookInfo { record, health }).collect())
+        let views = self.inner.shared.store.list_webhooks(after, limit).await?;
+        let live = self.live_health(views.iter().map(|v| v.record.id.clone()).collect()).await;
+        Ok(views.into_iter().zip(live).map(|(view, live)| WebhookInfo::new(view, live)).collect())
     }
 
-    async fn health_of(&self, ids: Vec<String>) -> Vec<Option<HealthSnapshot>> {
+    async fn live_health(&self, ids: Vec<String>) -> Vec<Option<HealthSnapshot>> {
         let n = ids.len();
-        self.inner.dispatcher.send(HealthOf(ids)).await.unwrap_or_else(|_| vec![None; n])
+        self.inner.dispatcher.send(LiveHealth(ids)).await.unwrap_or_else(|_| vec![None; n])
+    }
+
+    /// Every node sharing the store (live first), for `GET /v1/nodes`.
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.inner.shared.store.nodes().await
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.shared.node_id
     }
 
     /// One delivery with its attempt log.
@@ -302,6 +360,8 @@ impl Webhooks {
         let (tx, rx) = oneshot::channel();
         self.inner.ledger.do_send(Barrier(tx));
         let _ = rx.await;
+        // Everything recorded: hand the leases back so other nodes take over at once.
+        let _ = self.inner.node.send(Leave).await;
         let _ = self.inner.ledger.send(Stop).await;
         self.inner.shared.store.close().await;
         let arbiters = std::mem::take(&mut *self.inner.arbiters.lock().unwrap_or_else(|p| p.into_inner()));

@@ -11,7 +11,8 @@ use crate::retry::{Jitter, RetryConfig};
 /// Everything the subsystem needs to run; `Settings::default()` is the documented default.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `sqlite://path` (default `sqlite://webhooks.db`).
+    /// `sqlite://path` (default `sqlite://webhooks.db`, one node), or `postgres://…` (several
+    /// nodes sharing one database).
     pub database_url: String,
     /// Bearer token for `/v1`; `None` leaves the admin API open (loopback only, enforced by `serve`).
     pub admin_token: Option<String>,
@@ -39,6 +40,74 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Webhooks registered at start (from the seed's `WEBHOOK_URLS`), as `(id, spec)`.
     pub seed_webhooks: Vec<(String, WebhookSpec)>,
+    /// This node's id in the cluster (`WEBHOOKS_NODE_ID`): shown in logs, metrics, `GET /v1/nodes`
+    /// and on each webhook it owns. Generated (`node-` and 8 hex digits) when `None`. Ids must be
+    /// unique among nodes sharing a database; a node restarted with the same id takes its leases
+    /// back at once instead of waiting for them to run out.
+    pub node_id: Option<String>,
+    /// Heartbeats, leases and polling (several nodes on one PostgreSQL database).
+    pub cluster: ClusterSettings,
+}
+
+/// How nodes sharing a database keep track of each other and of who owns which webhook.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// How often a node heartbeats, renews its leases, syncs the registry and rebalances
+    /// (`WEBHOOKS_HEARTBEAT_INTERVAL_MS`, default 1 s).
+    pub heartbeat_interval: Duration,
+    /// How long a lease (and a node's liveness) lasts without renewal (`WEBHOOKS_LEASE_TTL_MS`,
+    /// default 10 s; at least 3 heartbeats). A dead node's webhooks move after about this long; a
+    /// node that cannot renew stops starting attempts after three quarters of it.
+    pub lease_ttl: Duration,
+    /// How often an owner looks in the store for due work it was not told about (a missed
+    /// notification, a stranded delivery) (`WEBHOOKS_POLL_INTERVAL_MS`, default 5 s).
+    pub poll_interval: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks the settings that cannot be checked by their types.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(id) = &self.node_id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+            if !ok {
+                return Err(config_error("WEBHOOKS_NODE_ID", "use 1 to 64 characters of letters, digits, `_`, `-`, `.`, `:`"));
+            }
+        }
+        let c = &self.cluster;
+        if c.heartbeat_interval.is_zero() {
+            return Err(config_error("WEBHOOKS_HEARTBEAT_INTERVAL_MS", "must be positive"));
+        }
+        if c.lease_ttl < c.heartbeat_interval * 3 {
+            return Err(config_error(
+                "WEBHOOKS_LEASE_TTL_MS",
+                format!("must be at least 3 heartbeat intervals ({} ms)", (c.heartbeat_interval * 3).as_millis()),
+            ));
+        }
+        if c.poll_interval.is_zero() {
+            return Err(config_error("WEBHOOKS_POLL_INTERVAL_MS", "must be positive"));
+        }
+        Ok(())
+    }
+
+    /// The node id: the configured one, or a fresh `node-xxxxxxxx`.
+    pub fn node_id_or_generate(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let hex = uuid::Uuid::now_v7().simple().to_string();
+            format!("node-{}", &hex[hex.len() - 8..])
+        })
+    }
 }
 
 impl Default for Settings {
@@ -57,6 +126,8 @@ impl Default for Settings {
             arbiters: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             shutdown_grace: Duration::from_secs(10),
             seed_webhooks: Vec::new(),
+            node_id: None,
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -255,6 +326,19 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(err.name, "WEBHOOK_0_*");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        assert!(Settings::default().validate().is_ok());
+        let mut s = Settings { node_id: Some("node a".into()), ..Settings::default() };
+        assert_eq!(s.validate().unwrap_err().name, "WEBHOOKS_NODE_ID");
+        s.node_id = Some("node-a".into());
+        s.cluster.lease_ttl = Duration::from_millis(2500);
+        assert_eq!(s.validate().unwrap_err().name, "WEBHOOKS_LEASE_TTL_MS");
+        let generated = Settings::default().node_id_or_generate();
+        assert!(generated.starts_with("node-") && generated.len() == 13, "{generated}");
+        assert_ne!(generated, Settings::default().node_id_or_generate());
     }
 
     #[test]

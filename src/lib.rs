@@ -12,7 +12,9 @@
 //! - [`app`]: the [`Webhooks`] handle: start, publish, register, mount routes, shut down.
 //! - [`delivery`]: the actors: dispatcher (registry, fan-out), one supervised endpoint actor per
 //!   webhook (attempts, retry timer, breaker, bounded window), ledger (group commit).
-//! - [`store`]: the persistence trait and its embedded SQLite implementation.
+//! - `cluster`: which node owns which webhook (membership, leases, balancing, fencing).
+//! - [`store`]: the persistence trait and its SQLite (embedded, one node) and PostgreSQL (several
+//!   nodes) implementations.
 //! - [`retry`]: the pure retry policy (schedule) and outcome classification (verdict).
 //! - [`signing`]: Standard Webhooks signatures, and [`signing::verify`] for receivers.
 //! - [`catalog`]: known event types and per-webhook subscriptions.
@@ -24,6 +26,7 @@
 pub mod api;
 pub mod app;
 pub mod catalog;
+mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod metrics;

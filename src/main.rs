@@ -35,9 +35,22 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "WEBHOOKS_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
-    /// `sqlite://path` (created if missing).
-    #[arg(long, env = "WEBHOOKS_DATABASE_URL", default_value = "sqlite://webhooks.db")]
+    /// `sqlite://path` (created if missing; one node), or `postgres://user@host/db` (several nodes
+    /// sharing one database).
+    #[arg(long, env = "WEBHOOKS_DATABASE_URL", default_value = "sqlite://webhooks.db", hide_env_values = true)]
     database_url: String,
+    /// This node's id in the cluster (unique per node); generated when unset.
+    #[arg(long, env = "WEBHOOKS_NODE_ID")]
+    node_id: Option<String>,
+    /// How often the node heartbeats, renews its leases and rebalances, ms.
+    #[arg(long, env = "WEBHOOKS_HEARTBEAT_INTERVAL_MS", default_value_t = 1_000)]
+    heartbeat_interval_ms: u64,
+    /// How long a lease lasts without renewal, ms: a dead node's webhooks move after about this long.
+    #[arg(long, env = "WEBHOOKS_LEASE_TTL_MS", default_value_t = 10_000)]
+    lease_ttl_ms: u64,
+    /// How often an owner polls the store for due work it was not told about, ms.
+    #[arg(long, env = "WEBHOOKS_POLL_INTERVAL_MS", default_value_t = 5_000)]
+    poll_interval_ms: u64,
     /// Bearer token for /v1; required when binding beyond loopback.
     #[arg(long, env = "WEBHOOKS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -109,8 +122,13 @@ impl ServeArgs {
             commit_interval: Duration::from_millis(self.commit_interval_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             seed_webhooks: seed_webhooks_from_env(|k| std::env::var(k).ok())?,
+            node_id: self.node_id.clone().filter(|n| !n.is_empty()),
             ..Settings::default()
         };
+        s.cluster.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms);
+        s.cluster.lease_ttl = Duration::from_millis(self.lease_ttl_ms);
+        s.cluster.poll_interval = Duration::from_millis(self.poll_interval_ms);
+        s.validate()?;
         s.delivery.user_agent = self.user_agent.clone();
         s.delivery.max_in_flight = self.max_in_flight.max(1);
         s.delivery.max_total_in_flight = self.max_total_in_flight.max(1);

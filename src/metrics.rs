@@ -35,6 +35,21 @@ pub mod names {
     pub const LEDGER_COMMIT_DURATION: &str = "webhook_ledger_commit_seconds";
     /// Counter: ledger commits that failed (and were retried).
     pub const LEDGER_COMMIT_ERRORS: &str = "webhook_ledger_commit_errors_total";
+    /// Counter `{node}`: writes the store refused because the lease they were made under had
+    /// passed to another node (fencing).
+    pub const FENCED_WRITES: &str = "webhook_fenced_writes_total";
+    /// Gauge `{node}`: webhooks whose lease this node holds.
+    pub const OWNED_ENDPOINTS: &str = "webhook_owned_endpoints";
+    /// Counter `{node,reason}`: leases gained (`claimed`), given up after draining (`released`),
+    /// or lost to another node or to expiry (`lost`).
+    pub const LEASE_HANDOFFS: &str = "webhook_lease_handoffs_total";
+    /// Gauge `{node}`: age of the oldest delivery due but not yet sent among this node's webhooks,
+    /// seconds (how far behind the cluster is).
+    pub const OLDEST_DUE: &str = "webhook_oldest_due_seconds";
+    /// Gauge `{node}`: live nodes this node sees (itself included).
+    pub const CLUSTER_NODES: &str = "webhook_cluster_nodes";
+    /// Counter `{node}`: heartbeats that failed (the store did not answer in time).
+    pub const HEARTBEAT_FAILURES: &str = "webhook_heartbeat_failures_total";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -103,6 +118,12 @@ fn describe() {
     describe_histogram!(names::LEDGER_BATCH_SIZE, "Operations per ledger group commit");
     describe_histogram!(names::LEDGER_COMMIT_DURATION, metrics::Unit::Seconds, "Ledger commit duration");
     describe_counter!(names::LEDGER_COMMIT_ERRORS, "Failed ledger commits");
+    describe_counter!(names::FENCED_WRITES, "Writes refused because their lease had moved to another node");
+    describe_gauge!(names::OWNED_ENDPOINTS, "Webhooks whose lease this node holds");
+    describe_counter!(names::LEASE_HANDOFFS, "Leases claimed, released after draining, or lost");
+    describe_gauge!(names::OLDEST_DUE, metrics::Unit::Seconds, "Age of the oldest due, unsent delivery of this node's webhooks");
+    describe_gauge!(names::CLUSTER_NODES, "Live nodes this node sees");
+    describe_counter!(names::HEARTBEAT_FAILURES, "Heartbeats that failed");
 }
 
 /// The label set for one webhook: `webhook=<id>`, or nothing when the label is switched off.

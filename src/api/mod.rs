@@ -5,6 +5,7 @@
 pub mod deliveries;
 pub mod error;
 pub mod events;
+pub mod nodes;
 pub mod openapi;
 pub mod ops;
 pub mod webhooks;
@@ -44,6 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks) {
                 .configure(webhooks::configure)
                 .configure(events::configure)
                 .configure(deliveries::configure)
+                .configure(nodes::configure)
                 .configure(ops::configure_v1)
                 .default_service(web::to(not_found)),
         );

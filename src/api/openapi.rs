@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
 use super::deliveries::{self, AttemptOut, DeliveryOut};
 use super::error::{ErrorDetail, ErrorResponse};
 use super::events::{self, PublishIn};
+use super::nodes::{self, NodeList, NodeOut};
 use super::ops::{self, EventTypeList, HealthOut};
 use super::webhooks::{self, WebhookIn, WebhookOut};
 use crate::catalog::EventType;
@@ -43,6 +44,7 @@ use crate::retry::{Jitter, RetryConfig};
         events::publish,
         deliveries::list,
         deliveries::get,
+        nodes::list,
         ops::event_types,
         ops::metrics,
         ops::healthz,
@@ -62,6 +64,8 @@ use crate::retry::{Jitter, RetryConfig};
         EndpointState,
         EventType,
         EventTypeList,
+        NodeList,
+        NodeOut,
         HealthOut,
         ErrorResponse,
         ErrorDetail,
@@ -71,7 +75,7 @@ use crate::retry::{Jitter, RetryConfig};
         (name = "webhooks", description = "Endpoint registrations and their live health."),
         (name = "events", description = "Publishing."),
         (name = "deliveries", description = "Delivery history and attempt logs."),
-        (name = "ops", description = "Event catalog, health, metrics and this document."),
+        (name = "ops", description = "Event catalog, cluster nodes, health, metrics and this document."),
     )
 )]
 pub struct ApiDoc;

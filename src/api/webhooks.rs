@@ -115,12 +115,16 @@ pub struct WebhookOut {
     state: EndpointState,
     /// Failed attempts since the last success.
     consecutive_failures: u32,
-    /// Last successful attempt, RFC 3339 (since the process started).
+    /// Last successful attempt, RFC 3339.
     #[schema(required = true, format = DateTime)]
     last_success_at: Option<String>,
-    /// Last failed attempt, RFC 3339 (since the process started).
+    /// Last failed attempt, RFC 3339.
     #[schema(required = true, format = DateTime)]
     last_failure_at: Option<String>,
+    /// The node whose lease covers this webhook (it runs its deliveries); `null` while no node
+    /// holds it (e.g. during a hand-over).
+    #[schema(required = true)]
+    owner_node: Option<String>,
     /// When the endpoint was disabled (410 Gone, or failing too long), RFC 3339.
     #[schema(required = true, format = DateTime)]
     disabled_at: Option<String>,
@@ -139,17 +143,12 @@ impl From<WebhookInfo> for WebhookOut {
     fn from(info: WebhookInfo) -> Self {
         let r = info.record;
         let h = info.health;
-        let stored_disabled = r.disabled_at_ms.is_some();
-        let state = match h {
-            Some(h) => h.state,
-            None if stored_disabled => EndpointState::Disabled,
-            None => EndpointState::Healthy,
-        };
         Self {
-            state,
-            consecutive_failures: h.map(|h| h.consecutive_failures).unwrap_or(0),
-            last_success_at: time(h.and_then(|h| h.last_success_ms)),
-            last_failure_at: time(h.and_then(|h| h.last_failure_ms)),
+            state: h.state,
+            consecutive_failures: h.consecutive_failures,
+            last_success_at: time(h.last_success_ms),
+            last_failure_at: time(h.last_failure_ms),
+            owner_node: info.owner.map(|o| o.node_id),
             disabled_at: time(r.disabled_at_ms),
             disabled_reason: r.disabled_reason,
             created_at: crate::model::rfc3339(r.created_at_ms),

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::config::BreakerSettings;
+use crate::store::{BreakerRecord, StoredHealth};
 
 /// What the breaker allows right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,33 @@ struct Open {
 impl Breaker {
     pub(crate) fn new(settings: BreakerSettings) -> Self {
         Self { settings, consecutive_failures: 0, failing_since_ms: None, open: None }
+    }
+
+    /// The breaker as an earlier owner (or run) left it in the store: a paused endpoint stays
+    /// paused and a failing streak keeps counting towards `disable_after`.
+    pub(crate) fn restore(settings: BreakerSettings, stored: &StoredHealth) -> Self {
+        let open = stored.breaker.map(|b| Open {
+            cooldown: Duration::from_millis(b.cooldown_ms)
+                .clamp(settings.cooldown.min(settings.max_cooldown), settings.max_cooldown),
+            probe_at_ms: b.probe_at_ms,
+            probing: false,
+        });
+        Self {
+            settings,
+            consecutive_failures: stored.consecutive_failures,
+            failing_since_ms: stored.failing_since_ms.or(stored.breaker.map(|b| b.probe_at_ms)),
+            open,
+        }
+    }
+
+    /// The open breaker as stored, if open.
+    pub(crate) fn record(&self) -> Option<BreakerRecord> {
+        self.open.map(|o| BreakerRecord { probe_at_ms: o.probe_at_ms, cooldown_ms: o.cooldown.as_millis() as u64 })
+    }
+
+    /// First failure of the current streak, Unix ms.
+    pub(crate) fn failing_since_ms(&self) -> Option<i64> {
+        self.failing_since_ms
     }
 
     pub(crate) fn consecutive_failures(&self) -> u32 {
@@ -160,6 +188,28 @@ mod tests {
         assert!(!b.is_open());
         assert_eq!(b.consecutive_failures(), 0);
         assert_eq!(b.permit(701, 0), Permit::Flow);
+    }
+
+    #[test]
+    fn a_restored_breaker_stays_paused_and_keeps_its_streak() {
+        let mut b = Breaker::new(settings());
+        for t in 0..3 {
+            b.on_failure(1_000 + t, false);
+        }
+        let stored = StoredHealth {
+            consecutive_failures: b.consecutive_failures(),
+            failing_since_ms: b.failing_since_ms(),
+            breaker: b.record(),
+            ..StoredHealth::default()
+        };
+        let r = Breaker::restore(settings(), &stored);
+        assert!(r.is_open());
+        assert_eq!(r.permit(1_050, 0), Permit::Wait { retry_at_ms: 1_102 }, "the probe time carries over");
+        assert_eq!(r.consecutive_failures(), 3);
+        assert!(r.should_disable(11_000), "failing since 1 000 still counts");
+        let fresh = Breaker::restore(settings(), &StoredHealth::default());
+        assert!(!fresh.is_open());
+        assert_eq!(fresh.permit(0, 0), Permit::Flow);
     }
 
     #[test]

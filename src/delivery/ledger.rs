@@ -15,7 +15,10 @@ use tokio::sync::oneshot;
 
 use super::dispatcher::{Committed, PublishTicket};
 use crate::metrics::{WebhookLabel, names};
-use crate::store::{AttemptUpdate, BatchOutcome, DisableWebhook, NewEvent, Store, StoreResult, WriteBatch};
+use crate::store::{
+    AttemptUpdate, BatchOutcome, DisableWebhook, FailDelivery, Fence, HealthWrite, NewEvent, Store, StoreResult,
+    WriteBatch,
+};
 
 /// Persist an event and its deliveries; the dispatcher hears back through [`Committed`].
 #[derive(Message)]
@@ -30,10 +33,20 @@ pub(crate) struct PersistEvent {
 #[rtype(result = "()")]
 pub(crate) struct AttemptDone(pub(crate) AttemptUpdate);
 
-/// Fail pending deliveries without an attempt, as `(delivery id, reason)`.
+/// Fail pending deliveries without an attempt.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct FailDeliveries(pub(crate) Vec<(String, String)>);
+pub(crate) struct FailDeliveries(pub(crate) Vec<FailDelivery>);
+
+/// Store an endpoint's health (only the latest per webhook is written in a commit).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RecordHealth(pub(crate) HealthWrite);
+
+/// Writes under these leases were refused by the store: their epoch has moved on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Fenced(pub(crate) Vec<Fence>);
 
 /// Disable a webhook and fail its pending deliveries.
 #[derive(Message)]
@@ -48,10 +61,14 @@ pub(crate) struct DisableEndpoint {
 #[rtype(result = "()")]
 pub(crate) struct Barrier(pub(crate) oneshot::Sender<()>);
 
-/// Tells the ledger where commit notifications go (the dispatcher starts after the ledger).
+/// Tells the ledger where commit notifications go (the dispatcher and the node actor start after
+/// the ledger): publishes to the dispatcher, refused (fenced) writes to the node.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct SetDispatcher(pub(crate) Recipient<Committed>);
+pub(crate) struct SetListeners {
+    pub(crate) committed: Recipient<Committed>,
+    pub(crate) fenced: Recipient<Fenced>,
+}
 
 /// Shutdown, after the last barrier: stop the actor.
 #[derive(Message)]
@@ -65,7 +82,10 @@ struct StartFlush;
 /// The group-commit writer.
 pub(crate) struct LedgerActor {
     store: Arc<dyn Store>,
+    /// This node's id, for metric labels.
+    node: Arc<str>,
     dispatcher: Option<Recipient<Committed>>,
+    fenced: Option<Recipient<Fenced>>,
     buf: WriteBatch,
     tickets: Vec<PublishTicket>,
     labels: Vec<WebhookLabel>,
@@ -82,10 +102,12 @@ pub(crate) struct LedgerActor {
 const FULL_BATCH: usize = 4096;
 
 impl LedgerActor {
-    pub(crate) fn new(store: Arc<dyn Store>, commit_interval: Duration) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, commit_interval: Duration, node: Arc<str>) -> Self {
         Self {
             store,
+            node,
             dispatcher: None,
+            fenced: None,
             buf: WriteBatch::default(),
             tickets: Vec::new(),
             labels: Vec::new(),
@@ -161,6 +183,13 @@ impl LedgerActor {
                     label.deliveries_failed(*n);
                     label.pending().decrement(*n as f64);
                 }
+                if !outcome.fenced.is_empty() {
+                    counter!(names::FENCED_WRITES, "node" => self.node.to_string()).increment(outcome.fenced.len() as u64);
+                    match &self.fenced {
+                        Some(f) => f.do_send(Fenced(outcome.fenced)),
+                        None => tracing::error!("fenced writes but no node actor is attached"),
+                    }
+                }
                 if !tickets.is_empty() {
                     self.notify_dispatcher(Committed { batch, tickets, result: Ok(outcome.events) });
                 }
@@ -181,13 +210,19 @@ impl LedgerActor {
                     attempts: shared.attempts.clone(),
                     failures: shared.failures.clone(),
                     disables: shared.disables.clone(),
+                    health: shared.health.clone(),
                 });
                 let newer = std::mem::take(&mut self.buf);
+                let mut health = failed.health;
+                for h in newer.health {
+                    upsert_health(&mut health, h);
+                }
                 self.buf = WriteBatch {
                     events: newer.events,
                     attempts: failed.attempts.into_iter().chain(newer.attempts).collect(),
                     failures: failed.failures.into_iter().chain(newer.failures).collect(),
                     disables: failed.disables.into_iter().chain(newer.disables).collect(),
+                    health,
                 };
                 self.labels = labels.into_iter().chain(std::mem::take(&mut self.labels)).collect();
                 self.barriers = barriers.into_iter().chain(std::mem::take(&mut self.barriers)).collect();
@@ -236,6 +271,22 @@ impl Handler<FailDeliveries> for LedgerActor {
     }
 }
 
+/// Keeps one health record per webhook: the latest.
+fn upsert_health(health: &mut Vec<HealthWrite>, h: HealthWrite) {
+    match health.iter_mut().find(|x| x.fence.webhook_id == h.fence.webhook_id) {
+        Some(x) => *x = h,
+        None => health.push(h),
+    }
+}
+
+impl Handler<RecordHealth> for LedgerActor {
+    type Result = ();
+    fn handle(&mut self, msg: RecordHealth, ctx: &mut Context<Self>) {
+        upsert_health(&mut self.buf.health, msg.0);
+        self.kick(ctx);
+    }
+}
+
 impl Handler<DisableEndpoint> for LedgerActor {
     type Result = ();
     fn handle(&mut self, msg: DisableEndpoint, ctx: &mut Context<Self>) {
@@ -253,10 +304,11 @@ impl Handler<Barrier> for LedgerActor {
     }
 }
 
-impl Handler<SetDispatcher> for LedgerActor {
+impl Handler<SetListeners> for LedgerActor {
     type Result = ();
-    fn handle(&mut self, msg: SetDispatcher, _: &mut Context<Self>) {
-        self.dispatcher = Some(msg.0);
+    fn handle(&mut self, msg: SetListeners, _: &mut Context<Self>) {
+        self.dispatcher = Some(msg.committed);
+        self.fenced = Some(msg.fenced);
     }
 }
 

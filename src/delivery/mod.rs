@@ -1,20 +1,24 @@
 //! The actor topology that moves events from `publish` to every subscribed endpoint.
 //!
 //! ```text
-//! publish ──► DispatcherActor ──PersistEvent──► LedgerActor ──group commit──► Store
-//!                  ▲                                │
+//! publish ──► DispatcherActor ──PersistEvent──► LedgerActor ──group commit──► Store ──► other nodes
+//!                  ▲                                │                              (NOTIFY: new work)
 //!                  └──────────── Committed ◄────────┘
-//!                  │ Deliver (one batch per endpoint)
+//!                  │ Deliver (one batch per endpoint this node owns)
 //!                  ▼
-//!   EndpointActor × N (supervised, spread over arbiters)
-//!     window of pending deliveries → signed attempts (≤ maxInFlight) → classify → retry timer
-//!     └── AttemptDone ──► LedgerActor
+//!   EndpointActor × owned webhooks (supervised, spread over arbiters)
+//!     window of due deliveries → signed attempts (≤ maxInFlight) → decide → retry timer
+//!     └── AttemptDone (fenced by the lease epoch) ──► LedgerActor
 //! ```
 //!
-//! - [`dispatcher`]: the registry (webhook id → endpoint actor) and fan-out. It never waits on an
-//!   endpoint: once the ledger has committed, fan-out is one message per endpoint.
+//! Which webhooks this node owns is decided by [`crate::cluster`]'s node actor, which tells the
+//! dispatcher (own, release, lost) and wakes endpoints when the store holds work for them.
+//!
+//! - [`dispatcher`]: the registry (every webhook, and an endpoint actor for those this node owns)
+//!   and fan-out. It never waits on an endpoint: once the ledger has committed, fan-out is one
+//!   message per endpoint.
 //! - [`endpoint`]: the only code that talks to one endpoint; owns its in-flight limit, retry timer,
-//!   breaker, and a bounded window of its pending deliveries (the rest wait in the store).
+//!   breaker, and a bounded window of its due deliveries (the rest wait in the store).
 //! - [`ledger`]: batches every write of the delivery path into group commits.
 //! - [`client`]: one HTTP attempt, reduced to an [`crate::retry::AttemptOutcome`].
 //! - [`breaker`]: the pure pause/probe state machine.
@@ -39,6 +43,10 @@ use crate::store::Store;
 /// What every actor shares: settings, the store and the ledger.
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
+    /// This node's id.
+    pub(crate) node_id: Arc<str>,
+    /// Whether this node's leases are fresh enough to start attempts (see [`crate::cluster::lease`]).
+    pub(crate) lease: Arc<crate::cluster::lease::LeaseGuard>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) ledger: Addr<ledger::LedgerActor>,
     /// Permits for attempts in flight across all endpoints (`max_total_in_flight`).

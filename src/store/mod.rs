@@ -29,8 +29,9 @@ pub trait Store: Send + Sync + 'static {
     // ----- registry -----
 
     /// Creates or replaces a registration (clearing any disabled state), moves the registry
-    /// revision on, and announces it ([`Notice::Registry`]). `webhook.revision` is ignored.
-    async fn upsert_webhook(&self, webhook: WebhookRecord) -> StoreResult<Upserted>;
+    /// revision on, and announces it ([`Notice::Registry`]). `webhook.revision` is ignored; the
+    /// revision it was stored under is returned.
+    async fn upsert_webhook(&self, webhook: WebhookRecord) -> StoreResult<(Upserted, u64)>;
     /// Deletes a registration (recording the deletion in the registry changes) and fails its
     /// pending deliveries with "webhook deleted"; false if it did not exist. A publish committing
     /// at the same moment either has its deliveries failed here, or does not write them.
@@ -55,6 +56,8 @@ pub trait Store: Send + Sync + 'static {
     /// For each given webhook, the earliest due time of its pending deliveries (one index probe
     /// each): which owned webhooks have work, and how far behind the oldest is.
     async fn due_summary(&self, webhook_ids: Vec<String>) -> StoreResult<Vec<PendingSummary>>;
+    /// The stored health of the given webhooks that have one, as `(webhook id, health)`.
+    async fn stored_health(&self, webhook_ids: Vec<String>) -> StoreResult<Vec<(String, StoredHealth)>>;
     /// Pending deliveries per given webhook, as `(webhook id, count)` (webhooks with none left out).
     async fn pending_counts(&self, webhook_ids: Vec<String>) -> StoreResult<Vec<(String, u64)>>;
     /// One delivery with its attempt log.

@@ -1,0 +1,134 @@
+//! One registered webhook as the dispatcher keeps it: what a publish needs (subscription, whether
+//! it is disabled) on every node, and on the node that holds its lease, the endpoint actor.
+//!
+//! The actor runs only while it has work: it starts on the first delivery (or with a backlog)
+//! and hibernates after being idle, so a fleet of idle webhooks costs little.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use metrics::Gauge;
+
+use crate::catalog::Subscription;
+use crate::delivery::Shared;
+use crate::delivery::endpoint::{EndpointActor, EndpointConfig, EndpointStart};
+use crate::delivery::health::{EndpointState, Health};
+use crate::metrics::WebhookLabel;
+use crate::model::WebhookRecord;
+use crate::store::{Fence, StoredHealth};
+
+use super::Hibernate;
+
+/// A registered webhook.
+pub(super) struct EndpointEntry {
+    /// The running actor, if this node owns the webhook and it is not hibernating.
+    pub(super) addr: Option<Addr<EndpointActor>>,
+    pub(super) config: Arc<EndpointConfig>,
+    pub(super) label: WebhookLabel,
+    pub(super) subscription: Subscription,
+    /// Live health, written by the actor (meaningful on the owning node).
+    pub(super) health: Arc<Health>,
+    /// Disabled according to the registry.
+    pub(super) disabled: bool,
+    /// The health a new actor starts from (from the store at claim, from the actor at hibernation).
+    pub(super) stored: StoredHealth,
+    pub(super) pending: Gauge,
+    /// Registry revision of `config`.
+    pub(super) revision: u64,
+    /// The arbiter the actor runs on.
+    pub(super) slot: usize,
+    /// `Deliver` messages sent to the current actor (compared in the hibernation handshake).
+    pub(super) sent: u64,
+    /// This node's lease, while it owns the webhook.
+    pub(super) lease: Option<Fence>,
+}
+
+impl EndpointEntry {
+    pub(super) fn new(record: &WebhookRecord, shared: &Shared, slot: usize) -> Self {
+        let config = Arc::new(EndpointConfig::from_record(record, &shared.settings));
+        let label = WebhookLabel::new(&config.id, shared.settings.metrics_webhook_label);
+        let disabled = record.disabled_at_ms.is_some();
+        let health = Arc::new(if disabled { Health::disabled() } else { Health::default() });
+        Self {
+            addr: None,
+            pending: label.pending(),
+            config,
+            label,
+            subscription: subscription(record),
+            health,
+            disabled,
+            stored: StoredHealth::default(),
+            revision: record.revision,
+            slot,
+            sent: 0,
+            lease: None,
+        }
+    }
+
+    /// Whether publishes should create deliveries for it.
+    pub(super) fn accepts(&self, event_type: &str) -> bool {
+        !self.disabled && !self.health.is_disabled() && self.subscription.matches(event_type)
+    }
+
+    /// The running actor, started on its arbiter if it is hibernating; `None` unless this node
+    /// owns the webhook. `has_backlog`: the store may hold due deliveries for it.
+    pub(super) fn actor(
+        &mut self,
+        shared: &Arc<Shared>,
+        arbiters: &[ArbiterHandle],
+        me: &Recipient<Hibernate>,
+        has_backlog: bool,
+    ) -> Option<&Addr<EndpointActor>> {
+        let fence = self.lease.clone()?;
+        if self.addr.is_none() {
+            let start = EndpointStart {
+                config: self.config.clone(),
+                fence,
+                health: self.health.clone(),
+                stored: self.stored,
+                label: self.label.clone(),
+                has_backlog,
+                dispatcher: me.clone(),
+            };
+            let actor = EndpointActor::new(start, shared.clone());
+            self.sent = 0;
+            self.addr = Some(Supervisor::start_in_arbiter(&arbiters[self.slot], move |_| actor));
+        }
+        self.addr.as_ref()
+    }
+
+    /// Stops the actor, if any (its deliveries stay in the store).
+    pub(super) fn stop_actor(&mut self) {
+        if let Some(addr) = self.addr.take() {
+            addr.do_send(crate::delivery::endpoint::Retire);
+        }
+    }
+
+    /// Takes a newer registration: returns true when it re-enables a disabled webhook.
+    pub(super) fn update(&mut self, record: &WebhookRecord, shared: &Shared) -> bool {
+        self.config = Arc::new(EndpointConfig::from_record(record, &shared.settings));
+        self.subscription = subscription(record);
+        self.revision = self.revision.max(record.revision);
+        let now_disabled = record.disabled_at_ms.is_some();
+        let was_disabled = self.disabled || self.health.is_disabled();
+        self.disabled = now_disabled;
+        if now_disabled {
+            self.health.set_state(EndpointState::Disabled);
+        }
+        let reenabled = was_disabled && !now_disabled;
+        if reenabled {
+            // Visible (and receiving fan-out) at once; the actor resets the rest.
+            self.health.clear_failures();
+            self.health.set_state(EndpointState::Healthy);
+            self.stored = StoredHealth::default();
+        }
+        reenabled
+    }
+}
+
+fn subscription(record: &WebhookRecord) -> Subscription {
+    match &record.events {
+        None => Subscription::All,
+        Some(names) => Subscription::Only(names.iter().map(|n| Arc::from(n.as_str())).collect()),
+    }
+}

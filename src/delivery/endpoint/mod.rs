@@ -1,0 +1,686 @@
+//! `EndpointActor`: the only thing that talks to one webhook endpoint, on the node that holds the
+//! webhook's lease.
+//!
+//! It keeps a bounded [`window`] of the endpoint's pending deliveries (the store holds the rest and
+//! is paged by due time), starts attempts up to `maxInFlight` while the breaker and the node's lease
+//! allow, turns each outcome into a [`decide::Decision`], records it through the ledger under its
+//! lease epoch (fencing), and keeps one `run_later` timer for the earliest of: the next retry, the
+//! store's next due time, the breaker's next probe.
+//!
+//! Failure containment: every handler body runs under `catch_unwind`; a panic becomes `ctx.stop()`,
+//! which the actix `Supervisor` turns into a restart. A restart drops timers and in-flight futures,
+//! so `restarting` empties the window and the actor reloads its due deliveries from the store,
+//! after a ledger barrier so that it sees its own last writes.
+
+mod decide;
+mod headers;
+mod window;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+pub(crate) use self::headers::EndpointConfig;
+use self::decide::{AttemptContext, Disable, decide};
+use self::window::Window;
+use super::breaker::{Breaker, Permit};
+use super::client::{self, AttemptResult};
+use super::dispatcher::Hibernate;
+use super::health::{EndpointState, Health};
+use super::ledger::{AttemptDone, Barrier, DisableEndpoint, FailDeliveries, RecordHealth};
+use super::{Pending, Shared};
+use crate::metrics::{EndpointMetrics, WebhookLabel};
+use crate::model::{now_ms, to_ms};
+use crate::retry::AttemptOutcome;
+use crate::signing;
+use crate::store::{
+    AttemptRecord, AttemptUpdate, DisableWebhook, DuePage, FailDelivery, Fence, HealthWrite, NextStep, StoreResult,
+    StoredHealth,
+};
+
+/// New deliveries for this endpoint, committed on this node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Deliver(pub(crate) Vec<Pending>);
+
+/// The store may hold due work this actor does not know of (published on another node, found by
+/// the node's poll): page it in.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct CheckStore;
+
+/// The registration changed; takes effect for the next attempt. `reenable` clears a disable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Reconfigure {
+    pub(crate) config: Arc<EndpointConfig>,
+    pub(crate) reenable: bool,
+}
+
+/// Start no more attempts; answer once none is in flight (shutdown, or a hand-off to another node).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Drain(pub(crate) oneshot::Sender<()>);
+
+/// Stop for good (deleted, hibernating, handed off, or its lease lost): the dispatcher has dropped
+/// its address, so the supervisor does not restart it. Attempts still in flight are cut off; their
+/// deliveries stay pending in the store for whoever owns the webhook next.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Retire;
+
+/// Test hook: panics inside a handler, to show that the supervisor restarts the actor and that it
+/// recovers its pending deliveries from the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct InjectPanic;
+
+/// What a new actor starts from.
+pub(crate) struct EndpointStart {
+    pub(crate) config: Arc<EndpointConfig>,
+    pub(crate) fence: Fence,
+    pub(crate) health: Arc<Health>,
+    pub(crate) stored: StoredHealth,
+    pub(crate) label: WebhookLabel,
+    /// The store may hold due work for it: page it in first.
+    pub(crate) has_backlog: bool,
+    pub(crate) dispatcher: Recipient<Hibernate>,
+}
+
+/// When [`EndpointActor::persist_health`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    Throttled,
+    IfChanged,
+    Always,
+}
+
+/// The last health record sent to the store, to write only what changed.
+#[derive(Debug, Default, Clone, Copy)]
+struct HealthMark {
+    written: Option<StoredHealth>,
+    at_ms: i64,
+}
+
+/// One webhook endpoint's delivery worker.
+pub(crate) struct EndpointActor {
+    cfg: Arc<EndpointConfig>,
+    shared: Arc<Shared>,
+    fence: Fence,
+    health: Arc<Health>,
+    health_mark: HealthMark,
+    metrics: EndpointMetrics,
+    breaker: Breaker,
+    window: Window,
+    /// Attempt futures running (they may outlive a disable; drain waits for them).
+    running: usize,
+    timer: Option<(i64, SpawnHandle)>,
+    lease_wait: Option<SpawnHandle>,
+    disabled: bool,
+    retired: bool,
+    draining: bool,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+    /// A global attempt permit acquired while waiting for one (see `take_permit`).
+    spare_permit: Option<OwnedSemaphorePermit>,
+    awaiting_permit: bool,
+    /// Outcomes were sent to the ledger since the last barrier: a page must wait for their commit,
+    /// or it would load as pending what was just delivered.
+    unflushed: bool,
+    dispatcher: Recipient<Hibernate>,
+    /// `Deliver` messages handled (the dispatcher counts the ones it sent).
+    received: u64,
+    /// Bumped by every delivery, attempt and page: an idle check sees whether anything happened.
+    activity: u64,
+    idle_check: Option<SpawnHandle>,
+}
+
+impl EndpointActor {
+    pub(crate) fn new(start: EndpointStart, shared: Arc<Shared>) -> Self {
+        let disabled = start.health.is_disabled();
+        let mut window = Window::new(shared.settings.delivery.window);
+        if start.has_backlog && !disabled {
+            window.signal_store();
+        }
+        Self {
+            breaker: Breaker::restore(shared.settings.breaker.clone(), &start.stored),
+            cfg: start.config,
+            fence: start.fence,
+            health: start.health,
+            health_mark: HealthMark { written: Some(start.stored), at_ms: now_ms() },
+            metrics: EndpointMetrics::new(start.label),
+            window,
+            running: 0,
+            timer: None,
+            lease_wait: None,
+            disabled,
+            retired: false,
+            draining: false,
+            drain_waiters: Vec::new(),
+            spare_permit: None,
+            awaiting_permit: false,
+            unflushed: false,
+            dispatcher: start.dispatcher,
+            received: 0,
+            activity: 0,
+            idle_check: None,
+            shared,
+        }
+    }
+
+    /// Runs `f`; a panic inside it stops the actor so that the supervisor restarts it.
+    fn guarded(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Self, &mut Context<Self>)) {
+        if catch_unwind(AssertUnwindSafe(|| f(self, ctx))).is_err() {
+            tracing::error!(webhook = %self.cfg.id, "endpoint actor panicked; restarting it");
+            ctx.stop();
+        }
+    }
+
+    fn accept(&mut self, items: Vec<Pending>, ctx: &mut Context<Self>) {
+        self.received += 1;
+        self.activity += 1;
+        if self.retired {
+            return; // stays pending in the store
+        }
+        if self.disabled {
+            self.metrics.failed.increment(items.len() as u64);
+            self.metrics.pending.decrement(items.len() as f64);
+            let failures = items
+                .into_iter()
+                .map(|p| FailDelivery {
+                    delivery_id: p.id.into_string(),
+                    reason: "endpoint disabled".into(),
+                    fence: Some(self.fence.clone()),
+                })
+                .collect();
+            self.shared.ledger.do_send(FailDeliveries(failures));
+            self.unflushed = true;
+            return;
+        }
+        self.window.offer(items, now_ms());
+        self.pump(ctx);
+    }
+
+    /// Starts every attempt the in-flight limit, the breaker and the lease allow, pages in from
+    /// the store when there is room, then re-arms the timer.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.disabled || self.retired {
+            return;
+        }
+        let now = now_ms();
+        self.window.tick(now);
+        if !self.draining && self.window.has_ready() && !self.shared.lease.may_start() {
+            // The node could not renew its leases lately: start nothing until it does.
+            self.wait_for_lease(ctx);
+        } else {
+            while !self.draining && self.window.in_flight() < self.cfg.max_in_flight && self.window.has_ready() {
+                let probe = match self.breaker.permit(now, self.window.in_flight()) {
+                    Permit::Flow => false,
+                    Permit::Probe => true,
+                    Permit::Wait { .. } => break,
+                };
+                let Some(permit) = self.take_permit(ctx) else { break };
+                let p = self.window.start_next().expect("has_ready");
+                if probe {
+                    self.breaker.probe_started();
+                }
+                self.start_attempt(p, probe, permit, ctx);
+            }
+        }
+        if !self.window.has_ready() {
+            self.spare_permit = None; // nothing to use it for: give it back
+        }
+        self.maybe_page(ctx);
+        self.rearm(ctx, now);
+        self.schedule_idle_check(ctx);
+    }
+
+    fn wait_for_lease(&mut self, ctx: &mut Context<Self>) {
+        if self.lease_wait.is_some() {
+            return;
+        }
+        let every = self.shared.settings.cluster.heartbeat_interval;
+        self.lease_wait = Some(ctx.run_later(every, |act, ctx| {
+            act.lease_wait = None;
+            act.guarded(ctx, |act, ctx| act.pump(ctx));
+        }));
+    }
+
+    /// Nothing in memory, in flight, in the store or failing: the actor could stop without loss.
+    fn is_idle(&self) -> bool {
+        self.window.is_empty()
+            && self.running == 0
+            && !self.awaiting_permit
+            && !self.draining
+            && !self.retired
+            && (self.disabled || (!self.breaker.is_open() && self.breaker.consecutive_failures() == 0))
+    }
+
+    /// After `idle_timeout` with nothing happening, asks the dispatcher to let it hibernate.
+    fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
+        if self.idle_check.is_some() || !self.is_idle() {
+            return;
+        }
+        let seen = self.activity;
+        let after = self.shared.settings.delivery.idle_timeout;
+        self.idle_check = Some(ctx.run_later(after, move |act, ctx| {
+            act.idle_check = None;
+            if act.is_idle() && act.activity == seen {
+                act.persist_health(Persist::IfChanged);
+                act.dispatcher.do_send(Hibernate {
+                    webhook_id: act.cfg.id.clone(),
+                    received: act.received,
+                    health: act.stored_health(),
+                });
+            } else {
+                act.schedule_idle_check(ctx);
+            }
+        }));
+    }
+
+    /// A global attempt permit, or `None` after arranging to pump again once one is free.
+    fn take_permit(&mut self, ctx: &mut Context<Self>) -> Option<OwnedSemaphorePermit> {
+        if let Some(p) = self.spare_permit.take() {
+            return Some(p);
+        }
+        match self.shared.attempt_permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                if !self.awaiting_permit {
+                    self.awaiting_permit = true;
+                    let permits = self.shared.attempt_permits.clone();
+                    ctx.spawn(async move { permits.acquire_owned().await.ok() }.into_actor(self).map(
+                        |permit, act, ctx| {
+                            act.awaiting_permit = false;
+                            act.spare_permit = permit;
+                            act.guarded(ctx, |act, ctx| act.pump(ctx));
+                        },
+                    ));
+                }
+                None
+            }
+        }
+    }
+
+    /// Keeps one timer armed for the earliest of: the next retry or store due time, the next
+    /// breaker probe.
+    fn rearm(&mut self, ctx: &mut Context<Self>, now: i64) {
+        if self.draining {
+            return;
+        }
+        let mut next = self.window.next_due_ms();
+        if self.window.has_ready()
+            && let Permit::Wait { retry_at_ms } = self.breaker.permit(now, self.window.in_flight())
+            && retry_at_ms != i64::MAX
+        {
+            next = Some(next.map_or(retry_at_ms, |n| n.min(retry_at_ms)));
+        }
+        let Some(at) = next else { return };
+        if let Some((armed, handle)) = self.timer {
+            if armed <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = Duration::from_millis((at - now).max(0) as u64);
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.timer = None;
+            act.guarded(ctx, |act, ctx| act.pump(ctx));
+        });
+        self.timer = Some((at, handle));
+    }
+
+    fn start_attempt(&mut self, p: Pending, probe: bool, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
+        self.running += 1;
+        let attempt = p.attempts + 1;
+        let started = SystemTime::now();
+        let headers = self.cfg.attempt_headers(&p, signing::unix_seconds(started));
+        let delivery = &self.shared.settings.delivery;
+        let (timeout, limit) = (delivery.request_timeout, delivery.response_body_limit);
+        let target = self.cfg.target.clone();
+        let connector = self.shared.connector.clone();
+        let pooled = if headers.is_ok() { client::checkout(&target.origin) } else { None };
+        let body = p.envelope.body.clone();
+        let fut = async move {
+            let _permit = permit;
+            match headers {
+                Ok(h) => {
+                    let (result, conn) = client::send(connector, target.clone(), pooled, h, body, timeout, limit).await;
+                    if let Some(conn) = conn {
+                        client::checkin(&target.origin, conn);
+                    }
+                    result
+                }
+                Err(reason) => AttemptResult {
+                    outcome: AttemptOutcome::Refused(reason),
+                    duration: Duration::ZERO,
+                    response_body: None,
+                },
+            }
+        };
+        let started_ms = to_ms(started);
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.guarded(ctx, move |act, ctx| act.finish_attempt(p, attempt, started_ms, probe, res, ctx));
+        }));
+    }
+
+    fn finish_attempt(
+        &mut self,
+        mut p: Pending,
+        attempt: u32,
+        started_ms: i64,
+        probe: bool,
+        res: AttemptResult,
+        ctx: &mut Context<Self>,
+    ) {
+        self.running -= 1;
+        self.activity += 1;
+        if self.retired || self.disabled {
+            // The store already failed this delivery (or it stays pending for the next owner).
+            self.window.finished(&p.id);
+            self.after_attempt(ctx);
+            return;
+        }
+        let now = now_ms();
+        let ctx_in = AttemptContext {
+            retry: &self.cfg.retry,
+            retry_after_cap: self.shared.settings.delivery.retry_after_cap,
+            attempt,
+            probe,
+            now_ms: now,
+            jitter_sample: rand::random::<f64>(),
+        };
+        let d = decide(&res.outcome, ctx_in, &mut self.breaker);
+        self.metrics.attempt_duration.record(res.duration.as_secs_f64());
+        match d.error_type {
+            None => {
+                self.metrics.attempts_success.increment(1);
+                self.health.record_success(now);
+            }
+            Some(kind) => {
+                self.metrics.attempts_failure.increment(1);
+                self.metrics.label.error(kind);
+                self.health.record_failure(now, self.breaker.consecutive_failures());
+            }
+        }
+        if d.disable.is_none() {
+            self.set_state(d.state);
+        }
+        let record = AttemptRecord {
+            attempt,
+            at_ms: started_ms,
+            duration_ms: res.duration.as_millis() as u64,
+            status_code: d.status_code,
+            error: d.error,
+            response_body: res.response_body,
+        };
+        let delivery_id = p.id.to_string();
+        match d.next {
+            NextStep::RetryAt(due) => {
+                p.attempts = attempt;
+                p.due_ms = due;
+                self.window.retry(p, now);
+            }
+            NextStep::Succeeded | NextStep::Failed => {
+                self.finished(&p, attempt, d.next == NextStep::Succeeded, now);
+                self.window.finished(&p.id);
+            }
+        }
+        self.shared.ledger.do_send(AttemptDone(AttemptUpdate {
+            fence: self.fence.clone(),
+            delivery_id,
+            attempt: record,
+            next: d.next,
+        }));
+        self.unflushed = true;
+        match d.disable {
+            Some(disable) => self.disable(disable, ctx),
+            None => self.persist_health(Persist::Throttled),
+        }
+        self.after_attempt(ctx);
+    }
+
+    fn finished(&self, p: &Pending, attempts: u32, success: bool, now: i64) {
+        self.metrics.attempts_per_delivery.record(attempts as f64);
+        self.metrics.pending.decrement(1.0);
+        if success {
+            self.metrics.delivered.increment(1);
+            let latency_ms = (now - p.envelope.created_at_ms).max(0);
+            self.metrics.delivery_latency.record(latency_ms as f64 / 1000.0);
+        } else {
+            self.metrics.failed.increment(1);
+        }
+    }
+
+    fn after_attempt(&mut self, ctx: &mut Context<Self>) {
+        if self.draining && self.running == 0 {
+            for w in self.drain_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+        self.pump(ctx);
+    }
+
+    fn set_state(&self, state: EndpointState) {
+        let before = self.health.snapshot().state;
+        if before != state {
+            match state {
+                EndpointState::Paused => {
+                    tracing::warn!(webhook = %self.cfg.id, failures = self.breaker.consecutive_failures(), "endpoint paused: breaker open, probing");
+                }
+                EndpointState::Healthy if before == EndpointState::Paused => {
+                    tracing::info!(webhook = %self.cfg.id, "endpoint resumed: probe succeeded");
+                }
+                _ => {}
+            }
+        }
+        self.health.set_state(state);
+    }
+
+    /// The health record as it should be stored now.
+    fn stored_health(&self) -> StoredHealth {
+        let snap = self.health.snapshot();
+        StoredHealth {
+            state: snap.state,
+            consecutive_failures: self.breaker.consecutive_failures(),
+            failing_since_ms: self.breaker.failing_since_ms(),
+            last_success_ms: snap.last_success_ms,
+            last_failure_ms: snap.last_failure_ms,
+            breaker: self.breaker.record(),
+        }
+    }
+
+    /// Sends the health record to the store when it changed: at once when the state, the streak
+    /// or the breaker changed; when only the last-success or last-failure time moved, at most once
+    /// a second (`Throttled`) or at once (`IfChanged`, e.g. before hibernating).
+    fn persist_health(&mut self, when: Persist) {
+        let now = now_ms();
+        let current = self.stored_health();
+        let due = match (when, self.health_mark.written) {
+            (Persist::Always, _) | (_, None) => true,
+            (Persist::IfChanged, Some(w)) => w != current,
+            (Persist::Throttled, Some(w)) => {
+                let times_only = StoredHealth { last_success_ms: w.last_success_ms, last_failure_ms: w.last_failure_ms, ..current } == w;
+                if times_only { w != current && now - self.health_mark.at_ms >= 1000 } else { true }
+            }
+        };
+        if !due {
+            return;
+        }
+        self.health_mark = HealthMark { written: Some(current), at_ms: now };
+        self.shared.ledger.do_send(RecordHealth(HealthWrite { fence: self.fence.clone(), health: current }));
+    }
+
+    fn disable(&mut self, disable: Disable, ctx: &mut Context<Self>) {
+        if self.disabled {
+            return;
+        }
+        tracing::warn!(webhook = %self.cfg.id, reason = %disable.reason, "disabling endpoint; its pending deliveries fail");
+        self.disabled = true;
+        self.health.set_state(EndpointState::Disabled);
+        self.metrics.label.disabled(disable.kind);
+        self.window.clear();
+        if let Some((_, h)) = self.timer.take() {
+            ctx.cancel_future(h);
+        }
+        let op = DisableWebhook { fence: self.fence.clone(), reason: disable.reason, at_ms: now_ms() };
+        self.shared.ledger.do_send(DisableEndpoint { op, label: self.metrics.label.clone() });
+        self.persist_health(Persist::Always);
+    }
+
+    /// Pages due deliveries in from the store when it may hold some and the window has room.
+    fn maybe_page(&mut self, ctx: &mut Context<Self>) {
+        if self.disabled || self.retired || self.draining {
+            return;
+        }
+        let Some(req) = self.window.page_request() else { return };
+        let limit = req.limit;
+        tracing::debug!(webhook = %self.cfg.id, limit, held = self.window.held(), "paging in due deliveries");
+        let barrier = std::mem::take(&mut self.unflushed);
+        let store = self.shared.store.clone();
+        let ledger = self.shared.ledger.clone();
+        let id = self.cfg.id.clone();
+        let fut = async move {
+            if barrier {
+                let (tx, rx) = oneshot::channel();
+                ledger.do_send(Barrier(tx));
+                let _ = rx.await;
+            }
+            store.load_due(&id, now_ms(), req.exclude, req.limit).await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.guarded(ctx, move |act, ctx| act.on_page(res, limit, ctx));
+        }));
+    }
+
+    fn on_page(&mut self, res: StoreResult<DuePage>, limit: u32, ctx: &mut Context<Self>) {
+        self.activity += 1;
+        if self.disabled || self.retired {
+            self.window.on_page_failed();
+            return;
+        }
+        match res {
+            Ok(page) => {
+                let items: Vec<Pending> = page.items.into_iter().map(Pending::from).collect();
+                let n = self.window.on_page(items, limit, page.next_due_at_ms, now_ms());
+                tracing::debug!(webhook = %self.cfg.id, n, "paged in");
+                self.pump(ctx);
+            }
+            Err(e) => {
+                self.window.on_page_failed();
+                tracing::warn!(webhook = %self.cfg.id, error = %e, "could not page in due deliveries; retrying in 1s");
+                ctx.run_later(Duration::from_secs(1), |act, ctx| act.guarded(ctx, |act, ctx| act.pump(ctx)));
+            }
+        }
+    }
+}
+
+impl Actor for EndpointActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.retired {
+            ctx.stop();
+            return;
+        }
+        self.guarded(ctx, |act, ctx| act.pump(ctx));
+    }
+}
+
+impl Supervised for EndpointActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        if self.retired {
+            return;
+        }
+        self.health.record_restart();
+        self.metrics.label.restarted();
+        // Timers and in-flight futures are gone: start over from the store, after the ledger has
+        // committed whatever the previous incarnation recorded.
+        self.window = Window::new(self.shared.settings.delivery.window);
+        self.timer = None;
+        self.lease_wait = None;
+        self.running = 0;
+        self.breaker.probe_abandoned();
+        self.spare_permit = None;
+        self.awaiting_permit = false;
+        self.idle_check = None;
+        self.unflushed = true;
+        if !self.disabled {
+            self.window.signal_store();
+        }
+        for w in self.drain_waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+impl Handler<Deliver> for EndpointActor {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |act, ctx| act.accept(msg.0, ctx));
+    }
+}
+
+impl Handler<CheckStore> for EndpointActor {
+    type Result = ();
+    fn handle(&mut self, _: CheckStore, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |act, ctx| {
+            act.activity += 1;
+            if !act.disabled {
+                act.window.signal_store();
+            }
+            act.pump(ctx);
+        });
+    }
+}
+
+impl Handler<Reconfigure> for EndpointActor {
+    type Result = ();
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |act, ctx| {
+            act.cfg = msg.config;
+            if msg.reenable && act.disabled {
+                act.disabled = false;
+                act.breaker.reset(act.shared.settings.breaker.clone());
+                act.health.clear_failures();
+                act.health.set_state(EndpointState::Healthy);
+                act.window.signal_store();
+                act.persist_health(Persist::Always);
+            }
+            act.pump(ctx);
+        });
+    }
+}
+
+impl Handler<Drain> for EndpointActor {
+    type Result = ();
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) {
+        self.draining = true;
+        if let Some((_, h)) = self.timer.take() {
+            ctx.cancel_future(h);
+        }
+        if self.running == 0 {
+            let _ = msg.0.send(());
+        } else {
+            self.drain_waiters.push(msg.0);
+        }
+    }
+}
+
+impl Handler<Retire> for EndpointActor {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.retired = true;
+        self.window.clear();
+        ctx.stop();
+    }
+}
+
+impl Handler<InjectPanic> for EndpointActor {
+    type Result = ();
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |_, _| panic!("injected fault (test hook)"));
+    }
+}
