@@ -7,7 +7,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Metric names, the seed's CloudWatch metrics in Prometheus form (see DESIGN.md).
+/// Metric names, the seed's CloudWatch metrics in Prometheus form (see docs/architecture.md).
 pub mod names {
     /// Counter `{event}`: events accepted by publish.
     pub const EVENTS_PUBLISHED: &str = "webhook_events_published_total";

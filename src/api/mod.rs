@@ -1,4 +1,4 @@
-//! The REST API (DESIGN.md "REST"): admin routes under `/v1` behind an optional bearer token, plus
+//! The REST API (docs/architecture.md, "REST"): admin routes under `/v1` behind an optional bearer token, plus
 //! open `/metrics`, `/healthz` and `/openapi.json`. One module per resource, each with its DTOs and
 //! `configure`; [`openapi`] describes them all.
 

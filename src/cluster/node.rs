@@ -105,6 +105,8 @@ pub(crate) struct NodeActor {
     tick_again: bool,
     syncing: bool,
     sync_again: bool,
+    /// Work notices held back until the registry sync running when they came has been applied.
+    deferred_wakes: Vec<(String, u32)>,
     claiming: bool,
     releasing: HashSet<Arc<str>>,
     polling: bool,
@@ -146,6 +148,7 @@ impl NodeActor {
             tick_again: false,
             syncing: false,
             sync_again: false,
+            deferred_wakes: Vec::new(),
             claiming: false,
             releasing: HashSet::new(),
             polling: false,
@@ -305,7 +308,9 @@ impl NodeActor {
                 Err(e) => tracing::warn!(node = %act.id, error = %e, "could not read registry changes"),
             }
             if std::mem::take(&mut act.sync_again) {
-                act.sync_registry(ctx);
+                act.sync_registry(ctx); // work notices stay deferred until this one is applied too
+            } else if !act.deferred_wakes.is_empty() {
+                act.dispatcher.do_send(Wake(std::mem::take(&mut act.deferred_wakes)));
             }
             act.rebalance(ctx);
         }));
@@ -531,8 +536,16 @@ impl NodeActor {
                 if *origin == *self.id {
                     return; // fanned out locally already
                 }
-                let mine: Vec<(String, u32)> = webhooks.into_iter().filter(|(w, _)| self.held.contains_key(w.as_str())).collect();
-                if !mine.is_empty() {
+                let mine: Vec<(String, u32)> =
+                    webhooks.into_iter().filter(|(w, _)| self.held.contains_key(w.as_str())).collect();
+                if mine.is_empty() {
+                    return;
+                }
+                if self.syncing {
+                    // Notices arrive in commit order: a registry change committed before this work
+                    // must reach the endpoint before the work does (e.g. a new URL).
+                    self.deferred_wakes.extend(mine);
+                } else {
                     self.dispatcher.do_send(Wake(mine));
                 }
             }

@@ -2,13 +2,13 @@
 //! and across kill -9 of the real binary.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::helpers::*;
+use crate::process::{ServerProcess, free_port};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -67,51 +67,19 @@ async fn backlog_beyond_the_window_waits_in_the_store_and_drains() {
     app.stop().await;
 }
 
-/// The real binary, on a port of its own.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(db: &std::path::Path, port: u16, receiver_url: &str) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_servio-webhooks"))
-            .arg("serve")
-            .env("WEBHOOKS_BIND", format!("127.0.0.1:{port}"))
-            .env("WEBHOOKS_DATABASE_URL", format!("sqlite://{}", db.display()))
-            .env("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
-            .env("WEBHOOKS_SQLITE_SYNCHRONOUS", "normal")
-            .env("WEBHOOKS_LOG", "warn")
-            .env("WEBHOOK_URLS", receiver_url)
-            .env("WEBHOOK_0_SECRET", "seed-secret")
-            .env("WEBHOOK_0_MAX_RETRIES", "50")
-            .env("WEBHOOK_0_INITIAL_DELAY", "100")
-            .env("WEBHOOK_0_MAX_DELAY", "300")
-            .env("WEBHOOK_0_JITTER", "false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("binary starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = http_client();
-        eventually(WAIT, "server answers /healthz", || {
-            let req = http.get(format!("{base}/healthz")).send();
-            async move { req.await.is_ok_and(|r| r.status().is_success()) }
-        })
-        .await;
-        Self { child, base }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// The real binary on a SQLite file, with the seed's `WEBHOOK_URLS` registering `webhook-0`.
+async fn server(db: &std::path::Path, port: u16, receiver_url: &str) -> ServerProcess {
+    let env = [
+        ("WEBHOOKS_DATABASE_URL", format!("sqlite://{}", db.display())),
+        ("WEBHOOKS_SQLITE_SYNCHRONOUS", "normal".to_string()),
+        ("WEBHOOK_URLS", receiver_url.to_string()),
+        ("WEBHOOK_0_SECRET", "seed-secret".to_string()),
+        ("WEBHOOK_0_MAX_RETRIES", "50".to_string()),
+        ("WEBHOOK_0_INITIAL_DELAY", "100".to_string()),
+        ("WEBHOOK_0_MAX_DELAY", "300".to_string()),
+        ("WEBHOOK_0_JITTER", "false".to_string()),
+    ];
+    ServerProcess::start(port, &env).await
 }
 
 #[actix_web::test]
@@ -120,7 +88,7 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     let db = dir.path().join("webhooks.db");
     let receiver = TestReceiver::with(|_, _| Reply::Status(503));
     let port = free_port();
-    let mut server = Server::start(&db, port, &receiver.url).await;
+    let mut server = server(&db, port, &receiver.url).await;
     let http = http_client();
 
     // The seed's WEBHOOK_URLS registry registered webhook-0.
@@ -145,12 +113,11 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
         let r: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
         published.insert(r["id"].as_str().unwrap().to_string());
     }
-    server.child.kill().unwrap(); // SIGKILL: no drain, no flush
-    server.child.wait().unwrap();
+    server.kill9();
     drop(server);
 
     receiver.set(|_, _| Reply::Status(200));
-    let mut server = Server::start(&db, port, &receiver.url).await;
+    let mut server = server(&db, port, &receiver.url).await;
     eventually(WAIT, "every acknowledged event delivered after kill -9", || {
         let delivered: HashSet<String> =
             receiver.received().iter().filter(|r| r.at.elapsed() < WAIT).map(Received::event_id).collect();
@@ -175,13 +142,11 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     let r: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     let delivery = r["deliveries"][0]["id"].as_str().unwrap().to_string();
     receiver.wait_for(before + 1, WAIT).await;
-    let status = Command::new("kill").arg("-TERM").arg(server.child.id().to_string()).status().unwrap();
-    assert!(status.success());
-    let exit = server.child.wait().unwrap();
+    let exit = server.terminate();
     assert!(exit.success(), "graceful exit on SIGTERM: {exit:?}");
     drop(server);
 
-    let server = Server::start(&db, port, &receiver.url).await;
+    let server = server(&db, port, &receiver.url).await;
     let d: serde_json::Value = serde_json::from_str(
         &http.get(format!("{}/v1/deliveries/{delivery}", server.base)).send().await.unwrap().text().await.unwrap(),
     )

@@ -3,11 +3,13 @@
 #![allow(unreachable_pub, missing_docs)]
 
 mod api;
+mod cluster;
 mod delivery;
 mod durability;
 mod helpers;
 mod isolation;
 mod load_smoke;
+mod process;
 mod store_contract;
 mod supervision;
 mod tls;
