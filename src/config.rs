@@ -135,11 +135,11 @@ impl Default for Settings {
 /// How attempts are made.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
-    /// Whole-attempt timeout (DESIGN: 15 s).
+    /// Whole-attempt timeout (default 15 s).
     pub request_timeout: Duration,
-    /// TCP/TLS connect timeout (DESIGN: 5 s).
+    /// TCP/TLS connect timeout (default 5 s).
     pub connect_timeout: Duration,
-    /// Default concurrent attempts per endpoint (DESIGN: 16); a webhook's `maxInFlight` overrides it.
+    /// Default concurrent attempts per endpoint (default 16); a webhook's `maxInFlight` overrides it.
     pub max_in_flight: u32,
     /// Attempts in flight across all endpoints: bounds sockets and memory when a huge fleet fires
     /// at once. Large by default so that no realistic number of hanging endpoints can use it up.
@@ -149,9 +149,9 @@ pub struct DeliverySettings {
     /// An endpoint actor with nothing to do for this long stops; the next delivery starts it
     /// again. Keeps a fleet of mostly idle webhooks small in memory.
     pub idle_timeout: Duration,
-    /// Upper bound on an honoured `Retry-After` (DESIGN: 1 hour).
+    /// Upper bound on an honoured `Retry-After` (default 1 hour).
     pub retry_after_cap: Duration,
-    /// Response body bytes kept in the attempt log (DESIGN: first KiB).
+    /// Response body bytes kept in the attempt log (default first KiB).
     pub response_body_limit: usize,
     /// `User-Agent` of every attempt.
     pub user_agent: String,
@@ -180,7 +180,7 @@ impl Default for DeliverySettings {
 /// The per-endpoint circuit breaker.
 #[derive(Debug, Clone)]
 pub struct BreakerSettings {
-    /// Consecutive failed attempts that pause an endpoint (DESIGN: 5).
+    /// Consecutive failed attempts that pause an endpoint (default 5).
     pub failure_threshold: u32,
     /// First wait before a paused endpoint gets a probe; doubles per failed probe.
     pub cooldown: Duration,

@@ -581,9 +581,10 @@ impl Actor for NodeActor {
             let me = ctx.address();
             actix::spawn(async move {
                 while let Some(n) = rx.recv().await {
-                    if me.try_send(Noticed(n)).is_err() && !me.connected() {
+                    if !me.connected() {
                         break;
                     }
+                    me.do_send(Noticed(n));
                 }
             });
         }

@@ -54,7 +54,7 @@ impl Breaker {
         Self {
             settings,
             consecutive_failures: stored.consecutive_failures,
-            failing_since_ms: stored.failing_since_ms.or(stored.breaker.map(|b| b.probe_at_ms)),
+            failing_since_ms: stored.failing_since_ms,
             open,
         }
     }

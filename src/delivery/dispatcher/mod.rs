@@ -26,7 +26,7 @@ pub use self::publish::{DeliveryRef, PublishError, PublishReceipt};
 pub(crate) use self::publish::{PublishRequest, PublishTicket};
 use self::publish::{build_body, receipt};
 use super::endpoint::{CheckStore, Deliver, Drain, InjectPanic, Reconfigure};
-use super::health::HealthSnapshot;
+use super::health::{EndpointState, HealthSnapshot};
 use super::ledger::{Barrier, PersistEvent};
 use super::{Envelope, Pending, Shared};
 use crate::metrics::names;
@@ -279,6 +279,9 @@ impl DispatcherActor {
             entry.stop_actor(); // an older tenure's actor, if any
             entry.lease = Some(g.fence.clone());
             entry.stored = g.stored.unwrap_or_default();
+            if entry.stored.state == EndpointState::Disabled && !entry.disabled {
+                entry.stored.state = EndpointState::Healthy; // re-enabled since it was stored
+            }
             if !entry.disabled {
                 entry.health.set_state(entry.stored.state);
             }
