@@ -84,7 +84,7 @@ fn copies(got: &[Received]) -> HashMap<(String, String), usize> {
 
 #[actix_web::test]
 async fn three_nodes_share_the_webhooks_and_send_each_delivery_once() {
-    let Some(db) = pg::database("cluster_share").await else { return };
+    let Some(db) = pg::schema().await else { return };
     let nodes = start_nodes(&db.url, &["node-a", "node-b", "node-c"]).await;
     let receiver = TestReceiver::ok();
     for i in 0..6 {
@@ -124,7 +124,7 @@ async fn three_nodes_share_the_webhooks_and_send_each_delivery_once() {
 
 #[actix_web::test]
 async fn a_change_made_on_any_node_is_what_the_owner_does() {
-    let Some(db) = pg::database("cluster_change").await else { return };
+    let Some(db) = pg::schema().await else { return };
     let nodes = start_nodes(&db.url, &["node-a", "node-b", "node-c"]).await;
     let old = TestReceiver::ok();
     let new = TestReceiver::ok();
@@ -162,7 +162,7 @@ async fn a_change_made_on_any_node_is_what_the_owner_does() {
 
 #[actix_web::test]
 async fn a_node_that_leaves_hands_its_webhooks_over_without_loss_or_duplicates() {
-    let Some(db) = pg::database("cluster_leave").await else { return };
+    let Some(db) = pg::schema().await else { return };
     let mut nodes = start_nodes(&db.url, &["node-a", "node-b", "node-c"]).await;
     let receiver = TestReceiver::with(|_, _| Reply::Delayed(Duration::from_millis(20), 200));
     for i in 0..6 {
@@ -245,7 +245,7 @@ async fn publish_spread(bases: &[String], from: usize, n: usize) -> HashSet<Stri
 
 #[actix_web::test]
 async fn kill_9_of_a_node_under_load_moves_its_webhooks_and_loses_nothing() {
-    let Some(db) = pg::database("cluster_kill9").await else { return };
+    let Some(db) = pg::schema().await else { return };
     let mut nodes = start_process_nodes(&db.url, &["node-a", "node-b", "node-c"]).await;
     let receiver = TestReceiver::with(|_, _| Reply::Delayed(Duration::from_millis(10), 200));
     let max_in_flight = 4;
@@ -283,7 +283,7 @@ async fn kill_9_of_a_node_under_load_moves_its_webhooks_and_loses_nothing() {
 
 #[actix_web::test]
 async fn a_node_frozen_past_its_lease_cannot_overwrite_the_new_owner_and_rejoins() {
-    let Some(db) = pg::database("cluster_freeze").await else { return };
+    let Some(db) = pg::schema().await else { return };
     let nodes = start_process_nodes(&db.url, &["node-a", "node-b"]).await;
     // Requests from node-a are answered slowly with 410 Gone, which would disable the webhook
     // and fail its deliveries if node-a's outcome were recorded; node-b's get a 200.
@@ -357,7 +357,7 @@ async fn a_node_frozen_past_its_lease_cannot_overwrite_the_new_owner_and_rejoins
 
 #[actix_web::test]
 async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
-    let Some(db) = pg::database("cluster_rolling").await else { return };
+    let Some(db) = pg::schema().await else { return };
     let names = ["node-a", "node-b", "node-c"];
     let mut nodes = start_process_nodes(&db.url, &names).await;
     let receiver = TestReceiver::with(|_, _| Reply::Delayed(Duration::from_millis(5), 200));
