@@ -110,14 +110,16 @@ impl Webhooks {
         let store = store::open(&settings.database_url, &options).await?;
 
         for (id, spec) in settings.seed_webhooks.clone() {
-            let existing = store.get_webhook(&id).await?;
+            let existing = store.get_webhook(&id).await?.map(|v| v.record); // TRANSITIONAL
             let record = spec
                 .into_record(id.clone(), &catalog, settings.allow_private_targets, existing.as_ref())
                 .map_err(|error| StartError::Seed { id, error })?;
             store.upsert_webhook(record).await?;
         }
-        let pending: HashMap<String, u64> = store.recover(now_ms()).await?.into_iter().collect();
-        let webhooks = store.load_webhooks().await?;
+        // TRANSITIONAL: recover/load_webhooks are gone from the store contract.
+        let webhooks = store.registry_changes(0).await?.upserted;
+        let ids = webhooks.iter().map(|w| w.id.clone()).collect();
+        let pending: HashMap<String, u64> = store.pending_counts(ids).await?.into_iter().collect();
 
         let ledger = LedgerActor::new(store.clone(), settings.commit_interval).start();
         let attempt_permits = Arc::new(tokio::sync::Semaphore::new(settings.delivery.max_total_in_flight.max(1)));
@@ -204,7 +206,7 @@ impl Webhooks {
         let (id, existing) = match id {
             Some(id) => {
                 crate::model::validate_webhook_id(&id)?;
-                let existing = store.get_webhook(&id).await?;
+                let existing = store.get_webhook(&id).await?.map(|v| v.record); // TRANSITIONAL
                 (id, existing)
             }
             None => (new_webhook_id(), None),
@@ -229,7 +231,8 @@ impl Webhooks {
 
     /// One webhook with its health.
     pub async fn webhook(&self, id: &str) -> Result<Option<WebhookInfo>, StoreError> {
-        let Some(record) = self.inner.shared.store.get_webhook(id).await? else {
+        let Some(record) = self.inner.shared.store.get_webhook(id).await?.map(|v| v.record) else {
+            // TRANSITIONAL: views carry health and owner now
             return Ok(None);
         };
         let health = self.health_of(vec![record.id.clone()]).await.pop().flatten();
@@ -238,7 +241,9 @@ impl Webhooks {
 
     /// Webhooks in id order after `after`, with their health.
     pub async fn webhooks(&self, after: Option<String>, limit: u32) -> Result<Vec<WebhookInfo>, StoreError> {
-        let records = self.inner.shared.store.list_webhooks(after, limit).await?;
+        // TRANSITIONAL: views carry health and owner now
+        let records: Vec<_> =
+            self.inner.shared.store.list_webhooks(after, limit).await?.into_iter().map(|v| v.record).collect();
         let health = self.health_of(records.iter().map(|r| r.id.clone()).collect()).await;
         Ok(records.into_iter().zip(health).map(|(record, health)| WebhookInfo { record, health }).collect())
     }

@@ -32,7 +32,16 @@ use crate::metrics::{EndpointMetrics, WebhookLabel};
 use crate::model::{WebhookRecord, now_ms, to_ms, validate_url};
 use crate::retry::{AttemptOutcome, RetryConfig, Verdict, classify};
 use crate::signing::{self, SigningKey, signature_header};
-use crate::store::{AttemptRecord, AttemptUpdate, DisableWebhook, NextStep, PageStart};
+use crate::store::{AttemptRecord, AttemptUpdate, DisableWebhook, Fence, NextStep};
+
+/// TRANSITIONAL: the store pages by due time now (`load_due`); kept only so this file compiles.
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+enum PageStart {
+    Beginning,
+    From(String),
+    After(String),
+}
 
 const H_WEBHOOK_ID: HeaderName = HeaderName::from_static(signing::headers::WEBHOOK_ID);
 const H_WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static(signing::headers::WEBHOOK_TIMESTAMP);
@@ -547,7 +556,8 @@ impl EndpointActor {
                 }
             }
         };
-        self.shared.ledger.do_send(AttemptDone(AttemptUpdate { delivery_id, attempt: record, next }));
+        let fence = Fence { webhook_id: self.cfg.id.clone(), epoch: 0 }; // TRANSITIONAL
+        self.shared.ledger.do_send(AttemptDone(AttemptUpdate { fence, delivery_id, attempt: record, next }));
         if let Some((reason, kind)) = disable {
             self.disable(reason, kind, ctx);
         }
@@ -589,7 +599,8 @@ impl EndpointActor {
             ctx.cancel_future(h);
         }
         self.backlog = Backlog::none();
-        let op = DisableWebhook { webhook_id: self.cfg.id.to_string(), reason, at_ms: now_ms() };
+        let fence = Fence { webhook_id: self.cfg.id.clone(), epoch: 0 }; // TRANSITIONAL
+        let op = DisableWebhook { fence, reason, at_ms: now_ms() };
         self.shared.ledger.do_send(DisableEndpoint { op, label: self.metrics.label.clone() });
     }
 
@@ -618,7 +629,8 @@ impl EndpointActor {
                 ledger.do_send(Barrier(tx));
                 let _ = rx.await;
             }
-            store.load_pending(&id, start, limit).await
+            let _ = start; // TRANSITIONAL: load_due replaces load_pending
+            store.load_due(&id, now_ms(), Vec::new(), limit).await.map(|page| page.items)
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.guarded(ctx, move |act, ctx| act.on_page(res, limit, ctx));

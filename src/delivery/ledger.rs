@@ -181,6 +181,7 @@ impl LedgerActor {
                     attempts: shared.attempts.clone(),
                     failures: shared.failures.clone(),
                     disables: shared.disables.clone(),
+                    health: shared.health.clone(), // TRANSITIONAL
                 });
                 let newer = std::mem::take(&mut self.buf);
                 self.buf = WriteBatch {
@@ -188,6 +189,7 @@ impl LedgerActor {
                     attempts: failed.attempts.into_iter().chain(newer.attempts).collect(),
                     failures: failed.failures.into_iter().chain(newer.failures).collect(),
                     disables: failed.disables.into_iter().chain(newer.disables).collect(),
+                    health: failed.health.into_iter().chain(newer.health).collect(), // TRANSITIONAL
                 };
                 self.labels = labels.into_iter().chain(std::mem::take(&mut self.labels)).collect();
                 self.barriers = barriers.into_iter().chain(std::mem::take(&mut self.barriers)).collect();
@@ -231,7 +233,12 @@ impl Handler<AttemptDone> for LedgerActor {
 impl Handler<FailDeliveries> for LedgerActor {
     type Result = ();
     fn handle(&mut self, msg: FailDeliveries, ctx: &mut Context<Self>) {
-        self.buf.failures.extend(msg.0);
+        // TRANSITIONAL: unfenced failures
+        self.buf.failures.extend(msg.0.into_iter().map(|(delivery_id, reason)| crate::store::FailDelivery {
+            delivery_id,
+            reason,
+            fence: None,
+        }));
         self.kick(ctx);
     }
 }

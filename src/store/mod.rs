@@ -10,6 +10,8 @@
 //! single node ([`Store::exclusive`]); PostgreSQL lets several nodes share one database and
 //! announces changes to them ([`Store::take_notices`]).
 
+mod common;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
@@ -102,16 +104,21 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the store a database URL names: `sqlite://path` (created if missing).
+/// Opens the store a database URL names: `sqlite://path` (created if missing), or
+/// `postgres://` / `postgresql://` (migrated on open; see [`postgres::PgStore::open`]).
 pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         let store = sqlite::SqliteStore::open(url, options).await?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Err(StoreError::Config("the PostgreSQL store is not built yet; use sqlite://path".into()));
+        let store = postgres::PgStore::open(url, options).await?;
+        return Ok(Arc::new(store));
     }
-    Err(StoreError::Config(format!("unsupported database url `{}`: expected sqlite://path", redact_url(url))))
+    Err(StoreError::Config(format!(
+        "unsupported database url `{}`: expected sqlite://path or postgres://…",
+        redact_url(url)
+    )))
 }
 
 /// Backend tuning that is not part of the URL.
@@ -122,13 +129,16 @@ pub struct StoreOptions {
     /// SQLite: fsync every commit (`FULL`) so a power cut loses nothing acknowledged; `false` uses
     /// `NORMAL`, which survives process crashes but may lose the last commits on power loss.
     pub sqlite_full_sync: bool,
-    /// Concurrent read connections for the REST API and backlog paging.
+    /// Concurrent read connections for the REST API and backlog paging (SQLite).
     pub read_connections: usize,
+    /// PostgreSQL: connections in the pool shared by writes and reads (the notice listener has
+    /// one more of its own).
+    pub postgres_pool_size: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { node_id: "local".into(), sqlite_full_sync: true, read_connections: 4 }
+        Self { node_id: "local".into(), sqlite_full_sync: true, read_connections: 4, postgres_pool_size: 8 }
     }
 }
 
