@@ -8,6 +8,7 @@ mod durability;
 mod helpers;
 mod isolation;
 mod load_smoke;
+mod pg;
 mod store_contract;
 mod supervision;
 mod tls;

@@ -144,7 +144,13 @@ impl PgStore {
                 .build()
                 .map_err(|e| StoreError::Config(format!("connection pool: {e}")))?;
             drop(pool.get().await.map_err(pool_err)?);
-            tokio::spawn(notify::listen(config, tls, channel.clone(), notice_tx, listener_stopped));
+            let (ready_tx, ready) = oneshot::channel();
+            tokio::spawn(notify::listen(config, tls, channel.clone(), notice_tx, listener_stopped, ready_tx));
+            // Notices committed from here on are heard (unless the listener cannot connect yet:
+            // it keeps trying and resyncs once it can).
+            if tokio::time::timeout(Duration::from_secs(10), ready).await.is_err() {
+                tracing::warn!("the notice listener is not connected yet; going on without it");
+            }
             Ok::<_, StoreError>(Inner { pool, channel, node_id })
         });
         let store = |inner| Self {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{AsyncMessage, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -111,23 +111,26 @@ impl Outbox {
     }
 }
 
-/// The listener task: LISTEN on `channel`, forward what arrives, reconnect with backoff after a
-/// connection loss (then [`Notice::Resync`]), stop when `stop` turns true.
+/// The listener task: LISTEN on `channel` (answering `ready` once it listens), forward what
+/// arrives, reconnect with backoff after a connection loss (then [`Notice::Resync`]), stop when
+/// `stop` turns true.
 pub(super) async fn listen(
     config: Config,
     tls: MakeRustlsConnect,
     channel: String,
     tx: mpsc::Sender<Notice>,
     mut stop: watch::Receiver<bool>,
+    ready: oneshot::Sender<()>,
 ) {
     let mut out = Outbox { tx, overflowed: false };
+    let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     loop {
         if *stop.borrow() {
             return;
         }
-        match session(&config, tls.clone(), &channel, &mut out, &mut stop, !first).await {
+        match session(&config, tls.clone(), &channel, &mut out, &mut stop, !first, &mut ready).await {
             Ok(Session::Stopped) => return,
             Ok(Session::Lost) => {
                 backoff = Duration::from_millis(100);
@@ -161,6 +164,7 @@ async fn session(
     out: &mut Outbox,
     stop: &mut watch::Receiver<bool>,
     resync: bool,
+    ready: &mut Option<oneshot::Sender<()>>,
 ) -> Result<Session, tokio_postgres::Error> {
     let (client, mut connection) = config.connect(tls).await?;
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
@@ -190,6 +194,9 @@ async fn session(
         return Err(e);
     }
     tracing::debug!(channel, "listening for notices");
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(());
+    }
     if resync && !out.push(Notice::Resync) {
         driver.abort();
         return Ok(Session::Stopped);
