@@ -10,7 +10,8 @@ CREATE TABLE registry_clock (
     -- Highest revision among pruned tombstones: callers behind it get the full registry.
     pruned_through BIGINT NOT NULL DEFAULT 0
 );
-INSERT INTO registry_clock (id, revision, pruned_through) VALUES (1, 0, 0);
+-- Starts at 1 (as on SQLite), so that `since = 0` always means "nothing known yet".
+INSERT INTO registry_clock (id, revision, pruned_through) VALUES (1, 1, 0);
 
 CREATE TABLE webhooks (
     id              TEXT COLLATE "C" PRIMARY KEY,

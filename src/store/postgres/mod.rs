@@ -11,6 +11,7 @@ mod migrate;
 mod notify;
 mod read;
 mod registry;
+mod tls;
 mod write;
 
 use std::future::Future;
@@ -64,17 +65,24 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
     }
 }
 
-/// The TLS connector: rustls with ring and the platform's roots. Whether TLS is used follows
-/// the URL's `sslmode` (`disable`, `prefer` (default), `require`); certificates are verified.
-fn tls() -> StoreResult<MakeRustlsConnect> {
+/// The TLS connector for a URL's `sslmode`: `disable` uses none; `prefer` (the default) encrypts
+/// when the server offers TLS without verifying its certificate (as libpq does: a client that
+/// falls back to plain text cannot tell a real server from an impostor anyway); `require`
+/// verifies the certificate against the platform's roots (stricter than libpq's `require`).
+fn tls(mode: tokio_postgres::config::SslMode) -> StoreResult<MakeRustlsConnect> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-        .map_err(|e| StoreError::Config(format!("no platform trust store for PostgreSQL TLS: {e}")))?;
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match mode {
+        tokio_postgres::config::SslMode::Prefer => Arc::new(tls::Unverified(provider.clone())),
+        _ => Arc::new(
+            rustls_platform_verifier::Verifier::new(provider.clone())
+                .map_err(|e| StoreError::Config(format!("no platform trust store for PostgreSQL TLS: {e}")))?,
+        ),
+    };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::Config(format!("TLS setup: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
 }
@@ -108,7 +116,7 @@ impl PgStore {
     /// an advisory lock, and starts the notice listener.
     pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
         let config = parse_url(url)?;
-        let tls = tls()?;
+        let tls = tls(config.get_ssl_mode())?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
