@@ -52,8 +52,7 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` pending deliveries of a webhook due at `now_ms` (`next_attempt_at <= now`),
     /// earliest first (then by id), leaving out the ids in `exclude` (what the caller already
     /// holds), and when the next one falls due after `now_ms`.
-    async fn load_due(&self, webhook_id: &str, now_ms: i64, exclude: Vec<String>, limit: u32)
-    -> StoreResult<DuePage>;
+    async fn load_due(&self, webhook_id: &str, now_ms: i64, exclude: Vec<String>, limit: u32) -> StoreResult<DuePage>;
     /// For each given webhook, the earliest due time of its pending deliveries (one index probe
     /// each): which owned webhooks have work, and how far behind the oldest is.
     async fn due_summary(&self, webhook_ids: Vec<String>) -> StoreResult<Vec<PendingSummary>>;
@@ -82,8 +81,12 @@ pub trait Store: Send + Sync + 'static {
     /// out, already this node's (an earlier run of it), or, on an [`exclusive`](Store::exclusive)
     /// store, anyone's. Each grant increments the epoch and runs to `now + lease_ttl`. Returns the
     /// grants, sorted by webhook id.
-    async fn claim_leases(&self, node_id: &str, webhook_ids: Vec<String>, lease_ttl: Duration)
-    -> StoreResult<Vec<Fence>>;
+    async fn claim_leases(
+        &self,
+        node_id: &str,
+        webhook_ids: Vec<String>,
+        lease_ttl: Duration,
+    ) -> StoreResult<Vec<Fence>>;
     /// Gives up leases (after draining them) so that another node can claim them at once, and
     /// announces [`Notice::Cluster`]. A lease whose epoch has moved on is left alone.
     async fn release_leases(&self, node_id: &str, leases: Vec<Fence>) -> StoreResult<()>;

@@ -220,13 +220,19 @@ async fn registry_crud_and_changes(b: &Backend) {
     // Incremental changes.
     let since_start = s.registry_changes(r0).await.unwrap();
     assert!(!since_start.full);
-    assert_eq!(since_start.upserted.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["Zed", "_x", "alpha", "w1", "w2"]);
+    assert_eq!(
+        since_start.upserted.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        ["Zed", "_x", "alpha", "w1", "w2"]
+    );
     let mid = since_start.revision;
     assert_eq!(mid, r0 + 6);
     assert!(s.delete_webhook("w2", 5_000).await.unwrap());
     assert!(!s.delete_webhook("w2", 5_000).await.unwrap(), "already gone");
     let after_delete = s.registry_changes(mid).await.unwrap();
-    assert_eq!(after_delete, RegistryChanges { revision: mid + 1, full: false, upserted: vec![], deleted: vec!["w2".into()] });
+    assert_eq!(
+        after_delete,
+        RegistryChanges { revision: mid + 1, full: false, upserted: vec![], deleted: vec!["w2".into()] }
+    );
     let full = s.registry_changes(0).await.unwrap();
     assert!(full.full);
     assert_eq!(full.upserted.len(), 4);
@@ -315,7 +321,10 @@ async fn deliveries_of_deleted_webhooks_are_dropped_or_failed(b: &Backend) {
 
     assert!(s.delete_webhook("w1", 7_000).await.unwrap());
     let (d, _) = delivery(&s, &kept).await;
-    assert_eq!((d.status, d.last_error.as_deref(), d.completed_at_ms), (DeliveryStatus::Failed, Some("webhook deleted"), Some(7_000)));
+    assert_eq!(
+        (d.status, d.last_error.as_deref(), d.completed_at_ms),
+        (DeliveryStatus::Failed, Some("webhook deleted"), Some(7_000))
+    );
     assert_eq!(d.next_attempt_at_ms, None);
     let e = event(&["w1"], None);
     let late = e.deliveries[0].id.clone();
@@ -402,8 +411,11 @@ async fn attempt_updates_apply_in_order(b: &Backend) {
     assert!(s.load_due("w1", 8_999, vec![], 10).await.unwrap().items.is_empty());
 
     // A finished delivery is not changed by a late update.
-    apply(&s, WriteBatch { attempts: vec![update(&f, &d[0], attempt(3, 500), NextStep::Failed)], ..Default::default() })
-        .await;
+    apply(
+        &s,
+        WriteBatch { attempts: vec![update(&f, &d[0], attempt(3, 500), NextStep::Failed)], ..Default::default() },
+    )
+    .await;
     let (d0, log) = delivery(&s, &d[0]).await;
     assert_eq!((d0.status, log.len()), (DeliveryStatus::Success, 2));
     assert_eq!(s.get_delivery("dlv_missing").await.unwrap(), None);
@@ -468,7 +480,9 @@ async fn fenced_writes_of_a_stale_owner_are_skipped(b: &Backend) {
     assert!(out.fenced.is_empty());
     assert_eq!(delivery(&a, &d[1]).await.0.last_error.as_deref(), Some("gone"));
     // A lease that was never granted fences too.
-    let out = apply(&a, WriteBatch { health: vec![HealthWrite { fence: fence("w9", 1), health }], ..Default::default() }).await;
+    let out =
+        apply(&a, WriteBatch { health: vec![HealthWrite { fence: fence("w9", 1), health }], ..Default::default() })
+            .await;
     assert_eq!(out.fenced, vec![fence("w9", 1)]);
     if b.postgres {
         bb.close().await;
@@ -528,7 +542,11 @@ async fn heartbeats_track_live_nodes(b: &Backend) {
 async fn claim_rules(b: &Backend) {
     let s = b.open("a").await;
     register(&s, &["w1", "w2", "w3"]).await;
-    assert_eq!(claim(&s, "a", &["w2", "ghost", "w1"], LONG).await, vec![fence("w1", 1), fence("w2", 1)], "free leases of existing webhooks");
+    assert_eq!(
+        claim(&s, "a", &["w2", "ghost", "w1"], LONG).await,
+        vec![fence("w1", 1), fence("w2", 1)],
+        "free leases of existing webhooks"
+    );
     assert_eq!(claim(&s, "a", &["w1"], LONG).await, vec![fence("w1", 2)], "own lease: re-granted");
     let stolen = claim(&s, "b", &["w2"], LONG).await;
     if b.postgres {
@@ -555,13 +573,21 @@ async fn release_and_leave(b: &Backend) {
     s.heartbeat("a", "", LONG).await.unwrap();
     claim(&s, "a", &["w1", "w2"], LONG).await;
     s.release_leases("a", vec![fence("w1", 99)]).await.unwrap();
-    assert_eq!(s.get_webhook("w1").await.unwrap().unwrap().owner.map(|o| o.node_id), Some("a".into()), "epoch moved on: kept");
+    assert_eq!(
+        s.get_webhook("w1").await.unwrap().unwrap().owner.map(|o| o.node_id),
+        Some("a".into()),
+        "epoch moved on: kept"
+    );
     s.release_leases("a", vec![fence("w1", 1)]).await.unwrap();
     assert_eq!(s.get_webhook("w1").await.unwrap().unwrap().owner, None);
     if let Some(rx) = notices.as_mut() {
         notice_matching(rx, |n| matches!(n, Notice::Cluster { .. })).await;
     }
-    assert_eq!(claim(&s, "b", &["w1"], LONG).await, vec![fence("w1", 2)], "released: claimed at once, epoch kept growing");
+    assert_eq!(
+        claim(&s, "b", &["w1"], LONG).await,
+        vec![fence("w1", 2)],
+        "released: claimed at once, epoch kept growing"
+    );
     s.leave("a").await.unwrap();
     assert_eq!(s.get_webhook("w2").await.unwrap().unwrap().owner, None);
     assert_eq!(s.get_webhook("w1").await.unwrap().unwrap().owner.map(|o| o.node_id), Some("b".into()));
@@ -573,8 +599,11 @@ async fn release_and_leave(b: &Backend) {
 async fn due_summary_and_pending_counts(b: &Backend) {
     let s = b.open("a").await;
     register(&s, &["w1", "w2", "w3"]).await;
-    publish(&s, vec![event_at(&["w1"], None, 3_000), event_at(&["w1", "w2"], None, 1_000), event_at(&["w2"], None, 2_000)])
-        .await;
+    publish(
+        &s,
+        vec![event_at(&["w1"], None, 3_000), event_at(&["w1", "w2"], None, 1_000), event_at(&["w2"], None, 2_000)],
+    )
+    .await;
     let ask = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let summary = s.due_summary(ask(&["w3", "w1", "w2", "ghost"])).await.unwrap();
     let got: Vec<(&str, Option<i64>)> = summary.iter().map(|p| (p.webhook_id.as_str(), p.earliest_due_ms)).collect();
@@ -628,9 +657,18 @@ async fn health_round_trip_disable_and_reenable(b: &Backend) {
     let changes = s.registry_changes(before).await.unwrap();
     assert_eq!(changes.upserted.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["w1"]);
     assert!(s.load_due("w1", i64::MAX, vec![], 10).await.unwrap().items.is_empty());
-    let failed = s.list_deliveries(DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Failed) }, None, 10).await.unwrap();
+    let failed = s
+        .list_deliveries(
+            DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Failed) },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
     assert_eq!(failed.len(), 2);
-    assert!(failed.iter().all(|d| d.last_error.as_deref() == Some("HTTP 410 Gone") && d.completed_at_ms == Some(7_000)));
+    assert!(
+        failed.iter().all(|d| d.last_error.as_deref() == Some("HTTP 410 Gone") && d.completed_at_ms == Some(7_000))
+    );
     assert_eq!(s.pending_counts(vec!["w2".into()]).await.unwrap(), vec![("w2".to_string(), 1)], "others untouched");
     if let Some(rx) = notices.as_mut() {
         notice_matching(rx, |n| matches!(n, Notice::Registry { .. })).await;
@@ -680,13 +718,21 @@ async fn delivery_listing_filters_and_cursors(b: &Backend) {
         },
     )
     .await;
-    let failed = s.list_deliveries(DeliveryFilter { webhook_id: None, status: Some(DeliveryStatus::Failed) }, None, 10).await.unwrap();
+    let failed = s
+        .list_deliveries(DeliveryFilter { webhook_id: None, status: Some(DeliveryStatus::Failed) }, None, 10)
+        .await
+        .unwrap();
     assert_eq!(failed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), [failed_id.as_str()]);
     assert_eq!(failed[0].last_error.as_deref(), Some("nope"));
     let pending = DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Pending) };
     let older = s.list_deliveries(pending, Some(w1[0].id.clone()), 10).await.unwrap();
     assert_eq!(older.len(), 1, "w1's pending older than its newest: the oldest (the middle one failed)");
-    assert!(s.list_deliveries(DeliveryFilter { webhook_id: Some("none".into()), status: None }, None, 10).await.unwrap().is_empty());
+    assert!(
+        s.list_deliveries(DeliveryFilter { webhook_id: Some("none".into()), status: None }, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     s.close().await;
 }
 
@@ -713,12 +759,18 @@ async fn pg_notices_reach_other_stores() {
     let other = b.open("node-b").await;
     let mut rx = other.take_notices().expect("notices");
     register(&a, &["w1", "w2"]).await;
-    assert_eq!(notice_matching(&mut rx, |n| matches!(n, Notice::Registry { .. })).await, Notice::Registry { origin: "node-a".into() });
+    assert_eq!(
+        notice_matching(&mut rx, |n| matches!(n, Notice::Registry { .. })).await,
+        Notice::Registry { origin: "node-a".into() }
+    );
     publish(&a, vec![event(&["w1", "w2"], None), event(&["w1", "ghost"], None)]).await;
     let work = notice_matching(&mut rx, |n| matches!(n, Notice::Work { .. })).await;
     assert_eq!(work, Notice::Work { origin: "node-a".into(), webhooks: vec![("w1".into(), 2), ("w2".into(), 1)] });
     a.heartbeat("node-a", "", LONG).await.unwrap();
-    assert_eq!(notice_matching(&mut rx, |n| matches!(n, Notice::Cluster { .. })).await, Notice::Cluster { origin: "node-a".into() });
+    assert_eq!(
+        notice_matching(&mut rx, |n| matches!(n, Notice::Cluster { .. })).await,
+        Notice::Cluster { origin: "node-a".into() }
+    );
     assert!(a.delete_webhook("w2", 1).await.unwrap());
     notice_matching(&mut rx, |n| matches!(n, Notice::Registry { .. })).await;
     // Another schema on the same database hears nothing of this one.
@@ -737,11 +789,8 @@ async fn pg_notices_reach_other_stores() {
 async fn pg_concurrent_opens_migrate_once() {
     let Some(b) = Backend::postgres().await else { return };
     let options = StoreOptions::default();
-    let (x, y, z) = tokio::join!(
-        store::open(&b.url, &options),
-        store::open(&b.url, &options),
-        store::open(&b.url, &options),
-    );
+    let (x, y, z) =
+        tokio::join!(store::open(&b.url, &options), store::open(&b.url, &options), store::open(&b.url, &options),);
     let stores = [x.unwrap(), y.unwrap(), z.unwrap()];
     stores[0].upsert_webhook(webhook("w1")).await.unwrap();
     assert!(stores[2].get_webhook("w1").await.unwrap().is_some());
@@ -752,11 +801,8 @@ async fn pg_concurrent_opens_migrate_once() {
     let (client, conn) = tokio_postgres::connect(&pg::base_url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let schema = &b._schema.as_ref().unwrap().name;
-    let n: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {schema}.schema_migrations"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 =
+        client.query_one(&format!("SELECT count(*) FROM {schema}.schema_migrations"), &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
     // A schema from a newer binary is refused.
     client.batch_execute(&format!("INSERT INTO {schema}.schema_migrations VALUES (99, 'future', 0)")).await.unwrap();
@@ -817,5 +863,28 @@ async fn sqlite_version_1_databases_migrate() {
     assert_eq!(claim(&s, "local", &["old"], LONG).await, vec![fence("old", 1)]);
     s.upsert_webhook(webhook("old")).await.unwrap();
     assert_eq!(s.registry_changes(1).await.unwrap().upserted[0].revision, 2);
+    s.close().await;
+}
+
+#[actix_web::test]
+async fn pg_listener_reconnects_and_resyncs() {
+    let Some(b) = Backend::postgres().await else { return };
+    let s = b.open("a").await;
+    let mut rx = s.take_notices().unwrap();
+    let schema = b._schema.as_ref().unwrap().name.clone();
+    let (client, conn) = tokio_postgres::connect(&pg::base_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let killed: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = $1",
+            &[&format!("LISTEN \"servio_webhooks:{schema}\"")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "this store's listener connection");
+    assert_eq!(notice_matching(&mut rx, |n| *n == Notice::Resync).await, Notice::Resync);
+    register(&s, &["w1"]).await;
+    notice_matching(&mut rx, |n| matches!(n, Notice::Registry { .. })).await;
     s.close().await;
 }

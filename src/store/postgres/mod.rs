@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
-use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::*;
@@ -89,9 +89,8 @@ fn tls(mode: tokio_postgres::config::SslMode) -> StoreResult<MakeRustlsConnect> 
 
 /// Parses a `postgres://` URL into a driver config (errors redacted).
 fn parse_url(url: &str) -> StoreResult<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| StoreError::Config(format!("invalid database url `{}`: {e}", redact_url(url))))?;
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| StoreError::Config(format!("invalid database url `{}`: {e}", redact_url(url))))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -191,7 +190,11 @@ impl PgStore {
             return Err(StoreError::Closed);
         }
         self.runtime.spawn(f(self.inner.clone())).await.map_err(|e| {
-            if e.is_cancelled() { StoreError::Closed } else { StoreError::Unavailable(format!("store task failed: {e}")) }
+            if e.is_cancelled() {
+                StoreError::Closed
+            } else {
+                StoreError::Unavailable(format!("store task failed: {e}"))
+            }
         })?
     }
 }
@@ -258,13 +261,7 @@ impl Store for PgStore {
         self.run(move |inner| async move { write::apply(&inner, &batch).await }).await
     }
 
-    async fn load_due(
-        &self,
-        webhook_id: &str,
-        now_ms: i64,
-        exclude: Vec<String>,
-        limit: u32,
-    ) -> StoreResult<DuePage> {
+    async fn load_due(&self, webhook_id: &str, now_ms: i64, exclude: Vec<String>, limit: u32) -> StoreResult<DuePage> {
         let webhook_id = webhook_id.to_string();
         self.run(move |inner| async move { read::load_due(&inner, &webhook_id, now_ms, &exclude, limit).await }).await
     }

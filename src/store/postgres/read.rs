@@ -95,11 +95,12 @@ pub(super) async fn registry_changes(inner: &Inner, since: u64) -> StoreResult<R
         let rows = query(&tx, &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w ORDER BY w.id"), &[]).await?;
         (rows.iter().map(webhook).collect::<StoreResult<Vec<_>>>()?, Vec::new())
     } else {
-        let rows =
-            query(&tx, &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.revision > $1 ORDER BY w.id"), &[
-                &since_i,
-            ])
-            .await?;
+        let rows = query(
+            &tx,
+            &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.revision > $1 ORDER BY w.id"),
+            &[&since_i],
+        )
+        .await?;
         let gone = query(&tx, "SELECT id FROM webhook_deletions WHERE revision > $1 ORDER BY id", &[&since_i]).await?;
         (
             rows.iter().map(webhook).collect::<StoreResult<Vec<_>>>()?,
@@ -214,11 +215,7 @@ pub(super) async fn get_delivery(inner: &Inner, id: &str) -> StoreResult<Option<
     let params: [&(dyn ToSql + Sync); 1] = [&id];
     let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = $1");
     let (row, log) = tokio::try_join!(
-        query_opt(
-            &client,
-            &sql,
-            &params,
-        ),
+        query_opt(&client, &sql, &params,),
         query(
             &client,
             "SELECT attempt, at, duration_ms, status_code, error, response_body FROM attempts \

@@ -101,6 +101,14 @@ async fn existing_event(tx: &Transaction<'_>, key: &str) -> StoreResult<Existing
     })
 }
 
+/// New events as columns for one multi-row insert: id, type, payload, timestamp, created_at.
+#[derive(Default)]
+struct EventColumns<'a>(Vec<&'a str>, Vec<&'a str>, Vec<&'a [u8]>, Vec<&'a str>, Vec<i64>);
+
+/// New deliveries as columns: id, event id, webhook id, created_at (= first due time).
+#[derive(Default)]
+struct DeliveryColumns<'a>(Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Vec<i64>);
+
 /// Writes the batch's events with their deliveries; counts new deliveries per webhook in `work`.
 async fn write_events(
     tx: &Transaction<'_>,
@@ -108,7 +116,8 @@ async fn write_events(
     work: &mut BTreeMap<String, u32>,
 ) -> StoreResult<Vec<EventWrite>> {
     // Webhooks that exist now, key-share-locked so that they cannot be deleted before commit.
-    let targets: BTreeSet<&str> = batch.events.iter().flat_map(|e| e.deliveries.iter().map(|d| &*d.webhook_id)).collect();
+    let targets: BTreeSet<&str> =
+        batch.events.iter().flat_map(|e| e.deliveries.iter().map(|d| &*d.webhook_id)).collect();
     let targets: Vec<&str> = targets.into_iter().collect();
     let live: HashSet<String> = if targets.is_empty() {
         HashSet::new()
@@ -148,8 +157,8 @@ async fn write_events(
         }
     }
     let mut results = Vec::with_capacity(batch.events.len());
-    let mut ev_cols: (Vec<&str>, Vec<&str>, Vec<&[u8]>, Vec<&str>, Vec<i64>) = Default::default();
-    let mut dl_cols: (Vec<&str>, Vec<&str>, Vec<&str>, Vec<i64>) = Default::default();
+    let mut ev_cols = EventColumns::default();
+    let mut dl_cols = DeliveryColumns::default();
     for (i, ev) in batch.events.iter().enumerate() {
         if let Some(key) = ev.idempotency_key.as_deref() {
             if let Some(existing) = taken.get(key) {

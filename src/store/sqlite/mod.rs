@@ -168,13 +168,7 @@ impl Store for SqliteStore {
         self.write(move |tx| write::apply_batch(tx, &batch)).await
     }
 
-    async fn load_due(
-        &self,
-        webhook_id: &str,
-        now_ms: i64,
-        exclude: Vec<String>,
-        limit: u32,
-    ) -> StoreResult<DuePage> {
+    async fn load_due(&self, webhook_id: &str, now_ms: i64, exclude: Vec<String>, limit: u32) -> StoreResult<DuePage> {
         let webhook_id = webhook_id.to_string();
         self.read(move |c| read::load_due(c, &webhook_id, now_ms, &exclude, limit)).await
     }

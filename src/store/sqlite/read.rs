@@ -51,11 +51,9 @@ fn raw_view(r: &Row<'_>) -> rusqlite::Result<RawView> {
         breaker_cooldown_ms: r.get(19)?,
     };
     let owner = match r.get::<_, Option<String>>(20)? {
-        Some(node_id) => Some(LeaseInfo {
-            node_id,
-            epoch: r.get::<_, i64>(21)?.max(0) as u64,
-            expires_at_ms: r.get(22)?,
-        }),
+        Some(node_id) => {
+            Some(LeaseInfo { node_id, epoch: r.get::<_, i64>(21)?.max(0) as u64, expires_at_ms: r.get(22)? })
+        }
         None => None,
     };
     Ok((raw_webhook(r)?, health, owner))
@@ -100,7 +98,12 @@ pub(super) fn registry_changes(c: &Connection, since: u64) -> StoreResult<Regist
     // Behind the pruned tombstones, or ahead of this store (a different or restored database).
     let full = since == 0 || since_i < pruned_through || since_i > revision;
     let out = if full {
-        RegistryChanges { revision: revision as u64, full, upserted: webhooks_where(&tx, "1 = ?1", 1)?, deleted: vec![] }
+        RegistryChanges {
+            revision: revision as u64,
+            full,
+            upserted: webhooks_where(&tx, "1 = ?1", 1)?,
+            deleted: vec![],
+        }
     } else {
         let deleted = tx
             .prepare_cached("SELECT id FROM webhook_deletions WHERE revision > ?1 ORDER BY id")

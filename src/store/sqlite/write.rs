@@ -66,7 +66,10 @@ pub(super) fn upsert_webhook(tx: &Transaction<'_>, w: &WebhookRecord, enc: &Enco
 }
 
 pub(super) fn delete_webhook(tx: &Transaction<'_>, id: &str, at_ms: i64) -> StoreResult<bool> {
-    let n = tx.prepare_cached("DELETE FROM webhooks WHERE id = ?1").and_then(|mut s| s.execute([id])).map_err(unavailable)?;
+    let n = tx
+        .prepare_cached("DELETE FROM webhooks WHERE id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(unavailable)?;
     if n == 0 {
         return Ok(false);
     }
@@ -138,7 +141,9 @@ fn find_by_idempotency_key(tx: &Transaction<'_>, key: &str) -> StoreResult<Optio
 /// vanished webhooks dropped).
 fn write_events(tx: &Transaction<'_>, batch: &WriteBatch, outcome: &mut BatchOutcome) -> StoreResult<()> {
     let mut ins_event = tx
-        .prepare_cached("INSERT INTO events (id, event_type, payload, timestamp, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .prepare_cached(
+            "INSERT INTO events (id, event_type, payload, timestamp, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
         .map_err(unavailable)?;
     let mut ins_delivery = tx
         .prepare_cached(
@@ -156,7 +161,9 @@ fn write_events(tx: &Transaction<'_>, batch: &WriteBatch, outcome: &mut BatchOut
             continue;
         }
         let payload = std::str::from_utf8(&ev.payload).map_err(common::corrupt)?;
-        ins_event.execute(params![ev.id, ev.event_type, payload, ev.timestamp, ev.created_at_ms]).map_err(unavailable)?;
+        ins_event
+            .execute(params![ev.id, ev.event_type, payload, ev.timestamp, ev.created_at_ms])
+            .map_err(unavailable)?;
         if let Some(key) = &ev.idempotency_key {
             tx.prepare_cached("INSERT INTO idempotency_keys (key, event_id) VALUES (?1, ?2)")
                 .and_then(|mut s| s.execute(params![key, ev.id]))
@@ -266,9 +273,11 @@ pub(super) fn apply_batch(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResu
             .map_err(unavailable)?;
         if exists {
             let revision = next_revision(tx)?;
-            tx.prepare_cached("UPDATE webhooks SET disabled_at = ?2, disabled_reason = ?3, revision = ?4 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![&*d.fence.webhook_id, d.at_ms, d.reason, revision]))
-                .map_err(unavailable)?;
+            tx.prepare_cached(
+                "UPDATE webhooks SET disabled_at = ?2, disabled_reason = ?3, revision = ?4 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![&*d.fence.webhook_id, d.at_ms, d.reason, revision]))
+            .map_err(unavailable)?;
         }
         let failed = fail_pending_of_webhook(tx, &d.fence.webhook_id, &d.reason, d.at_ms)?;
         outcome.disabled.push((d.fence.webhook_id.to_string(), failed));
