@@ -888,3 +888,34 @@ async fn pg_listener_reconnects_and_resyncs() {
     notice_matching(&mut rx, |n| matches!(n, Notice::Registry { .. })).await;
     s.close().await;
 }
+
+#[actix_web::test]
+async fn pg_races_between_nodes_resolve_cleanly() {
+    let Some(b) = Backend::postgres().await else { return };
+    let a = b.open("node-a").await;
+    let other = b.open("node-b").await;
+    for round in 0..5 {
+        // Two nodes claim the same unowned webhook at once: exactly one gets it.
+        let id = format!("w{round}");
+        register(&a, &[&id]).await;
+        let ids = [id.as_str()];
+        let (x, y) = tokio::join!(claim(&a, "node-a", &ids, LONG), claim(&other, "node-b", &ids, LONG));
+        assert_eq!(x.len() + y.len(), 1, "round {round}: {x:?} {y:?}");
+        // A publish and a delete at once: the delivery is either dropped or failed, never
+        // left pending for a webhook that is gone.
+        let e = event(&[&id], None);
+        let d = e.deliveries[0].id.clone();
+        let (out, deleted) = tokio::join!(publish(&a, vec![e]), other.delete_webhook(&id, 9_000));
+        assert!(deleted.unwrap());
+        match &out.events[0] {
+            EventWrite::Created { dropped } if dropped.is_empty() => {
+                assert_eq!(delivery(&a, &d).await.0.status, DeliveryStatus::Failed, "round {round}");
+            }
+            EventWrite::Created { dropped } => assert_eq!(dropped, &vec![d.clone()]),
+            other => panic!("{other:?}"),
+        }
+        assert!(a.pending_counts(vec![id]).await.unwrap().is_empty());
+    }
+    a.close().await;
+    other.close().await;
+}
