@@ -45,6 +45,8 @@ pub async fn schema() -> Option<TestSchema> {
     let client = match connect(&base).await {
         Ok(c) => c,
         Err(e) => {
+            let base = servio_webhooks::store::redact_url(&base);
+            let e = std::error::Error::source(&e).map(|c| format!("{e}: {c}")).unwrap_or_else(|| e.to_string());
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("PostgreSQL not reachable at {base} (CI=true, so this fails): {e}");
             }

@@ -53,8 +53,21 @@ pub struct PgStore {
 fn pg(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => StoreError::Unavailable(format!("{}: {} ({})", db.severity(), db.message(), db.code().code())),
-        None => StoreError::Unavailable(e.to_string()),
+        None => StoreError::Unavailable(with_causes(&e)),
     }
+}
+
+/// An error's message followed by its causes (tokio-postgres keeps e.g. "connection refused"
+/// in the source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
@@ -89,8 +102,9 @@ fn tls(mode: tokio_postgres::config::SslMode) -> StoreResult<MakeRustlsConnect> 
 
 /// Parses a `postgres://` URL into a driver config (errors redacted).
 fn parse_url(url: &str) -> StoreResult<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e| StoreError::Config(format!("invalid database url `{}`: {e}", redact_url(url))))?;
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Config(format!("invalid database url `{}`: {}", redact_url(url), with_causes(&e))))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -219,7 +233,7 @@ async fn execute<C: GenericClient>(c: &C, sql: &str, params: &[&(dyn ToSql + Syn
 
 /// One column of a row, as the type the schema promises.
 fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> StoreResult<T> {
-    row.try_get(i).map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
+    row.try_get(i).map_err(|e| StoreError::Corrupt(with_causes(&e)))
 }
 
 /// The database clock, Unix ms: the time of every lease and node row.
