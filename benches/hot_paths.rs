@@ -11,12 +11,12 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use servio_webhooks::catalog::{EventCatalog, Subscription};
-use servio_webhooks::model::{DeliveryStatus, delivery_id, new_event_id};
+use servio_webhooks::model::{DeliveryStatus, WebhookRecord, delivery_id, new_event_id};
 use servio_webhooks::retry::{AttemptOutcome, Jitter, RetryConfig, classify, parse_retry_after};
 use servio_webhooks::signing::{self, DEFAULT_TOLERANCE, SigningKey, headers, signature_header};
 use servio_webhooks::store::sqlite::SqliteStore;
 use servio_webhooks::store::{
-    AttemptRecord, AttemptUpdate, NewDelivery, NewEvent, NextStep, Store, StoreOptions, WriteBatch,
+    AttemptRecord, AttemptUpdate, Fence, NewDelivery, NewEvent, NextStep, Store, StoreOptions, WriteBatch,
 };
 
 /// A Standard Webhooks test-vector secret.
@@ -183,13 +183,33 @@ fn event_batch(webhooks: &[Arc<str>]) -> WriteBatch {
     WriteBatch { events, ..Default::default() }
 }
 
-/// One successful first attempt for every delivery of `events`.
-fn success_batch(events: &WriteBatch) -> WriteBatch {
+/// A registration for the benchmark's deliveries (deliveries of unknown webhooks are dropped).
+fn bench_webhook(id: &str) -> WebhookRecord {
+    WebhookRecord {
+        id: id.into(),
+        url: format!("https://example.com/{id}"),
+        secret: SECRET.into(),
+        events: None,
+        headers: Default::default(),
+        retry_config: RetryConfig::default(),
+        max_in_flight: None,
+        description: None,
+        disabled_at_ms: None,
+        disabled_reason: None,
+        created_at_ms: 1_000,
+        updated_at_ms: 1_000,
+        revision: 0,
+    }
+}
+
+/// One successful first attempt for every delivery of `events`, under the webhooks' leases.
+fn success_batch(events: &WriteBatch, leases: &HashMap<Arc<str>, Fence>) -> WriteBatch {
     let attempts = events
         .events
         .iter()
         .flat_map(|e| &e.deliveries)
         .map(|d| AttemptUpdate {
+            fence: leases[&d.webhook_id].clone(),
             delivery_id: d.id.clone(),
             attempt: AttemptRecord {
                 attempt: 1,
@@ -221,11 +241,21 @@ fn ledger_benches(c: &mut Criterion) {
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let options = StoreOptions { sqlite_full_sync: full_sync, ..StoreOptions::default() };
         let store = rt.block_on(SqliteStore::open(&url, &options)).unwrap();
+        for w in &webhooks {
+            rt.block_on(store.upsert_webhook(bench_webhook(w))).unwrap();
+        }
+        let ids = webhooks.iter().map(|w| w.to_string()).collect();
+        let leases: HashMap<Arc<str>, Fence> = rt
+            .block_on(store.claim_leases("bench", ids, Duration::from_secs(3600)))
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.webhook_id.clone(), f))
+            .collect();
 
         // Sanity check: the attempt batch really flips pending deliveries to success.
         let events = event_batch(&webhooks);
         let probe = events.events[0].deliveries[0].id.clone();
-        let updates = Arc::new(success_batch(&events));
+        let updates = Arc::new(success_batch(&events, &leases));
         rt.block_on(store.apply(Arc::new(events))).unwrap();
         rt.block_on(store.apply(updates)).unwrap();
         let (probed, _) = rt.block_on(store.get_delivery(&probe)).unwrap().unwrap();
@@ -252,7 +282,7 @@ fn ledger_benches(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let events = event_batch(&webhooks);
-                    let updates = Arc::new(success_batch(&events));
+                    let updates = Arc::new(success_batch(&events, &leases));
                     rt.block_on(store.apply(Arc::new(events))).unwrap();
                     let start = Instant::now();
                     rt.block_on(store.apply(updates)).unwrap();

@@ -10,6 +10,8 @@
 //! single node ([`Store::exclusive`]); PostgreSQL lets several nodes share one database and
 //! announces changes to them ([`Store::take_notices`]).
 
+mod common;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
@@ -51,8 +53,7 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` pending deliveries of a webhook due at `now_ms` (`next_attempt_at <= now`),
     /// earliest first (then by id), leaving out the ids in `exclude` (what the caller already
     /// holds), and when the next one falls due after `now_ms`.
-    async fn load_due(&self, webhook_id: &str, now_ms: i64, exclude: Vec<String>, limit: u32)
-    -> StoreResult<DuePage>;
+    async fn load_due(&self, webhook_id: &str, now_ms: i64, exclude: Vec<String>, limit: u32) -> StoreResult<DuePage>;
     /// For each given webhook, the earliest due time of its pending deliveries (one index probe
     /// each): which owned webhooks have work, and how far behind the oldest is.
     async fn due_summary(&self, webhook_ids: Vec<String>) -> StoreResult<Vec<PendingSummary>>;
@@ -83,8 +84,12 @@ pub trait Store: Send + Sync + 'static {
     /// out, already this node's (an earlier run of it), or, on an [`exclusive`](Store::exclusive)
     /// store, anyone's. Each grant increments the epoch and runs to `now + lease_ttl`. Returns the
     /// grants, sorted by webhook id.
-    async fn claim_leases(&self, node_id: &str, webhook_ids: Vec<String>, lease_ttl: Duration)
-    -> StoreResult<Vec<Fence>>;
+    async fn claim_leases(
+        &self,
+        node_id: &str,
+        webhook_ids: Vec<String>,
+        lease_ttl: Duration,
+    ) -> StoreResult<Vec<Fence>>;
     /// Gives up leases (after draining them) so that another node can claim them at once, and
     /// announces [`Notice::Cluster`]. A lease whose epoch has moved on is left alone.
     async fn release_leases(&self, node_id: &str, leases: Vec<Fence>) -> StoreResult<()>;
@@ -105,16 +110,21 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the store a database URL names: `sqlite://path` (created if missing).
+/// Opens the store a database URL names: `sqlite://path` (created if missing), or
+/// `postgres://` / `postgresql://` (migrated on open; see [`postgres::PgStore::open`]).
 pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         let store = sqlite::SqliteStore::open(url, options).await?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Err(StoreError::Config("the PostgreSQL store is not built yet; use sqlite://path".into()));
+        let store = postgres::PgStore::open(url, options).await?;
+        return Ok(Arc::new(store));
     }
-    Err(StoreError::Config(format!("unsupported database url `{}`: expected sqlite://path", redact_url(url))))
+    Err(StoreError::Config(format!(
+        "unsupported database url `{}`: expected sqlite://path or postgres://…",
+        redact_url(url)
+    )))
 }
 
 /// Backend tuning that is not part of the URL.
@@ -125,13 +135,16 @@ pub struct StoreOptions {
     /// SQLite: fsync every commit (`FULL`) so a power cut loses nothing acknowledged; `false` uses
     /// `NORMAL`, which survives process crashes but may lose the last commits on power loss.
     pub sqlite_full_sync: bool,
-    /// Concurrent read connections for the REST API and backlog paging.
+    /// Concurrent read connections for the REST API and backlog paging (SQLite).
     pub read_connections: usize,
+    /// PostgreSQL: connections in the pool shared by writes and reads (the notice listener has
+    /// one more of its own).
+    pub postgres_pool_size: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { node_id: "local".into(), sqlite_full_sync: true, read_connections: 4 }
+        Self { node_id: "local".into(), sqlite_full_sync: true, read_connections: 4, postgres_pool_size: 8 }
     }
 }
 

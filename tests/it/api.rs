@@ -282,6 +282,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/deliveries", &["get"]),
     ("/v1/deliveries/{id}", &["get"]),
     ("/v1/event-types", &["get"]),
+    ("/v1/nodes", &["get"]),
     ("/metrics", &["get"]),
     ("/healthz", &["get"]),
     ("/openapi.json", &["get"]),

@@ -55,7 +55,7 @@ async fn start_nodes(url: &str, names: &[&str]) -> Vec<TestApp> {
 async fn owned_counts(base: &str) -> Vec<u64> {
     let http = http_client();
     let Ok(resp) = http.get(format!("{base}/v1/nodes")).send().await else { return Vec::new() };
-    let v: Value = resp.json().await.unwrap_or_default();
+    let v: Value = serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or_default();
     let mut counts: Vec<u64> = v["data"]
         .as_array()
         .map(|a| a.iter().filter(|n| n["live"] == true).map(|n| n["ownedWebhooks"].as_u64().unwrap_or(0)).collect())
@@ -225,11 +225,12 @@ async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
         .await
         .expect("answers");
     let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    (status, serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or(Value::Null))
 }
 
 async fn get(base: &str, path: &str) -> Value {
-    http_client().get(format!("{base}{path}")).send().await.expect("answers").json().await.unwrap_or(Value::Null)
+    let resp = http_client().get(format!("{base}{path}")).send().await.expect("answers");
+    serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or(Value::Null)
 }
 
 /// Publishes `n` events spread over the given nodes; returns the accepted event ids.

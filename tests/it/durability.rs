@@ -68,7 +68,7 @@ async fn backlog_beyond_the_window_waits_in_the_store_and_drains() {
 }
 
 /// The real binary on a SQLite file, with the seed's `WEBHOOK_URLS` registering `webhook-0`.
-async fn server(db: &std::path::Path, port: u16, receiver_url: &str) -> ServerProcess {
+async fn start_server(db: &std::path::Path, port: u16, receiver_url: &str) -> ServerProcess {
     let env = [
         ("WEBHOOKS_DATABASE_URL", format!("sqlite://{}", db.display())),
         ("WEBHOOKS_SQLITE_SYNCHRONOUS", "normal".to_string()),
@@ -88,7 +88,7 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     let db = dir.path().join("webhooks.db");
     let receiver = TestReceiver::with(|_, _| Reply::Status(503));
     let port = free_port();
-    let mut server = server(&db, port, &receiver.url).await;
+    let mut server = start_server(&db, port, &receiver.url).await;
     let http = http_client();
 
     // The seed's WEBHOOK_URLS registry registered webhook-0.
@@ -117,7 +117,7 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     drop(server);
 
     receiver.set(|_, _| Reply::Status(200));
-    let mut server = server(&db, port, &receiver.url).await;
+    let mut server = start_server(&db, port, &receiver.url).await;
     eventually(WAIT, "every acknowledged event delivered after kill -9", || {
         let delivered: HashSet<String> =
             receiver.received().iter().filter(|r| r.at.elapsed() < WAIT).map(Received::event_id).collect();
@@ -146,7 +146,7 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     assert!(exit.success(), "graceful exit on SIGTERM: {exit:?}");
     drop(server);
 
-    let server = server(&db, port, &receiver.url).await;
+    let server = start_server(&db, port, &receiver.url).await;
     let d: serde_json::Value = serde_json::from_str(
         &http.get(format!("{}/v1/deliveries/{delivery}", server.base)).send().await.unwrap().text().await.unwrap(),
     )

@@ -9,6 +9,7 @@ mod durability;
 mod helpers;
 mod isolation;
 mod load_smoke;
+mod pg;
 mod process;
 mod store_contract;
 mod supervision;

@@ -1,13 +1,87 @@
-//! The `Store` contract, written once against `Arc<dyn Store>` so that every backend runs it.
+//! The `Store` contract, written once against `Arc<dyn Store>`: every contract test below runs
+//! on SQLite (`<test>::sqlite`) and on PostgreSQL (`<test>::pg`, a fresh schema per test; skipped
+//! with a message when the server is unreachable, unless `CI=true`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use servio_webhooks::RetryConfig;
-use servio_webhooks::model::{DeliveryStatus, WebhookRecord, delivery_id, new_event_id};
+use servio_webhooks::delivery::health::EndpointState;
+use servio_webhooks::model::{DeliveryStatus, WebhookRecord, delivery_id, new_event_id, now_ms};
 use servio_webhooks::store::sqlite::SqliteStore;
-use servio_webhooks::store::*;
+use servio_webhooks::store::{self, *};
+use tokio::sync::mpsc::Receiver;
+
+use super::pg;
+
+/// Where a test's data lives; more stores (other nodes) can be opened on it.
+struct Backend {
+    url: String,
+    postgres: bool,
+    _dir: Option<tempfile::TempDir>,
+    _schema: Option<pg::TestSchema>,
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        Self { url, postgres: false, _dir: Some(dir), _schema: None }
+    }
+
+    async fn postgres() -> Option<Self> {
+        let schema = pg::schema().await?;
+        Some(Self { url: schema.url.clone(), postgres: true, _dir: None, _schema: Some(schema) })
+    }
+
+    /// A store for node `node` (on SQLite, open one store per test: it owns the file).
+    async fn open(&self, node: &str) -> Arc<dyn Store> {
+        let options = StoreOptions { node_id: node.into(), ..StoreOptions::default() };
+        store::open(&self.url, &options).await.expect("store opens")
+    }
+
+    /// A second node's store: its own instance on PostgreSQL, the same one on SQLite.
+    async fn other(&self, first: &Arc<dyn Store>, node: &str) -> Arc<dyn Store> {
+        if self.postgres { self.open(node).await } else { first.clone() }
+    }
+}
+
+/// Runs each named contract test on both backends.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() {
+                super::$name(&super::Backend::sqlite()).await;
+            }
+
+            #[actix_web::test]
+            async fn pg() {
+                if let Some(backend) = super::Backend::postgres().await {
+                    super::$name(&backend).await;
+                }
+            }
+        }
+    )*};
+}
+
+contract!(
+    registry_crud_and_changes,
+    publish_and_idempotency,
+    deliveries_of_deleted_webhooks_are_dropped_or_failed,
+    load_due_orders_excludes_and_limits,
+    attempt_updates_apply_in_order,
+    fenced_writes_of_a_stale_owner_are_skipped,
+    heartbeats_track_live_nodes,
+    claim_rules,
+    release_and_leave,
+    due_summary_and_pending_counts,
+    health_round_trip_disable_and_reenable,
+    delivery_listing_filters_and_cursors,
+    closed_store_refuses_calls,
+);
 
 fn webhook(id: &str) -> WebhookRecord {
     WebhookRecord {
@@ -23,10 +97,11 @@ fn webhook(id: &str) -> WebhookRecord {
         disabled_reason: None,
         created_at_ms: 1_000,
         updated_at_ms: 1_000,
+        revision: 0,
     }
 }
 
-fn event(webhooks: &[&str], key: Option<&str>) -> NewEvent {
+fn event_at(webhooks: &[&str], key: Option<&str>, created_at_ms: i64) -> NewEvent {
     let id = new_event_id();
     NewEvent {
         deliveries: webhooks
@@ -38,9 +113,13 @@ fn event(webhooks: &[&str], key: Option<&str>) -> NewEvent {
         id,
         event_type: "order.created".into(),
         timestamp: "2026-11-28T00:00:00.000Z".into(),
-        created_at_ms: 5_000,
+        created_at_ms,
         idempotency_key: key.map(str::to_string),
     }
+}
+
+fn event(webhooks: &[&str], key: Option<&str>) -> NewEvent {
+    event_at(webhooks, key, 5_000)
 }
 
 fn attempt(n: u32, code: u16) -> AttemptRecord {
@@ -49,173 +128,702 @@ fn attempt(n: u32, code: u16) -> AttemptRecord {
         at_ms: 6_000 + n as i64,
         duration_ms: 3,
         status_code: Some(code),
-        error: None,
+        error: (code >= 300).then(|| format!("HTTP {code}")),
         response_body: Some("ok".into()),
     }
+}
+
+fn update(fence: &Fence, delivery: &str, a: AttemptRecord, next: NextStep) -> AttemptUpdate {
+    AttemptUpdate { fence: fence.clone(), delivery_id: delivery.into(), attempt: a, next }
+}
+
+fn fence(webhook: &str, epoch: u64) -> Fence {
+    Fence { webhook_id: Arc::from(webhook), epoch }
 }
 
 async fn apply(store: &Arc<dyn Store>, batch: WriteBatch) -> BatchOutcome {
     store.apply(Arc::new(batch)).await.expect("batch commits")
 }
 
-/// The contract every backend must meet.
-pub async fn contract(store: Arc<dyn Store>) {
-    // Registrations.
-    assert_eq!(store.upsert_webhook(webhook("w1")).await.unwrap(), Upserted::Created);
-    assert_eq!(store.upsert_webhook(webhook("w2")).await.unwrap(), Upserted::Created);
+async fn publish(store: &Arc<dyn Store>, events: Vec<NewEvent>) -> BatchOutcome {
+    apply(store, WriteBatch { events, ..Default::default() }).await
+}
+
+async fn register(store: &Arc<dyn Store>, ids: &[&str]) {
+    for id in ids {
+        store.upsert_webhook(webhook(id)).await.unwrap();
+    }
+}
+
+async fn claim(store: &Arc<dyn Store>, node: &str, ids: &[&str], ttl: Duration) -> Vec<Fence> {
+    store.claim_leases(node, ids.iter().map(|s| s.to_string()).collect(), ttl).await.unwrap()
+}
+
+const LONG: Duration = Duration::from_secs(60);
+const SHORT: Duration = Duration::from_millis(200);
+
+fn ids(views: &[WebhookView]) -> Vec<&str> {
+    views.iter().map(|v| v.record.id.as_str()).collect()
+}
+
+async fn delivery(store: &Arc<dyn Store>, id: &str) -> (DeliveryRecord, Vec<AttemptRecord>) {
+    store.get_delivery(id).await.unwrap().expect("delivery exists")
+}
+
+/// The next notice matching `want` within 5 s (others are skipped).
+async fn notice_matching(rx: &mut Receiver<Notice>, want: impl Fn(&Notice) -> bool) -> Notice {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(n)) if want(&n) => return n,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("notice channel closed"),
+            Err(_) => panic!("no matching notice within 5 s"),
+        }
+    }
+}
+
+async fn registry_crud_and_changes(b: &Backend) {
+    let s = b.open("a").await;
+    let start = s.registry_changes(0).await.unwrap();
+    assert!(start.full && start.upserted.is_empty() && start.deleted.is_empty());
+    let r0 = start.revision;
+
+    assert_eq!(s.upsert_webhook(webhook("w1")).await.unwrap().0, Upserted::Created);
+    assert_eq!(s.upsert_webhook(webhook("w2")).await.unwrap().0, Upserted::Created);
     let mut changed = webhook("w1");
     changed.url = "https://example.org/new".into();
     changed.updated_at_ms = 2_000;
-    assert_eq!(store.upsert_webhook(changed.clone()).await.unwrap(), Upserted::Replaced);
-    assert_eq!(store.get_webhook("w1").await.unwrap(), Some(changed));
-    assert_eq!(store.get_webhook("nope").await.unwrap(), None);
-    let page = store.list_webhooks(None, 1).await.unwrap();
-    assert_eq!(page.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["w1"]);
-    let page = store.list_webhooks(Some("w1".into()), 10).await.unwrap();
-    assert_eq!(page.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["w2"]);
-    assert_eq!(store.load_webhooks().await.unwrap().len(), 2);
+    changed.created_at_ms = 1_500;
+    changed.disabled_at_ms = Some(1); // ignored: a registration is always enabled
+    changed.revision = 999; // ignored: the store sets it
+    let (upserted, revision) = s.upsert_webhook(changed).await.unwrap();
+    assert_eq!(upserted, Upserted::Replaced);
+    assert_eq!(s.get_webhook("w1").await.unwrap().unwrap().record.revision, revision, "the revision it was stored under");
+    let v = s.get_webhook("w1").await.unwrap().expect("w1");
+    assert_eq!(v.record.url, "https://example.org/new");
+    assert_eq!((v.record.created_at_ms, v.record.updated_at_ms), (1_000, 2_000), "creation time kept");
+    assert_eq!((v.record.disabled_at_ms, v.record.revision), (None, r0 + 3));
+    assert_eq!((v.health, v.owner), (None, None));
+    let mut expected = webhook("w1");
+    expected.url = "https://example.org/new".into();
+    expected.updated_at_ms = 2_000;
+    expected.revision = r0 + 3;
+    assert_eq!(v.record, expected, "every field round-trips");
+    assert_eq!(s.get_webhook("nope").await.unwrap(), None);
 
-    // Events with deliveries, and idempotency.
+    // Byte order, whatever the database's collation.
+    register(&s, &["alpha", "Zed", "_x"]).await;
+    let all = s.list_webhooks(None, 100).await.unwrap();
+    assert_eq!(ids(&all), ["Zed", "_x", "alpha", "w1", "w2"]);
+    assert_eq!(ids(&s.list_webhooks(None, 2).await.unwrap()), ["Zed", "_x"]);
+    assert_eq!(ids(&s.list_webhooks(Some("alpha".into()), 10).await.unwrap()), ["w1", "w2"]);
+
+    // Incremental changes.
+    let since_start = s.registry_changes(r0).await.unwrap();
+    assert!(!since_start.full);
+    assert_eq!(
+        since_start.upserted.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        ["Zed", "_x", "alpha", "w1", "w2"]
+    );
+    let mid = since_start.revision;
+    assert_eq!(mid, r0 + 6);
+    assert!(s.delete_webhook("w2", 5_000).await.unwrap());
+    assert!(!s.delete_webhook("w2", 5_000).await.unwrap(), "already gone");
+    let after_delete = s.registry_changes(mid).await.unwrap();
+    assert_eq!(
+        after_delete,
+        RegistryChanges { revision: mid + 1, full: false, upserted: vec![], deleted: vec!["w2".into()] }
+    );
+    let full = s.registry_changes(0).await.unwrap();
+    assert!(full.full);
+    assert_eq!(full.upserted.len(), 4);
+    assert!(full.upserted.iter().all(|w| w.id != "w2"));
+    // Re-registered: an upsert, not a deletion, for whoever was before the delete.
+    s.upsert_webhook(webhook("w2")).await.unwrap();
+    let again = s.registry_changes(mid).await.unwrap();
+    assert_eq!(again.upserted.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["w2"]);
+    assert!(again.deleted.is_empty());
+    assert_eq!(s.registry_changes(again.revision).await.unwrap().upserted, vec![]);
+
+    // Tombstones older than 7 days are pruned; callers behind them get the full registry.
+    assert!(s.delete_webhook("alpha", 5_000).await.unwrap());
+    let alpha_gone = s.registry_changes(0).await.unwrap().revision;
+    let month = 30 * 24 * 3600 * 1000;
+    assert!(s.delete_webhook("Zed", month).await.unwrap());
+    assert!(s.registry_changes(alpha_gone - 1).await.unwrap().full, "behind a pruned tombstone");
+    let recent = s.registry_changes(alpha_gone).await.unwrap();
+    assert!(!recent.full);
+    assert_eq!(recent.deleted, vec!["Zed".to_string()]);
+    assert!(s.registry_changes(recent.revision + 100).await.unwrap().full, "ahead of the store");
+    s.close().await;
+}
+
+async fn publish_and_idempotency(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1", "w2"]).await;
     let e1 = event(&["w1", "w2"], None);
     let e2 = event(&["w1"], Some("key-1"));
     let e2_dup = event(&["w1"], Some("key-1"));
     let (e1_id, e2_id) = (e1.id.clone(), e2.id.clone());
-    let out = apply(&store, WriteBatch { events: vec![e1, e2, e2_dup], ..Default::default() }).await;
+    let e1_payload = e1.payload.clone();
+    let out = publish(&s, vec![e1, e2, e2_dup]).await;
     assert_eq!(out.events.len(), 3);
-    assert_eq!(out.events[0], EventWrite::Created);
-    assert_eq!(out.events[1], EventWrite::Created);
-    match &out.events[2] {
-        EventWrite::Duplicate(existing) => {
-            assert_eq!(existing.id, e2_id);
-            assert_eq!(existing.deliveries, vec![(delivery_id(&e2_id, 0), "w1".to_string())]);
+    assert_eq!(out.events[0], EventWrite::Created { dropped: vec![] });
+    assert_eq!(out.events[1], EventWrite::Created { dropped: vec![] });
+    let existing = ExistingEvent {
+        id: e2_id.clone(),
+        event_type: "order.created".into(),
+        timestamp: "2026-11-28T00:00:00.000Z".into(),
+        deliveries: vec![(delivery_id(&e2_id, 0), "w1".to_string())],
+    };
+    assert_eq!(out.events[2], EventWrite::Duplicate(existing.clone()), "same key twice in one batch");
+    // The key again, in a later batch.
+    let out = publish(&s, vec![event(&["w2"], Some("key-1")), event(&["w2"], Some("key-2"))]).await;
+    assert_eq!(out.events[0], EventWrite::Duplicate(existing));
+    assert_eq!(out.events[1], EventWrite::Created { dropped: vec![] });
+
+    let (d, log) = delivery(&s, &delivery_id(&e1_id, 1)).await;
+    assert_eq!((d.webhook_id.as_str(), d.event_id.as_str(), d.status), ("w2", e1_id.as_str(), DeliveryStatus::Pending));
+    assert_eq!((d.attempts, d.created_at_ms, d.next_attempt_at_ms), (0, 5_000, Some(5_000)));
+    assert_eq!(d.payload.as_bytes(), &e1_payload[..]);
+    assert_eq!(d.event_type, "order.created");
+    assert!(log.is_empty());
+    assert_eq!(s.list_deliveries(DeliveryFilter::default(), None, 100).await.unwrap().len(), 4);
+
+    if b.postgres {
+        // Two nodes publishing the same key at once: exactly one event is written.
+        let other = b.open("b").await;
+        for round in 0..5 {
+            let key = format!("race-{round}");
+            let (x, y) = (event(&["w1"], Some(&key)), event(&["w1"], Some(&key)));
+            let (x_id, y_id) = (x.id.clone(), y.id.clone());
+            let (ox, oy) = tokio::join!(publish(&s, vec![x]), publish(&other, vec![y]));
+            let (wx, wy) = (&ox.events[0], &oy.events[0]);
+            match (wx, wy) {
+                (EventWrite::Created { .. }, EventWrite::Duplicate(e)) => assert_eq!(e.id, x_id),
+                (EventWrite::Duplicate(e), EventWrite::Created { .. }) => assert_eq!(e.id, y_id),
+                other => panic!("expected one created and one duplicate, got {other:?}"),
+            }
         }
-        other => panic!("expected a duplicate, got {other:?}"),
+        other.close().await;
     }
+    s.close().await;
+}
 
-    // Backlog paging in id order.
-    let all = store.load_pending("w1", PageStart::Beginning, 10).await.unwrap();
-    let ids: Vec<_> = all.iter().map(|p| p.id.clone()).collect();
-    assert_eq!(ids, [delivery_id(&e1_id, 0), delivery_id(&e2_id, 0)]);
-    assert_eq!(all[0].attempts, 0);
-    assert_eq!(all[0].next_attempt_at_ms, 5_000);
-    assert_eq!(all[0].event_type, "order.created");
-    assert!(all[0].payload.starts_with(b"{\"id\":\"evt_"));
-    let after = store.load_pending("w1", PageStart::After(ids[0].clone()), 10).await.unwrap();
-    assert_eq!(after.len(), 1);
-    let from = store.load_pending("w1", PageStart::From(ids[1].clone()), 10).await.unwrap();
-    assert_eq!(from[0].id, ids[1]);
-    assert_eq!(store.load_pending("w1", PageStart::Beginning, 1).await.unwrap().len(), 1);
+async fn deliveries_of_deleted_webhooks_are_dropped_or_failed(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1"]).await;
+    let e = event(&["w1", "ghost"], None);
+    let (kept, ghost) = (e.deliveries[0].id.clone(), e.deliveries[1].id.clone());
+    let out = publish(&s, vec![e]).await;
+    assert_eq!(out.events[0], EventWrite::Created { dropped: vec![ghost.clone()] });
+    assert_eq!(s.get_delivery(&ghost).await.unwrap(), None);
+    assert_eq!(s.pending_counts(vec!["w1".into(), "ghost".into()]).await.unwrap(), vec![("w1".to_string(), 1)]);
 
-    // Attempt outcomes.
-    apply(
-        &store,
-        WriteBatch {
-            attempts: vec![AttemptUpdate {
-                delivery_id: ids[0].clone(),
-                attempt: attempt(1, 500),
-                next: NextStep::RetryAt(9_000),
-            }],
-            ..Default::default()
-        },
-    )
-    .await;
-    let p = store.load_pending("w1", PageStart::Beginning, 10).await.unwrap();
-    assert_eq!((p[0].attempts, p[0].next_attempt_at_ms), (1, 9_000));
-    apply(
-        &store,
-        WriteBatch {
-            attempts: vec![AttemptUpdate {
-                delivery_id: ids[0].clone(),
-                attempt: attempt(2, 200),
-                next: NextStep::Succeeded,
-            }],
-            ..Default::default()
-        },
-    )
-    .await;
-    let (d, log) = store.get_delivery(&ids[0]).await.unwrap().unwrap();
-    assert_eq!(d.status, DeliveryStatus::Success);
-    assert_eq!(d.attempts, 2);
+    assert!(s.delete_webhook("w1", 7_000).await.unwrap());
+    let (d, _) = delivery(&s, &kept).await;
+    assert_eq!(
+        (d.status, d.last_error.as_deref(), d.completed_at_ms),
+        (DeliveryStatus::Failed, Some("webhook deleted"), Some(7_000))
+    );
     assert_eq!(d.next_attempt_at_ms, None);
-    assert_eq!(d.last_status_code, Some(200));
-    assert_eq!(d.completed_at_ms, Some(6_002 + 3));
+    let e = event(&["w1"], None);
+    let late = e.deliveries[0].id.clone();
+    assert_eq!(publish(&s, vec![e]).await.events[0], EventWrite::Created { dropped: vec![late] });
+    assert!(s.load_due("w1", i64::MAX, vec![], 10).await.unwrap().items.is_empty());
+    s.close().await;
+}
+
+async fn load_due_orders_excludes_and_limits(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1", "w2"]).await;
+    let events = vec![
+        event_at(&["w1"], None, 3_000),
+        event_at(&["w1"], None, 1_000),
+        event_at(&["w1", "w2"], None, 2_000),
+        event_at(&["w1"], None, 2_000),
+        event_at(&["w1"], None, 9_000),
+    ];
+    let d: Vec<String> = events.iter().map(|e| e.deliveries[0].id.clone()).collect();
+    let payload = events[1].payload.clone();
+    let event_id = events[1].id.clone();
+    publish(&s, events).await;
+
+    let page = s.load_due("w1", 5_000, vec![], 10).await.unwrap();
+    let got: Vec<&str> = page.items.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(got, [&d[1], &d[2], &d[3], &d[0]], "by due time, then id");
+    assert_eq!(page.next_due_at_ms, Some(9_000));
+    let first = &page.items[0];
+    assert_eq!((first.event_id.as_str(), first.event_type.as_str()), (event_id.as_str(), "order.created"));
+    assert_eq!((first.payload.clone(), first.timestamp.as_str()), (payload, "2026-11-28T00:00:00.000Z"));
+    assert_eq!((first.attempts, first.next_attempt_at_ms, first.created_at_ms), (0, 1_000, 1_000));
+
+    let page = s.load_due("w1", 5_000, vec![d[1].clone(), d[3].clone()], 10).await.unwrap();
+    assert_eq!(page.items.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [&d[2], &d[0]]);
+    let page = s.load_due("w1", 5_000, vec![], 2).await.unwrap();
+    assert_eq!(page.items.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [&d[1], &d[2]]);
+    let page = s.load_due("w1", 500, vec![], 10).await.unwrap();
+    assert!(page.items.is_empty());
+    assert_eq!(page.next_due_at_ms, Some(1_000));
+    let page = s.load_due("w1", 9_000, vec![], 10).await.unwrap();
+    assert_eq!((page.items.len(), page.next_due_at_ms), (5, None));
+    assert_eq!(s.load_due("w2", 9_000, vec![], 10).await.unwrap().items.len(), 1);
+    assert!(s.load_due("nope", 9_000, vec![], 10).await.unwrap().items.is_empty());
+    s.close().await;
+}
+
+async fn attempt_updates_apply_in_order(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1"]).await;
+    let f = claim(&s, "a", &["w1"], LONG).await.pop().expect("granted");
+    let events: Vec<NewEvent> = (0..3).map(|_| event(&["w1"], None)).collect();
+    let d: Vec<String> = events.iter().map(|e| e.deliveries[0].id.clone()).collect();
+    publish(&s, events).await;
+
+    // d0 retried and then succeeded within one commit window; d1 failed; d2 to retry later.
+    let out = apply(
+        &s,
+        WriteBatch {
+            attempts: vec![
+                update(&f, &d[0], attempt(1, 500), NextStep::RetryAt(6_500)),
+                update(&f, &d[1], attempt(1, 400), NextStep::Failed),
+                update(&f, &d[0], attempt(2, 200), NextStep::Succeeded),
+                update(&f, &d[2], attempt(1, 503), NextStep::RetryAt(9_000)),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(out.fenced.is_empty());
+    let (d0, log) = delivery(&s, &d[0]).await;
+    assert_eq!((d0.status, d0.attempts, d0.next_attempt_at_ms), (DeliveryStatus::Success, 2, None));
+    assert_eq!((d0.last_status_code, d0.completed_at_ms, d0.last_error.as_deref()), (Some(200), Some(6_002 + 3), None));
+    assert_eq!(d0.last_attempt_at_ms, Some(6_002));
     assert_eq!(log, vec![attempt(1, 500), attempt(2, 200)]);
+    let (d1, log) = delivery(&s, &d[1]).await;
+    assert_eq!((d1.status, d1.attempts, d1.completed_at_ms), (DeliveryStatus::Failed, 1, Some(6_004)));
+    assert_eq!((d1.last_status_code, d1.last_error.as_deref()), (Some(400), Some("HTTP 400")));
+    assert_eq!(log, vec![attempt(1, 400)]);
+    let (d2, log) = delivery(&s, &d[2]).await;
+    assert_eq!((d2.status, d2.attempts, d2.next_attempt_at_ms), (DeliveryStatus::Pending, 1, Some(9_000)));
+    assert_eq!(log, vec![attempt(1, 503)]);
+    let due = s.load_due("w1", 9_000, vec![], 10).await.unwrap();
+    assert_eq!((due.items.len(), due.items[0].attempts, due.items[0].next_attempt_at_ms), (1, 1, 9_000));
+    assert!(s.load_due("w1", 8_999, vec![], 10).await.unwrap().items.is_empty());
+
     // A finished delivery is not changed by a late update.
     apply(
-        &store,
-        WriteBatch {
-            attempts: vec![AttemptUpdate {
-                delivery_id: ids[0].clone(),
-                attempt: attempt(3, 500),
-                next: NextStep::Failed,
-            }],
-            ..Default::default()
-        },
+        &s,
+        WriteBatch { attempts: vec![update(&f, &d[0], attempt(3, 500), NextStep::Failed)], ..Default::default() },
     )
     .await;
-    assert_eq!(store.get_delivery(&ids[0]).await.unwrap().unwrap().0.status, DeliveryStatus::Success);
-    assert_eq!(store.get_delivery("dlv_missing").await.unwrap(), None);
+    let (d0, log) = delivery(&s, &d[0]).await;
+    assert_eq!((d0.status, log.len()), (DeliveryStatus::Success, 2));
+    assert_eq!(s.get_delivery("dlv_missing").await.unwrap(), None);
+    s.close().await;
+}
 
-    // Listing: newest first, filters, cursor.
-    let list = store.list_deliveries(DeliveryFilter::default(), None, 10).await.unwrap();
-    assert_eq!(list.len(), 3);
-    assert!(list.windows(2).all(|w| w[0].id > w[1].id), "newest first");
-    let w1 = DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Pending) };
-    let list = store.list_deliveries(w1, None, 10).await.unwrap();
-    assert_eq!(list.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), [ids[1].clone()]);
-    let older = store.list_deliveries(DeliveryFilter::default(), Some(ids[1].clone()), 10).await.unwrap();
-    assert!(older.iter().all(|d| d.id < ids[1]));
+async fn fenced_writes_of_a_stale_owner_are_skipped(b: &Backend) {
+    let a = b.open("node-a").await;
+    let bb = b.other(&a, "node-b").await;
+    register(&a, &["w1"]).await;
+    let events: Vec<NewEvent> = (0..2).map(|_| event(&["w1"], None)).collect();
+    let d: Vec<String> = events.iter().map(|e| e.deliveries[0].id.clone()).collect();
+    publish(&a, events).await;
 
-    // Disable fails the webhook's pending deliveries; single failures too.
+    let fa = claim(&a, "node-a", &["w1"], SHORT).await;
+    assert_eq!(fa, vec![fence("w1", 1)]);
+    let fa = fa[0].clone();
+    tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
+    let fb = claim(&bb, "node-b", &["w1"], LONG).await;
+    assert_eq!(fb, vec![fence("w1", 2)], "run out: the next node takes it");
+    let fb = fb[0].clone();
+
+    // The old owner, frozen past its lease, comes back: none of its fenced writes land.
+    let stale = WriteBatch {
+        attempts: vec![update(&fa, &d[0], attempt(1, 200), NextStep::Succeeded)],
+        failures: vec![FailDelivery { delivery_id: d[1].clone(), reason: "stale".into(), fence: Some(fa.clone()) }],
+        disables: vec![DisableWebhook { fence: fa.clone(), reason: "HTTP 410 Gone".into(), at_ms: 7_000 }],
+        health: vec![HealthWrite { fence: fa.clone(), health: StoredHealth::default() }],
+        ..Default::default()
+    };
+    let out = apply(&a, stale).await;
+    assert_eq!(out.fenced, vec![fa.clone()]);
+    assert!(out.disabled.is_empty());
+    assert_eq!(delivery(&a, &d[0]).await.0.status, DeliveryStatus::Pending);
+    assert_eq!(delivery(&a, &d[1]).await.0.status, DeliveryStatus::Pending);
+    let v = a.get_webhook("w1").await.unwrap().unwrap();
+    assert_eq!((v.record.disabled_at_ms, v.health), (None, None));
+    assert_eq!(v.owner.as_ref().map(|o| (o.node_id.as_str(), o.epoch)), Some(("node-b", 2)));
+
+    // The new owner's writes land; unfenced ones land for anyone.
+    let health = StoredHealth { consecutive_failures: 1, ..StoredHealth::default() };
     let out = apply(
-        &store,
+        &bb,
         WriteBatch {
-            disables: vec![DisableWebhook { webhook_id: "w2".into(), reason: "HTTP 410 Gone".into(), at_ms: 7_000 }],
-            failures: vec![(ids[1].clone(), "webhook deleted".into())],
+            attempts: vec![update(&fb, &d[0], attempt(1, 200), NextStep::Succeeded)],
+            health: vec![HealthWrite { fence: fb.clone(), health }],
             ..Default::default()
         },
     )
     .await;
-    assert_eq!(out.disabled, vec![("w2".to_string(), 1)]);
-    let w2 = store.get_webhook("w2").await.unwrap().unwrap();
-    assert_eq!((w2.disabled_at_ms, w2.disabled_reason.as_deref()), (Some(7_000), Some("HTTP 410 Gone")));
-    assert!(store.load_pending("w2", PageStart::Beginning, 10).await.unwrap().is_empty());
-    let (d, _) = store.get_delivery(&ids[1]).await.unwrap().unwrap();
-    assert_eq!((d.status, d.last_error.as_deref()), (DeliveryStatus::Failed, Some("webhook deleted")));
-    // Re-registering clears the disable.
-    store.upsert_webhook(webhook("w2")).await.unwrap();
-    assert_eq!(store.get_webhook("w2").await.unwrap().unwrap().disabled_at_ms, None);
+    assert!(out.fenced.is_empty());
+    assert_eq!(delivery(&a, &d[0]).await.0.status, DeliveryStatus::Success);
+    assert_eq!(a.get_webhook("w1").await.unwrap().unwrap().health, Some(health));
+    let out = apply(
+        &a,
+        WriteBatch {
+            failures: vec![FailDelivery { delivery_id: d[1].clone(), reason: "gone".into(), fence: None }],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(out.fenced.is_empty());
+    assert_eq!(delivery(&a, &d[1]).await.0.last_error.as_deref(), Some("gone"));
+    // A lease that was never granted fences too.
+    let out =
+        apply(&a, WriteBatch { health: vec![HealthWrite { fence: fence("w9", 1), health }], ..Default::default() })
+            .await;
+    assert_eq!(out.fenced, vec![fence("w9", 1)]);
+    if b.postgres {
+        bb.close().await;
+    }
+    a.close().await;
+}
 
-    // Recovery: counts per webhook; deliveries of vanished webhooks fail.
-    let e3 = event(&["w1", "ghost"], None);
-    let ghost_delivery = e3.deliveries[1].id.clone();
-    apply(&store, WriteBatch { events: vec![e3], ..Default::default() }).await;
-    let counts = store.recover(8_000).await.unwrap();
-    assert_eq!(counts, vec![("w1".to_string(), 1)]);
-    assert_eq!(store.get_delivery(&ghost_delivery).await.unwrap().unwrap().0.status, DeliveryStatus::Failed);
+async fn heartbeats_track_live_nodes(b: &Backend) {
+    let s = b.open("n1").await;
+    let mut notices = s.take_notices();
+    assert_eq!(notices.is_some(), b.postgres, "notices only on PostgreSQL");
+    assert!(s.take_notices().is_none(), "taken once");
+    assert_eq!(s.exclusive(), !b.postgres);
+    register(&s, &["w2", "w1"]).await;
+    claim(&s, "n1", &["w1", "w2"], LONG).await;
 
-    // Delete fails pending deliveries and keeps history.
-    assert!(store.delete_webhook("w1", 9_000).await.unwrap());
-    assert!(!store.delete_webhook("w1", 9_000).await.unwrap());
-    assert_eq!(store.get_webhook("w1").await.unwrap(), None);
-    assert!(store.load_pending("w1", PageStart::Beginning, 10).await.unwrap().is_empty());
-    assert_eq!(store.list_deliveries(DeliveryFilter::default(), None, 100).await.unwrap().len(), 5);
+    let before = now_ms();
+    let hb = s.heartbeat("n1", "v1", LONG).await.unwrap();
+    assert!((hb.now_ms - before).abs() < 5_000, "store clock near ours: {} vs {before}", hb.now_ms);
+    assert_eq!(hb.live_nodes, vec!["n1".to_string()]);
+    assert_eq!(hb.held, vec![fence("w1", 1), fence("w2", 1)]);
+    let owner = s.get_webhook("w1").await.unwrap().unwrap().owner.unwrap();
+    assert_eq!(owner, LeaseInfo { node_id: "n1".into(), epoch: 1, expires_at_ms: hb.now_ms + 60_000 });
+    if let Some(rx) = notices.as_mut() {
+        let n = notice_matching(rx, |n| matches!(n, Notice::Cluster { .. })).await;
+        assert_eq!(n, Notice::Cluster { origin: "n1".into() }, "a join is announced");
+    }
 
-    store.ping().await.unwrap();
-    store.close().await;
-    assert!(matches!(
-        store.apply(Arc::new(WriteBatch { failures: vec![("x".into(), "y".into())], ..Default::default() })).await,
-        Err(StoreError::Closed)
-    ));
+    let hb2 = s.heartbeat("n2", "v2", SHORT).await.unwrap();
+    assert_eq!(hb2.live_nodes, vec!["n1".to_string(), "n2".to_string()]);
+    assert!(hb2.held.is_empty());
+    let nodes = s.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!((nodes[0].id.as_str(), nodes[0].live, nodes[0].owned, nodes[0].info.as_str()), ("n1", true, 2, "v1"));
+    assert_eq!((nodes[1].id.as_str(), nodes[1].live, nodes[1].owned), ("n2", true, 0));
+    let n2_started = nodes[1].started_at_ms;
+
+    tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
+    let hb3 = s.heartbeat("n1", "v1b", LONG).await.unwrap();
+    assert_eq!(hb3.live_nodes, vec!["n1".to_string()], "n2 ran out");
+    let nodes = s.nodes().await.unwrap();
+    assert_eq!((nodes[0].id.as_str(), nodes[0].live, nodes[0].info.as_str()), ("n1", true, "v1b"));
+    assert_eq!(nodes[0].started_at_ms, hb.now_ms, "a renewal keeps the start time");
+    assert_eq!((nodes[1].id.as_str(), nodes[1].live), ("n2", false), "dead nodes listed last");
+    assert!(nodes[0].heartbeat_at_ms >= hb3.now_ms && nodes[0].expires_at_ms == hb3.now_ms + 60_000);
+
+    // n2 comes back after running out: a new start time, and a join again.
+    let hb4 = s.heartbeat("n2", "v2", LONG).await.unwrap();
+    let n2 = s.nodes().await.unwrap().into_iter().find(|n| n.id == "n2").unwrap();
+    assert!(n2.live && n2.started_at_ms == hb4.now_ms && n2.started_at_ms > n2_started);
+    if let Some(rx) = notices.as_mut() {
+        notice_matching(rx, |n| matches!(n, Notice::Cluster { .. })).await;
+    }
+    s.close().await;
+}
+
+async fn claim_rules(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1", "w2", "w3"]).await;
+    assert_eq!(
+        claim(&s, "a", &["w2", "ghost", "w1"], LONG).await,
+        vec![fence("w1", 1), fence("w2", 1)],
+        "free leases of existing webhooks"
+    );
+    assert_eq!(claim(&s, "a", &["w1"], LONG).await, vec![fence("w1", 2)], "own lease: re-granted");
+    let stolen = claim(&s, "b", &["w2"], LONG).await;
+    if b.postgres {
+        assert!(stolen.is_empty(), "someone else's live lease is not granted");
+    } else {
+        assert_eq!(stolen, vec![fence("w2", 2)], "exclusive store: an earlier run's lease is taken at once");
+    }
+    assert_eq!(claim(&s, "b", &["w3"], SHORT).await, vec![fence("w3", 1)]);
+    tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
+    assert_eq!(claim(&s, "a", &["w3"], LONG).await, vec![fence("w3", 2)], "run out: granted");
+    // Epochs outlive the registration.
+    assert!(s.delete_webhook("w3", 8_000).await.unwrap());
+    assert!(claim(&s, "a", &["w3"], LONG).await.is_empty(), "no lease for a deleted webhook");
+    register(&s, &["w3"]).await;
+    assert_eq!(claim(&s, "a", &["w3"], LONG).await, vec![fence("w3", 3)]);
+    assert!(claim(&s, "a", &[], LONG).await.is_empty());
+    s.close().await;
+}
+
+async fn release_and_leave(b: &Backend) {
+    let s = b.open("a").await;
+    let mut notices = s.take_notices();
+    register(&s, &["w1", "w2"]).await;
+    s.heartbeat("a", "", LONG).await.unwrap();
+    claim(&s, "a", &["w1", "w2"], LONG).await;
+    s.release_leases("a", vec![fence("w1", 99)]).await.unwrap();
+    assert_eq!(
+        s.get_webhook("w1").await.unwrap().unwrap().owner.map(|o| o.node_id),
+        Some("a".into()),
+        "epoch moved on: kept"
+    );
+    s.release_leases("a", vec![fence("w1", 1)]).await.unwrap();
+    assert_eq!(s.get_webhook("w1").await.unwrap().unwrap().owner, None);
+    if let Some(rx) = notices.as_mut() {
+        notice_matching(rx, |n| matches!(n, Notice::Cluster { .. })).await;
+    }
+    assert_eq!(
+        claim(&s, "b", &["w1"], LONG).await,
+        vec![fence("w1", 2)],
+        "released: claimed at once, epoch kept growing"
+    );
+    s.leave("a").await.unwrap();
+    assert_eq!(s.get_webhook("w2").await.unwrap().unwrap().owner, None);
+    assert_eq!(s.get_webhook("w1").await.unwrap().unwrap().owner.map(|o| o.node_id), Some("b".into()));
+    assert!(s.nodes().await.unwrap().iter().all(|n| n.id != "a"));
+    assert_eq!(s.heartbeat("a", "", LONG).await.unwrap().held, vec![], "left: holds nothing");
+    s.close().await;
+}
+
+async fn due_summary_and_pending_counts(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1", "w2", "w3"]).await;
+    publish(
+        &s,
+        vec![event_at(&["w1"], None, 3_000), event_at(&["w1", "w2"], None, 1_000), event_at(&["w2"], None, 2_000)],
+    )
+    .await;
+    let ask = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let summary = s.due_summary(ask(&["w3", "w1", "w2", "ghost"])).await.unwrap();
+    let got: Vec<(&str, Option<i64>)> = summary.iter().map(|p| (p.webhook_id.as_str(), p.earliest_due_ms)).collect();
+    assert_eq!(got, [("w3", None), ("w1", Some(1_000)), ("w2", Some(1_000)), ("ghost", None)]);
+    assert_eq!(
+        s.pending_counts(ask(&["w3", "w2", "w1"])).await.unwrap(),
+        vec![("w1".to_string(), 2), ("w2".to_string(), 2)]
+    );
+    assert!(s.due_summary(vec![]).await.unwrap().is_empty());
+    assert!(s.pending_counts(vec![]).await.unwrap().is_empty());
+    s.close().await;
+}
+
+async fn health_round_trip_disable_and_reenable(b: &Backend) {
+    let s = b.open("a").await;
+    let mut notices = s.take_notices();
+    register(&s, &["w1", "w2"]).await;
+    let f = claim(&s, "a", &["w1"], LONG).await.pop().unwrap();
+    publish(&s, vec![event(&["w1", "w2"], None), event(&["w1"], None)]).await;
+    let health = StoredHealth {
+        state: EndpointState::Paused,
+        consecutive_failures: 7,
+        failing_since_ms: Some(100),
+        last_success_ms: None,
+        last_failure_ms: Some(200),
+        breaker: Some(BreakerRecord { probe_at_ms: 300, cooldown_ms: 400 }),
+    };
+    let writes = vec![
+        HealthWrite { fence: f.clone(), health: StoredHealth::default() },
+        HealthWrite { fence: f.clone(), health },
+    ];
+    apply(&s, WriteBatch { health: writes, ..Default::default() }).await;
+    assert_eq!(s.get_webhook("w1").await.unwrap().unwrap().health, Some(health), "last write wins");
+    assert_eq!(s.get_webhook("w2").await.unwrap().unwrap().health, None);
+    let many = s.stored_health(vec!["w2".into(), "w1".into(), "nope".into()]).await.unwrap();
+    assert_eq!(many, vec![("w1".to_string(), health)], "only webhooks with a record");
+
+    let before = s.registry_changes(0).await.unwrap().revision;
+    let disabled = StoredHealth { state: EndpointState::Disabled, ..health };
+    let out = apply(
+        &s,
+        WriteBatch {
+            disables: vec![DisableWebhook { fence: f.clone(), reason: "HTTP 410 Gone".into(), at_ms: 7_000 }],
+            health: vec![HealthWrite { fence: f.clone(), health: disabled }],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(out.disabled, vec![("w1".to_string(), 2)]);
+    let v = s.get_webhook("w1").await.unwrap().unwrap();
+    assert_eq!((v.record.disabled_at_ms, v.record.disabled_reason.as_deref()), (Some(7_000), Some("HTTP 410 Gone")));
+    assert_eq!((v.record.revision, v.health), (before + 1, Some(disabled)));
+    let changes = s.registry_changes(before).await.unwrap();
+    assert_eq!(changes.upserted.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["w1"]);
+    assert!(s.load_due("w1", i64::MAX, vec![], 10).await.unwrap().items.is_empty());
+    let failed = s
+        .list_deliveries(
+            DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Failed) },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 2);
+    assert!(
+        failed.iter().all(|d| d.last_error.as_deref() == Some("HTTP 410 Gone") && d.completed_at_ms == Some(7_000))
+    );
+    assert_eq!(s.pending_counts(vec!["w2".into()]).await.unwrap(), vec![("w2".to_string(), 1)], "others untouched");
+    if let Some(rx) = notices.as_mut() {
+        notice_matching(rx, |n| matches!(n, Notice::Registry { .. })).await;
+    }
+
+    // Re-registering re-enables it and starts its health over.
+    s.upsert_webhook(webhook("w1")).await.unwrap();
+    let v = s.get_webhook("w1").await.unwrap().unwrap();
+    assert_eq!((v.record.disabled_at_ms, v.health), (None, Some(StoredHealth::default())));
+    // Deleting forgets it; a health write for a deleted webhook is not stored.
+    assert!(s.delete_webhook("w1", 8_000).await.unwrap());
+    apply(&s, WriteBatch { health: vec![HealthWrite { fence: f.clone(), health }], ..Default::default() }).await;
+    register(&s, &["w1"]).await;
+    assert_eq!(s.get_webhook("w1").await.unwrap().unwrap().health, None);
+    s.close().await;
+}
+
+async fn delivery_listing_filters_and_cursors(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1", "w2"]).await;
+    let events: Vec<NewEvent> = (0..3).map(|_| event(&["w1", "w2"], None)).collect();
+    let failed_id = events[1].deliveries[0].id.clone();
+    publish(&s, events).await;
+    let all = s.list_deliveries(DeliveryFilter::default(), None, 10).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    // Pages of two, by cursor, cover everything once.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s.list_deliveries(DeliveryFilter::default(), before.clone(), 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|d| d.id.clone());
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    let w1 = s.list_deliveries(DeliveryFilter { webhook_id: Some("w1".into()), status: None }, None, 10).await.unwrap();
+    assert_eq!(w1.len(), 3);
+    assert!(w1.iter().all(|d| d.webhook_id == "w1"));
+    apply(
+        &s,
+        WriteBatch {
+            failures: vec![FailDelivery { delivery_id: failed_id.clone(), reason: "nope".into(), fence: None }],
+            ..Default::default()
+        },
+    )
+    .await;
+    let failed = s
+        .list_deliveries(DeliveryFilter { webhook_id: None, status: Some(DeliveryStatus::Failed) }, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(failed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), [failed_id.as_str()]);
+    assert_eq!(failed[0].last_error.as_deref(), Some("nope"));
+    let pending = DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Pending) };
+    let older = s.list_deliveries(pending, Some(w1[0].id.clone()), 10).await.unwrap();
+    assert_eq!(older.len(), 1, "w1's pending older than its newest: the oldest (the middle one failed)");
+    assert!(
+        s.list_deliveries(DeliveryFilter { webhook_id: Some("none".into()), status: None }, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.close().await;
+}
+
+async fn closed_store_refuses_calls(b: &Backend) {
+    let s = b.open("a").await;
+    s.ping().await.unwrap();
+    s.close().await;
+    let batch = WriteBatch {
+        failures: vec![FailDelivery { delivery_id: "x".into(), reason: "y".into(), fence: None }],
+        ..Default::default()
+    };
+    assert!(matches!(s.apply(Arc::new(batch)).await, Err(StoreError::Closed)));
+    assert!(matches!(s.get_webhook("x").await, Err(StoreError::Closed)));
+    assert!(matches!(s.heartbeat("a", "", LONG).await, Err(StoreError::Closed)));
+    s.close().await;
+}
+
+// ----- PostgreSQL only -----
+
+#[actix_web::test]
+async fn pg_notices_reach_other_stores() {
+    let Some(b) = Backend::postgres().await else { return };
+    let a = b.open("node-a").await;
+    let other = b.open("node-b").await;
+    let mut rx = other.take_notices().expect("notices");
+    register(&a, &["w1", "w2"]).await;
+    assert_eq!(
+        notice_matching(&mut rx, |n| matches!(n, Notice::Registry { .. })).await,
+        Notice::Registry { origin: "node-a".into() }
+    );
+    publish(&a, vec![event(&["w1", "w2"], None), event(&["w1", "ghost"], None)]).await;
+    let work = notice_matching(&mut rx, |n| matches!(n, Notice::Work { .. })).await;
+    assert_eq!(work, Notice::Work { origin: "node-a".into(), webhooks: vec![("w1".into(), 2), ("w2".into(), 1)] });
+    a.heartbeat("node-a", "", LONG).await.unwrap();
+    assert_eq!(
+        notice_matching(&mut rx, |n| matches!(n, Notice::Cluster { .. })).await,
+        Notice::Cluster { origin: "node-a".into() }
+    );
+    assert!(a.delete_webhook("w2", 1).await.unwrap());
+    notice_matching(&mut rx, |n| matches!(n, Notice::Registry { .. })).await;
+    // Another schema on the same database hears nothing of this one.
+    let c = Backend::postgres().await.unwrap();
+    let elsewhere = c.open("node-c").await;
+    let mut quiet = elsewhere.take_notices().unwrap();
+    register(&a, &["w3"]).await;
+    notice_matching(&mut rx, |n| matches!(n, Notice::Registry { .. })).await;
+    assert!(tokio::time::timeout(Duration::from_millis(300), quiet.recv()).await.is_err());
+    for s in [a, other, elsewhere] {
+        s.close().await;
+    }
 }
 
 #[actix_web::test]
-async fn sqlite_store_meets_the_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("c.db").display());
-    let store = SqliteStore::open(&url, &StoreOptions::default()).await.unwrap();
-    contract(Arc::new(store)).await;
+async fn pg_concurrent_opens_migrate_once() {
+    let Some(b) = Backend::postgres().await else { return };
+    let options = StoreOptions::default();
+    let (x, y, z) =
+        tokio::join!(store::open(&b.url, &options), store::open(&b.url, &options), store::open(&b.url, &options),);
+    let stores = [x.unwrap(), y.unwrap(), z.unwrap()];
+    stores[0].upsert_webhook(webhook("w1")).await.unwrap();
+    assert!(stores[2].get_webhook("w1").await.unwrap().is_some());
+    for s in stores {
+        s.close().await;
+    }
+    // The schema (chosen by the URL's search_path) holds one record of migration 1.
+    let (client, conn) = tokio_postgres::connect(&pg::base_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let schema = &b._schema.as_ref().unwrap().name;
+    let n: i64 =
+        client.query_one(&format!("SELECT count(*) FROM {schema}.schema_migrations"), &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    // A schema from a newer binary is refused.
+    client.batch_execute(&format!("INSERT INTO {schema}.schema_migrations VALUES (99, 'future', 0)")).await.unwrap();
+    let err = store::open(&b.url, &StoreOptions::default()).await.err().expect("newer schema refused");
+    assert!(err.to_string().contains("newer"), "{err}");
 }
+
+#[actix_web::test]
+async fn pg_open_errors_hide_the_password() {
+    let err = store::open("postgres://u:hunter2@127.0.0.1:1/db?connect_timeout=2", &StoreOptions::default())
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+// ----- SQLite only -----
 
 #[actix_web::test]
 async fn sqlite_store_reopens_and_refuses_newer_schemas() {
@@ -228,12 +836,90 @@ async fn sqlite_store_reopens_and_refuses_newer_schemas() {
     let store = SqliteStore::open(&url, &StoreOptions::default()).await.unwrap();
     assert!(store.get_webhook("kept").await.unwrap().is_some(), "data survives reopen; migrations are not re-run");
     store.close().await;
-    rusqlite_set_version(&path, 99);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
     let err = SqliteStore::open(&url, &StoreOptions::default()).await.err().expect("newer schema refused");
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
-fn rusqlite_set_version(path: &std::path::Path, v: i32) {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.pragma_update(None, "user_version", v).unwrap();
+#[actix_web::test]
+async fn sqlite_version_1_databases_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(include_str!("../../migrations/sqlite/0001_init.sql")).unwrap();
+    conn.execute_batch(
+        "PRAGMA user_version = 1;
+         INSERT INTO webhooks (id, url, secret, events, headers, retry_config, created_at, updated_at)
+           VALUES ('old', 'https://example.com/', 's', NULL, '{}', '{}', 1, 2);
+         INSERT INTO events (id, event_type, payload, timestamp, created_at) VALUES ('evt_1', 't', '{}', 'ts', 10);
+         INSERT INTO deliveries (id, event_id, webhook_id, status, attempts, next_attempt_at, created_at)
+           VALUES ('dlv_1', 'evt_1', 'old', 'pending', 0, 10, 10);",
+    )
+    .unwrap();
+    drop(conn);
+    let url = format!("sqlite://{}", path.display());
+    let s: Arc<dyn Store> = Arc::new(SqliteStore::open(&url, &StoreOptions::default()).await.unwrap());
+    let changes = s.registry_changes(0).await.unwrap();
+    assert_eq!((changes.revision, changes.upserted.len(), changes.upserted[0].revision), (1, 1, 1));
+    assert_eq!(s.load_due("old", 10, vec![], 10).await.unwrap().items.len(), 1);
+    assert_eq!(claim(&s, "local", &["old"], LONG).await, vec![fence("old", 1)]);
+    s.upsert_webhook(webhook("old")).await.unwrap();
+    assert_eq!(s.registry_changes(1).await.unwrap().upserted[0].revision, 2);
+    s.close().await;
+}
+
+#[actix_web::test]
+async fn pg_listener_reconnects_and_resyncs() {
+    let Some(b) = Backend::postgres().await else { return };
+    let s = b.open("a").await;
+    let mut rx = s.take_notices().unwrap();
+    let schema = b._schema.as_ref().unwrap().name.clone();
+    let (client, conn) = tokio_postgres::connect(&pg::base_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let killed: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = $1",
+            &[&format!("LISTEN \"servio_webhooks:{schema}\"")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "this store's listener connection");
+    assert_eq!(notice_matching(&mut rx, |n| *n == Notice::Resync).await, Notice::Resync);
+    register(&s, &["w1"]).await;
+    notice_matching(&mut rx, |n| matches!(n, Notice::Registry { .. })).await;
+    s.close().await;
+}
+
+#[actix_web::test]
+async fn pg_races_between_nodes_resolve_cleanly() {
+    let Some(b) = Backend::postgres().await else { return };
+    let a = b.open("node-a").await;
+    let other = b.open("node-b").await;
+    for round in 0..5 {
+        // Two nodes claim the same unowned webhook at once: exactly one gets it.
+        let id = format!("w{round}");
+        register(&a, &[&id]).await;
+        let ids = [id.as_str()];
+        let (x, y) = tokio::join!(claim(&a, "node-a", &ids, LONG), claim(&other, "node-b", &ids, LONG));
+        assert_eq!(x.len() + y.len(), 1, "round {round}: {x:?} {y:?}");
+        // A publish and a delete at once: the delivery is either dropped or failed, never
+        // left pending for a webhook that is gone.
+        let e = event(&[&id], None);
+        let d = e.deliveries[0].id.clone();
+        let (out, deleted) = tokio::join!(publish(&a, vec![e]), other.delete_webhook(&id, 9_000));
+        assert!(deleted.unwrap());
+        match &out.events[0] {
+            EventWrite::Created { dropped } if dropped.is_empty() => {
+                assert_eq!(delivery(&a, &d).await.0.status, DeliveryStatus::Failed, "round {round}");
+            }
+            EventWrite::Created { dropped } => assert_eq!(dropped, &vec![d.clone()]),
+            other => panic!("{other:?}"),
+        }
+        assert!(a.pending_counts(vec![id]).await.unwrap().is_empty());
+    }
+    a.close().await;
+    other.close().await;
 }

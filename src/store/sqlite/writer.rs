@@ -1,0 +1,166 @@
+//! The SQLite connections: the writer thread's group commit and the pool of read connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction};
+use tokio::sync::{Semaphore, oneshot};
+
+use super::unavailable;
+use crate::store::{StoreError, StoreResult};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../../migrations/sqlite/0002_cluster.sql"),
+];
+
+/// Most jobs one transaction takes; bounds the latency a single group adds.
+pub(super) const MAX_GROUP: usize = 512;
+
+/// A unit of work for the writer thread; see [`run_group`]. Jobs can run more than once: a
+/// group that fails is rolled back and its jobs re-run one transaction each.
+pub(super) trait WriteJob: Send {
+    /// Runs inside a transaction, keeping its result; false if it failed.
+    fn run(&mut self, tx: &Transaction<'_>) -> bool;
+    /// Answers the caller once the fate of the transaction is known.
+    fn finish(self: Box<Self>, commit: StoreResult<()>);
+}
+
+pub(super) struct Job<F, T> {
+    pub(super) f: F,
+    pub(super) result: Option<StoreResult<T>>,
+    pub(super) reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<F, T> WriteJob for Job<F, T>
+where
+    T: Send + 'static,
+    F: Fn(&Transaction<'_>) -> StoreResult<T> + Send,
+{
+    fn run(&mut self, tx: &Transaction<'_>) -> bool {
+        let r = (self.f)(tx);
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: StoreResult<()>) {
+        let answer = match (self.result, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (_, Err(e)) => Err(e),
+            (None, Ok(())) => Err(StoreError::Unavailable("write job did not run".into())),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Writer-thread group commit: every job queued at this moment runs in one transaction, and one
+/// commit (one fsync) answers them all. Should a job fail, the group is rolled back and each job
+/// runs again in a transaction of its own, so one bad job cannot fail the others. (Savepoints
+/// would isolate jobs too, but make SQLite copy every touched page into a sub-journal.)
+pub(super) fn run_group(conn: &mut Connection, mut jobs: Vec<Box<dyn WriteJob>>) {
+    if jobs.len() > 1 {
+        match run_in_tx(conn, &mut jobs) {
+            Some(commit) => {
+                for job in jobs {
+                    job.finish(commit.clone());
+                }
+                return;
+            }
+            None => tracing::debug!(jobs = jobs.len(), "a job of a write group failed; re-running them one by one"),
+        }
+    }
+    for job in jobs {
+        let mut one = vec![job];
+        let commit = run_in_tx(conn, &mut one).unwrap_or(Ok(()));
+        for job in one {
+            job.finish(commit.clone());
+        }
+    }
+}
+
+/// Runs jobs in one transaction. `Some(commit result)` if all ran; `None` (rolled back) if one
+/// failed and there were several. A lone failing job is finished with its own error.
+fn run_in_tx(conn: &mut Connection, jobs: &mut [Box<dyn WriteJob>]) -> Option<StoreResult<()>> {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return Some(Err(unavailable(e))),
+    };
+    let mut all_ok = true;
+    for job in jobs.iter_mut() {
+        if !job.run(&tx) {
+            all_ok = false;
+            break;
+        }
+    }
+    if !all_ok {
+        let _ = tx.rollback();
+        // A single job keeps its own error; the caller re-runs members of a larger group.
+        return if jobs.len() == 1 { Some(Ok(())) } else { None };
+    }
+    Some(tx.commit().map_err(unavailable))
+}
+
+/// Read-only connections, opened on demand and reused; `permits` bounds how many are in use.
+pub(super) struct ReadPool {
+    pub(super) path: PathBuf,
+    pub(super) idle: Mutex<Vec<Connection>>,
+    pub(super) permits: Semaphore,
+}
+
+impl ReadPool {
+    pub(super) fn take(&self) -> StoreResult<Connection> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(unavailable)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
+        Ok(conn)
+    }
+
+    pub(super) fn give_back(&self, conn: Connection) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+    }
+}
+
+/// Opens the write connection (WAL, the chosen sync level) and migrates the schema.
+pub(super) fn open_writer(path: &Path, full_sync: bool) -> StoreResult<Connection> {
+    let conn = Connection::open(path).map_err(unavailable)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(unavailable)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Config(format!("could not enable WAL (journal_mode={mode})")));
+    }
+    conn.execute_batch(if full_sync { "PRAGMA synchronous=FULL;" } else { "PRAGMA synchronous=NORMAL;" })
+        .map_err(unavailable)?;
+    // 32 MiB of page cache: the hot index pages of a large backlog stay in memory.
+    conn.execute_batch("PRAGMA cache_size=-32768;").map_err(unavailable)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(unavailable)?;
+    let version = usize::try_from(version).map_err(crate::store::common::corrupt)?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {version} is newer than this binary ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1)).map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK;");
+            StoreError::Unavailable(format!("migration {} failed: {e}", i + 1))
+        })?;
+    }
+    Ok(())
+}
