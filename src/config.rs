@@ -82,7 +82,10 @@ impl Settings {
                 && id.len() <= 64
                 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
             if !ok {
-                return Err(config_error("WEBHOOKS_NODE_ID", "use 1 to 64 characters of letters, digits, `_`, `-`, `.`, `:`"));
+                return Err(config_error(
+                    "WEBHOOKS_NODE_ID",
+                    "use 1 to 64 characters of letters, digits, `_`, `-`, `.`, `:`",
+                ));
             }
         }
         let c = &self.cluster;

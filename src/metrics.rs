@@ -121,7 +121,11 @@ fn describe() {
     describe_counter!(names::FENCED_WRITES, "Writes refused because their lease had moved to another node");
     describe_gauge!(names::OWNED_ENDPOINTS, "Webhooks whose lease this node holds");
     describe_counter!(names::LEASE_HANDOFFS, "Leases claimed, released after draining, or lost");
-    describe_gauge!(names::OLDEST_DUE, metrics::Unit::Seconds, "Age of the oldest due, unsent delivery of this node's webhooks");
+    describe_gauge!(
+        names::OLDEST_DUE,
+        metrics::Unit::Seconds,
+        "Age of the oldest due, unsent delivery of this node's webhooks"
+    );
     describe_gauge!(names::CLUSTER_NODES, "Live nodes this node sees");
     describe_counter!(names::HEARTBEAT_FAILURES, "Heartbeats that failed");
 }

@@ -102,7 +102,8 @@ mod tests {
     use super::*;
 
     fn webhooks(n: usize) -> Vec<Arc<str>> {
-        let mut v: Vec<Arc<str>> = (0..n).map(|i| Arc::from(format!("wh_{:08x}", i.wrapping_mul(2_654_435_761)))).collect();
+        let mut v: Vec<Arc<str>> =
+            (0..n).map(|i| Arc::from(format!("wh_{:08x}", i.wrapping_mul(2_654_435_761)))).collect();
         v.sort();
         v
     }

@@ -90,7 +90,11 @@ mod tests {
     use super::*;
 
     fn times(at: Instant) -> LeaseTimes {
-        LeaseTimes { renewed_at: at, ttl: Duration::from_secs(10), margin: LeaseTimes::margin_for(Duration::from_secs(10)) }
+        LeaseTimes {
+            renewed_at: at,
+            ttl: Duration::from_secs(10),
+            margin: LeaseTimes::margin_for(Duration::from_secs(10)),
+        }
     }
 
     #[test]

@@ -222,7 +222,7 @@ impl NodeActor {
             Err(e) => {
                 self.metrics.heartbeat_failures.increment(1);
                 self.failures_in_a_row += 1;
-                if self.failures_in_a_row == 1 || self.failures_in_a_row % 30 == 0 {
+                if self.failures_in_a_row == 1 || self.failures_in_a_row.is_multiple_of(30) {
                     tracing::warn!(node = %self.id, error = %e, failures = self.failures_in_a_row, "heartbeat failed");
                 }
                 return;
@@ -401,7 +401,8 @@ impl NodeActor {
             let mut out = Vec::with_capacity(grants.len());
             for chunk in grants.chunks(CHUNK) {
                 let ids: Vec<String> = chunk.iter().map(|f| f.webhook_id.to_string()).collect();
-                let health: BTreeMap<String, _> = within(ttl, store.stored_health(ids.clone())).await?.into_iter().collect();
+                let health: BTreeMap<String, _> =
+                    within(ttl, store.stored_health(ids.clone())).await?.into_iter().collect();
                 let counts: BTreeMap<String, u64> = within(ttl, store.pending_counts(ids)).await?.into_iter().collect();
                 out.extend(chunk.iter().map(|f| Grant {
                     fence: f.clone(),

@@ -184,7 +184,8 @@ impl LedgerActor {
                     label.pending().decrement(*n as f64);
                 }
                 if !outcome.fenced.is_empty() {
-                    counter!(names::FENCED_WRITES, "node" => self.node.to_string()).increment(outcome.fenced.len() as u64);
+                    counter!(names::FENCED_WRITES, "node" => self.node.to_string())
+                        .increment(outcome.fenced.len() as u64);
                     match &self.fenced {
                         Some(f) => f.do_send(Fenced(outcome.fenced)),
                         None => tracing::error!("fenced writes but no node actor is attached"),

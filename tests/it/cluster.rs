@@ -143,7 +143,8 @@ async fn a_change_made_on_any_node_is_what_the_owner_does() {
     let r = nodes[third].publish("order.created", json!({"n": 1})).await;
     new.wait_for(1, WAIT).await;
     assert_eq!(old.count(), 0, "the owner used the new URL");
-    let d = nodes[0].wait_delivery(r["deliveries"][0]["id"].as_str().unwrap(), WAIT, |d| d["status"] == "success").await;
+    let d =
+        nodes[0].wait_delivery(r["deliveries"][0]["id"].as_str().unwrap(), WAIT, |d| d["status"] == "success").await;
     assert_eq!(d["attempts"], 1);
 
     // Deleted on one node: no node plans deliveries for it any more.
@@ -171,13 +172,15 @@ async fn a_node_that_leaves_hands_its_webhooks_over_without_loss_or_duplicates()
     wait_owned(&nodes[0].base, &[2, 2, 2]).await;
     let mut published = HashSet::new();
     for i in 0..40 {
-        published.insert(nodes[i % 2].publish("order.created", json!({"n": i})).await["id"].as_str().unwrap().to_string());
+        published
+            .insert(nodes[i % 2].publish("order.created", json!({"n": i})).await["id"].as_str().unwrap().to_string());
     }
     // Graceful stop of node-c with its deliveries in flight: it drains, then releases.
     let leaving = nodes.pop().unwrap();
     leaving.stop().await;
     for i in 40..80 {
-        published.insert(nodes[i % 2].publish("order.created", json!({"n": i})).await["id"].as_str().unwrap().to_string());
+        published
+            .insert(nodes[i % 2].publish("order.created", json!({"n": i})).await["id"].as_str().unwrap().to_string());
     }
     receiver.wait_for(480, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -237,7 +240,8 @@ async fn get(base: &str, path: &str) -> Value {
 async fn publish_spread(bases: &[String], from: usize, n: usize) -> HashSet<String> {
     let mut ids = HashSet::new();
     for i in from..from + n {
-        let (status, r) = post(&bases[i % bases.len()], "/v1/events", json!({"event": "order.created", "data": {"n": i}})).await;
+        let (status, r) =
+            post(&bases[i % bases.len()], "/v1/events", json!({"event": "order.created", "data": {"n": i}})).await;
         assert_eq!(status, 202, "{r}");
         ids.insert(r["id"].as_str().unwrap().to_string());
     }
@@ -316,11 +320,11 @@ async fn a_node_frozen_past_its_lease_cannot_overwrite_the_new_owner_and_rejoins
     }
     let sent_to_a = receiver.count();
     let r = post(&nodes[1].base, "/v1/events", json!({"event": "order.created", "data": {"n": 1}})).await.1;
-    let delivery = r["deliveries"].as_array().unwrap().iter().find(|d| d["webhookId"] == target.as_str()).unwrap()
-        ["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let delivery =
+        r["deliveries"].as_array().unwrap().iter().find(|d| d["webhookId"] == target.as_str()).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
     receiver.wait_for(sent_to_a + 1, WAIT).await; // node-a's attempt is in flight
     nodes[0].freeze();
     // node-b takes the webhook over after the lease time and delivers.
@@ -363,14 +367,17 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
     let mut nodes = start_process_nodes(&db.url, &names).await;
     let receiver = TestReceiver::with(|_, _| Reply::Delayed(Duration::from_millis(5), 200));
     for i in 0..6 {
-        let (s, _) = post(&nodes[0].base, "/v1/webhooks", json!({"url": receiver.url, "headers": {"x-hook": i.to_string()}})).await;
+        let (s, _) =
+            post(&nodes[0].base, "/v1/webhooks", json!({"url": receiver.url, "headers": {"x-hook": i.to_string()}}))
+                .await;
         assert_eq!(s, 201);
     }
     wait_owned(&nodes[0].base, &[2, 2, 2]).await;
     let mut published = HashSet::new();
     let mut from = 0;
     for i in 0..names.len() {
-        let others: Vec<String> = nodes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, n)| n.base.clone()).collect();
+        let others: Vec<String> =
+            nodes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, n)| n.base.clone()).collect();
         published.extend(publish_spread(&others, from, 20).await);
         from += 20;
         let exit = nodes[i].terminate();

@@ -199,7 +199,11 @@ async fn registry_crud_and_changes(b: &Backend) {
     changed.revision = 999; // ignored: the store sets it
     let (upserted, revision) = s.upsert_webhook(changed).await.unwrap();
     assert_eq!(upserted, Upserted::Replaced);
-    assert_eq!(s.get_webhook("w1").await.unwrap().unwrap().record.revision, revision, "the revision it was stored under");
+    assert_eq!(
+        s.get_webhook("w1").await.unwrap().unwrap().record.revision,
+        revision,
+        "the revision it was stored under"
+    );
     let v = s.get_webhook("w1").await.unwrap().expect("w1");
     assert_eq!(v.record.url, "https://example.org/new");
     assert_eq!((v.record.created_at_ms, v.record.updated_at_ms), (1_000, 2_000), "creation time kept");

@@ -156,7 +156,11 @@ impl DispatcherActor {
     }
 
     /// The running (or started) actor of an owned webhook; `None` if not owned or shutting down.
-    fn wake_actor(&mut self, webhook_id: &str, has_backlog: bool) -> Option<Addr<crate::delivery::endpoint::EndpointActor>> {
+    fn wake_actor(
+        &mut self,
+        webhook_id: &str,
+        has_backlog: bool,
+    ) -> Option<Addr<crate::delivery::endpoint::EndpointActor>> {
         if !self.starting {
             return self.endpoints.get(webhook_id).and_then(|e| e.addr.clone());
         }

@@ -94,7 +94,11 @@ pub(crate) fn receipt(event: &NewEvent, write: EventWrite) -> PublishReceipt {
             id: existing.id,
             event: existing.event_type,
             timestamp: existing.timestamp,
-            deliveries: existing.deliveries.into_iter().map(|(id, webhook_id)| DeliveryRef { id, webhook_id }).collect(),
+            deliveries: existing
+                .deliveries
+                .into_iter()
+                .map(|(id, webhook_id)| DeliveryRef { id, webhook_id })
+                .collect(),
             duplicate: true,
         },
     }

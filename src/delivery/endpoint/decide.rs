@@ -84,10 +84,12 @@ pub(crate) fn decide(outcome: &AttemptOutcome, ctx: AttemptContext<'_>, breaker:
         None
     };
     let retry_in = match &verdict {
-        Verdict::Retry { not_before, .. } if disable.is_none() => ctx.retry.delay(ctx.attempt, ctx.jitter_sample).map(|d| {
-            let asked = not_before.unwrap_or_default().min(ctx.retry_after_cap);
-            d.max(asked)
-        }),
+        Verdict::Retry { not_before, .. } if disable.is_none() => {
+            ctx.retry.delay(ctx.attempt, ctx.jitter_sample).map(|d| {
+                let asked = not_before.unwrap_or_default().min(ctx.retry_after_cap);
+                d.max(asked)
+            })
+        }
         _ => None,
     };
     let next = match retry_in {
@@ -128,7 +130,13 @@ mod tests {
     use crate::retry::Jitter;
 
     fn retry() -> RetryConfig {
-        RetryConfig { max_retries: 2, initial_delay: 1000, max_delay: 60_000, backoff_multiplier: 2.0, jitter: Jitter::None }
+        RetryConfig {
+            max_retries: 2,
+            initial_delay: 1000,
+            max_delay: 60_000,
+            backoff_multiplier: 2.0,
+            jitter: Jitter::None,
+        }
     }
 
     fn breaker(threshold: u32) -> Breaker {

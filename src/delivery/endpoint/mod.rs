@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 use actix::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-pub(crate) use self::headers::EndpointConfig;
 use self::decide::{AttemptContext, Disable, decide};
+pub(crate) use self::headers::EndpointConfig;
 use self::window::Window;
 use super::breaker::{Breaker, Permit};
 use super::client::{self, AttemptResult};
@@ -502,7 +502,9 @@ impl EndpointActor {
             (Persist::Always, _) | (_, None) => true,
             (Persist::IfChanged, Some(w)) => w != current,
             (Persist::Throttled, Some(w)) => {
-                let times_only = StoredHealth { last_success_ms: w.last_success_ms, last_failure_ms: w.last_failure_ms, ..current } == w;
+                let times_only =
+                    StoredHealth { last_success_ms: w.last_success_ms, last_failure_ms: w.last_failure_ms, ..current }
+                        == w;
                 if times_only { w != current && now - self.health_mark.at_ms >= 1000 } else { true }
             }
         };

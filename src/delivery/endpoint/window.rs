@@ -204,7 +204,13 @@ impl Window {
 
     /// A page arrived: takes what is not known, and works out whether the store holds more.
     /// Returns how many it took.
-    pub(crate) fn on_page(&mut self, items: Vec<Pending>, limit: u32, next_due_at_ms: Option<i64>, now_ms: i64) -> usize {
+    pub(crate) fn on_page(
+        &mut self,
+        items: Vec<Pending>,
+        limit: u32,
+        next_due_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> usize {
         self.store.loading = false;
         let full_page = items.len() >= limit as usize;
         let mut taken = 0;
