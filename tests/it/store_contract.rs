@@ -548,6 +548,10 @@ async fn heartbeats_track_live_nodes(b: &Backend) {
 async fn claim_rules(b: &Backend) {
     let s = b.open("a").await;
     register(&s, &["w1", "w2", "w3"]).await;
+    // A lease is valid while its node is live (heartbeats renew them all at once).
+    s.heartbeat("a", "", LONG).await.unwrap();
+    s.heartbeat("b", "", LONG).await.unwrap();
+    s.heartbeat("c", "", SHORT).await.unwrap();
     assert_eq!(
         claim(&s, "a", &["w2", "ghost", "w1"], LONG).await,
         vec![fence("w1", 1), fence("w2", 1)],
@@ -560,9 +564,13 @@ async fn claim_rules(b: &Backend) {
     } else {
         assert_eq!(stolen, vec![fence("w2", 2)], "exclusive store: an earlier run's lease is taken at once");
     }
-    assert_eq!(claim(&s, "b", &["w3"], SHORT).await, vec![fence("w3", 1)]);
+    assert_eq!(claim(&s, "c", &["w3"], LONG).await, vec![fence("w3", 1)]);
     tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
-    assert_eq!(claim(&s, "a", &["w3"], LONG).await, vec![fence("w3", 2)], "run out: granted");
+    assert_eq!(claim(&s, "a", &["w3"], LONG).await, vec![fence("w3", 2)], "its node ran out: granted");
+    let back = s.heartbeat("c", "", LONG).await.unwrap();
+    assert!(back.held.is_empty(), "a node that comes back does not get a lease taken over meanwhile");
+    let held_by_a = s.heartbeat("a", "", LONG).await.unwrap().held;
+    assert!(held_by_a.contains(&fence("w3", 2)), "one heartbeat renews all of a node's leases: {held_by_a:?}");
     // Epochs outlive the registration.
     assert!(s.delete_webhook("w3", 8_000).await.unwrap());
     assert!(claim(&s, "a", &["w3"], LONG).await.is_empty(), "no lease for a deleted webhook");
@@ -805,13 +813,13 @@ async fn pg_concurrent_opens_migrate_once() {
     for s in stores {
         s.close().await;
     }
-    // The schema (chosen by the URL's search_path) holds one record of migration 1.
+    // The schema (chosen by the URL's search_path) holds one record of each migration.
     let (client, conn) = tokio_postgres::connect(&pg::base_url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let schema = &b._schema.as_ref().unwrap().name;
     let n: i64 =
         client.query_one(&format!("SELECT count(*) FROM {schema}.schema_migrations"), &[]).await.unwrap().get(0);
-    assert_eq!(n, 1);
+    assert_eq!(n, 2);
     // A schema from a newer binary is refused.
     client.batch_execute(&format!("INSERT INTO {schema}.schema_migrations VALUES (99, 'future', 0)")).await.unwrap();
     let err = store::open(&b.url, &StoreOptions::default()).await.err().expect("newer schema refused");

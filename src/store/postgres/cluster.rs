@@ -1,5 +1,11 @@
 //! PostgreSQL membership and leases. Every time comes from the database clock ([`NOW_MS`]),
-//! so nodes with skewed clocks agree; lease rows are always locked in webhook-id order.
+//! so nodes with skewed clocks agree.
+//!
+//! A lease is valid while its node is live: a heartbeat renews every lease of the node by writing
+//! the node's row alone. A claim of a lease held by another node takes that node's row `FOR SHARE`
+//! first, so it and the node's heartbeat serialise: either the heartbeat lands first and the claim
+//! sees the node live, or the claim commits first and the heartbeat reads the lease gone. Lock
+//! order everywhere: node rows, then lease rows in webhook-id order.
 
 use std::sync::Arc;
 
@@ -44,13 +50,9 @@ pub(super) async fn heartbeat(inner: &Inner, node_id: &str, info: &str, ttl: i64
         Some(r) => col::<i64>(&r, 0)? == now,
         None => false,
     };
-    let held = query(
-        &tx,
-        "UPDATE leases SET expires_at = $2 WHERE webhook_id IN (SELECT webhook_id FROM leases WHERE node_id = $1 \
-         ORDER BY webhook_id FOR UPDATE) AND node_id = $1 RETURNING webhook_id, epoch",
-        &[&node_id, &expires],
-    )
-    .await?;
+    // The node's row is renewed: so are its leases.
+    let held =
+        query(&tx, "SELECT webhook_id, epoch FROM leases WHERE node_id = $1 ORDER BY webhook_id", &[&node_id]).await?;
     execute(&tx, "DELETE FROM nodes WHERE expires_at < $1", &[&(now - DEAD_NODE_TTL_MS)]).await?;
     let live = query(&tx, "SELECT id FROM nodes WHERE expires_at > $1 ORDER BY id", &[&now]).await?;
     if joined {
@@ -74,16 +76,27 @@ pub(super) async fn claim(inner: &Inner, node_id: &str, mut ids: Vec<String>, tt
     let tx = client.transaction().await.map_err(pg)?;
     let now = db_now(&tx).await?;
     let expires = now + ttl;
-    // Existing rows that are free, run out, or this node's: locked in id order, then re-granted.
+    // The nodes holding these leases now, share-locked against their heartbeats (see above).
+    query(
+        &tx,
+        "SELECT n.id FROM nodes n WHERE n.id IN (SELECT DISTINCT l.node_id FROM leases l \
+         WHERE l.webhook_id = ANY($1::text[]) AND l.node_id IS NOT NULL AND l.node_id <> $2) \
+         ORDER BY n.id FOR SHARE",
+        &[&ids, &node_id],
+    )
+    .await?;
+    // Existing rows that are free, whose node is dead or gone, or this node's: re-granted.
+    let claimable = "(l.node_id IS NULL OR l.node_id = $2 \
+         OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = l.node_id AND n.expires_at >= $3))";
     let mut granted = query(
         &tx,
-        "UPDATE leases SET node_id = $2, epoch = epoch + 1, expires_at = $4 \
-         WHERE webhook_id IN (SELECT l.webhook_id FROM leases l WHERE l.webhook_id = ANY($1::text[]) \
-         AND (l.node_id IS NULL OR l.expires_at < $3 OR l.node_id = $2) \
-         AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = l.webhook_id) \
-         ORDER BY l.webhook_id FOR UPDATE) \
-         AND (node_id IS NULL OR expires_at < $3 OR node_id = $2) \
-         RETURNING webhook_id, epoch",
+        &format!(
+            "UPDATE leases SET node_id = $2, epoch = leases.epoch + 1, expires_at = $4 \
+             WHERE webhook_id IN (SELECT l.webhook_id FROM leases l WHERE l.webhook_id = ANY($1::text[]) \
+             AND {claimable} AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = l.webhook_id) \
+             ORDER BY l.webhook_id FOR UPDATE) \
+             RETURNING webhook_id, epoch"
+        ),
         &[&ids, &node_id, &now, &expires],
     )
     .await?;
@@ -126,6 +139,8 @@ pub(super) async fn release(inner: &Inner, node_id: &str, leases: &[Fence]) -> S
 pub(super) async fn leave(inner: &Inner, node_id: &str) -> StoreResult<()> {
     let mut client = inner.pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg)?;
+    // The node's row first (lock order: nodes, then leases).
+    execute(&tx, "DELETE FROM nodes WHERE id = $1", &[&node_id]).await?;
     execute(
         &tx,
         "UPDATE leases SET node_id = NULL WHERE webhook_id IN (SELECT webhook_id FROM leases WHERE node_id = $1 \
@@ -133,7 +148,6 @@ pub(super) async fn leave(inner: &Inner, node_id: &str) -> StoreResult<()> {
         &[&node_id],
     )
     .await?;
-    execute(&tx, "DELETE FROM nodes WHERE id = $1", &[&node_id]).await?;
     notify::send(&tx, &inner.channel, &notify::cluster_payload(&inner.node_id)).await?;
     tx.commit().await.map_err(pg)
 }
@@ -144,7 +158,7 @@ pub(super) async fn nodes(inner: &Inner) -> StoreResult<Vec<NodeRecord>> {
     let rows = query(
         &client,
         "SELECT n.id, n.info, n.started_at, n.heartbeat_at, n.expires_at, n.expires_at > $1 AS live, \
-         (SELECT count(*) FROM leases l WHERE l.node_id = n.id AND l.expires_at >= $1) \
+         (SELECT count(*) FROM leases l WHERE l.node_id = n.id) \
          FROM nodes n ORDER BY live DESC, n.id",
         &[&now],
     )

@@ -8,7 +8,10 @@ use super::{channel_name, pg};
 use crate::store::{StoreError, StoreResult};
 
 /// `(version, name, sql)`, in order.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
+    (2, "node_leases", include_str!("../../../migrations/postgres/0002_node_leases.sql")),
+];
 
 /// The advisory-lock key of a schema's migrations (FNV-1a of the channel name: stable across
 /// builds and platforms).

@@ -1,5 +1,6 @@
-//! SQLite membership and leases: the same rules as PostgreSQL with this process's clock, and
-//! [`exclusive`](crate::store::Store::exclusive) claims (one process owns the file).
+//! SQLite membership and leases: the same rules as PostgreSQL (a lease is valid while its node
+//! is live) with this process's clock, and [`exclusive`](crate::store::Store::exclusive) claims
+//! (one process owns the file). One writer at a time, so nothing needs row locks.
 
 use std::sync::Arc;
 
@@ -35,11 +36,8 @@ pub(super) fn heartbeat(tx: &Transaction<'_>, node_id: &str, info: &str, ttl: i6
     )
     .and_then(|mut s| s.execute(params![node_id, info, now, now + ttl]))
     .map_err(unavailable)?;
-    let held = fences(
-        tx,
-        "UPDATE leases SET expires_at = ?2 WHERE node_id = ?1 RETURNING webhook_id, epoch",
-        params![node_id, now + ttl],
-    )?;
+    // The node's row is renewed: so are its leases.
+    let held = fences(tx, "SELECT webhook_id, epoch FROM leases WHERE node_id = ?1", params![node_id])?;
     tx.prepare_cached("DELETE FROM nodes WHERE expires_at < ?1")
         .and_then(|mut s| s.execute([now - DEAD_NODE_TTL_MS]))
         .map_err(unavailable)?;
@@ -76,17 +74,17 @@ pub(super) fn release(tx: &Transaction<'_>, node_id: &str, leases: &[Fence]) -> 
 }
 
 pub(super) fn leave(tx: &Transaction<'_>, node_id: &str) -> StoreResult<()> {
+    tx.prepare_cached("DELETE FROM nodes WHERE id = ?1").and_then(|mut s| s.execute([node_id])).map_err(unavailable)?;
     tx.prepare_cached("UPDATE leases SET node_id = NULL WHERE node_id = ?1")
         .and_then(|mut s| s.execute([node_id]))
         .map_err(unavailable)?;
-    tx.prepare_cached("DELETE FROM nodes WHERE id = ?1").and_then(|mut s| s.execute([node_id])).map_err(unavailable)?;
     Ok(())
 }
 
 pub(super) fn nodes(c: &Connection) -> StoreResult<Vec<NodeRecord>> {
     c.prepare_cached(
         "SELECT n.id, n.info, n.started_at, n.heartbeat_at, n.expires_at, n.expires_at > ?1 AS live, \
-         (SELECT count(*) FROM leases l WHERE l.node_id = n.id AND l.expires_at >= ?1) \
+         (SELECT count(*) FROM leases l WHERE l.node_id = n.id) \
          FROM nodes n ORDER BY live DESC, n.id",
     )
     .and_then(|mut s| {

@@ -16,9 +16,10 @@ const WEBHOOK_COLUMNS: &str = "w.id, w.url, w.secret, w.events, w.headers, w.ret
 const VIEW_SELECT: &str = "SELECT w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
      w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, \
      s.state, s.consecutive_failures, s.failing_since, s.last_success_at, s.last_failure_at, s.breaker_probe_at, \
-     s.breaker_cooldown_ms, l.node_id, l.epoch, l.expires_at \
+     s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0) \
      FROM webhooks w LEFT JOIN webhook_state s ON s.webhook_id = w.id \
-     LEFT JOIN leases l ON l.webhook_id = w.id AND l.node_id IS NOT NULL";
+     LEFT JOIN leases l ON l.webhook_id = w.id AND l.node_id IS NOT NULL \
+     LEFT JOIN nodes n ON n.id = l.node_id";
 
 fn raw_webhook(r: &Row<'_>) -> rusqlite::Result<RawWebhook> {
     Ok(RawWebhook {
