@@ -395,3 +395,44 @@ async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
     })
     .await;
 }
+
+#[actix_web::test]
+async fn work_nobody_announced_is_found_by_the_owners_poll() {
+    let Some(db) = pg::schema().await else { return };
+    let nodes = start_nodes(&db.url, &["node-a", "node-b"]).await;
+    let receiver = TestReceiver::ok();
+    let hook = nodes[0].register(json!({"url": receiver.url})).await;
+    let hook_id = hook["id"].as_str().unwrap().to_string();
+    wait_owned(&nodes[0].base, &[0, 1]).await;
+    // A delivery written behind the nodes' backs: no NOTIFY, no local fan-out (as after a missed
+    // notification, or a node that died between its commit and its announcement).
+    let (client, conn) =
+        tokio_postgres::connect(&pg::url_with_schema(&pg::base_url(), &db.name), tokio_postgres::NoTls).await.unwrap();
+    actix_web::rt::spawn(conn);
+    let event_id = servio_webhooks::model::new_event_id();
+    let delivery = servio_webhooks::model::delivery_id(&event_id, 0);
+    let now = servio_webhooks::model::now_ms();
+    let body = format!(r#"{{"id":"{event_id}","event":"order.created","data":{{}},"timestamp":"t"}}"#);
+    client
+        .execute(
+            "INSERT INTO events (id, event_type, payload, timestamp, created_at) VALUES ($1, 'order.created', $2, 't', $3)",
+            &[&event_id, &body.as_bytes(), &now],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO deliveries (id, event_id, webhook_id, status, attempts, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, 'pending', 0, $4, $4)",
+            &[&delivery, &event_id, &hook_id, &now],
+        )
+        .await
+        .unwrap();
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].event_id(), event_id);
+    let d = nodes[1].wait_delivery(&delivery, WAIT, |d| d["status"] == "success").await;
+    assert_eq!(d["attempts"], 1);
+    for n in nodes {
+        n.stop().await;
+    }
+}

@@ -300,7 +300,7 @@ impl DispatcherActor {
         for f in fences {
             let Some(entry) = self.endpoints.get_mut(&f.webhook_id) else { continue };
             if entry.lease.as_ref().is_some_and(|l| l.epoch <= f.epoch) {
-                tracing::warn!(webhook = %f.webhook_id, epoch = f.epoch, "lease lost; stopping the endpoint here");
+                tracing::warn!(node = %self.shared.node_id, webhook = %f.webhook_id, epoch = f.epoch, "lease lost; stopping the endpoint here");
                 entry.lease = None;
                 entry.stop_actor();
                 entry.pending.set(0.0);

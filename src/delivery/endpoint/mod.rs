@@ -173,7 +173,7 @@ impl EndpointActor {
     /// Runs `f`; a panic inside it stops the actor so that the supervisor restarts it.
     fn guarded(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Self, &mut Context<Self>)) {
         if catch_unwind(AssertUnwindSafe(|| f(self, ctx))).is_err() {
-            tracing::error!(webhook = %self.cfg.id, "endpoint actor panicked; restarting it");
+            tracing::error!(node = %self.shared.node_id, webhook = %self.cfg.id, "endpoint actor panicked; restarting it");
             ctx.stop();
         }
     }
@@ -468,10 +468,10 @@ impl EndpointActor {
         if before != state {
             match state {
                 EndpointState::Paused => {
-                    tracing::warn!(webhook = %self.cfg.id, failures = self.breaker.consecutive_failures(), "endpoint paused: breaker open, probing");
+                    tracing::warn!(node = %self.shared.node_id, webhook = %self.cfg.id, failures = self.breaker.consecutive_failures(), "endpoint paused: breaker open, probing");
                 }
                 EndpointState::Healthy if before == EndpointState::Paused => {
-                    tracing::info!(webhook = %self.cfg.id, "endpoint resumed: probe succeeded");
+                    tracing::info!(node = %self.shared.node_id, webhook = %self.cfg.id, "endpoint resumed: probe succeeded");
                 }
                 _ => {}
             }
@@ -519,7 +519,7 @@ impl EndpointActor {
         if self.disabled {
             return;
         }
-        tracing::warn!(webhook = %self.cfg.id, reason = %disable.reason, "disabling endpoint; its pending deliveries fail");
+        tracing::warn!(node = %self.shared.node_id, webhook = %self.cfg.id, reason = %disable.reason, "disabling endpoint; its pending deliveries fail");
         self.disabled = true;
         self.health.set_state(EndpointState::Disabled);
         self.metrics.label.disabled(disable.kind);
@@ -572,7 +572,7 @@ impl EndpointActor {
             }
             Err(e) => {
                 self.window.on_page_failed();
-                tracing::warn!(webhook = %self.cfg.id, error = %e, "could not page in due deliveries; retrying in 1s");
+                tracing::warn!(node = %self.shared.node_id, webhook = %self.cfg.id, error = %e, "could not page in due deliveries; retrying in 1s");
                 ctx.run_later(Duration::from_secs(1), |act, ctx| act.guarded(ctx, |act, ctx| act.pump(ctx)));
             }
         }
