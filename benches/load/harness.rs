@@ -16,6 +16,7 @@ use servio_webhooks::config::Settings;
 use servio_webhooks::{RetryConfig, WebhookSpec, Webhooks};
 use tokio::sync::Semaphore;
 
+use super::pg::{self, PgSchema};
 use super::receiver::{EPOCH, Receiver, now_ns, wait_until};
 
 /// Total attempts in flight, for the system (spread over its endpoints) and for the ceiling.
@@ -48,7 +49,7 @@ impl Cpu {
     }
 }
 
-fn ticks(stat: &str) -> Option<(String, f64)> {
+pub fn ticks(stat: &str) -> Option<(String, f64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat[open + 1..close].to_string();
@@ -367,8 +368,6 @@ impl Publisher {
                 }
             }
             Mode::Rest => {
-                // The load generator is not what is measured: raw hyper connections keep its CPU
-                // (which still competes for the same cores) as small as possible.
                 let addr: std::net::SocketAddr = self
                     .api
                     .as_deref()
@@ -377,43 +376,57 @@ impl Publisher {
                     .trim_end_matches("/v1/events")
                     .parse()
                     .unwrap();
-                let et = event_type.to_string();
-                let rt = self.loadgen.as_ref().unwrap();
-                let handle = rt.spawn(async move {
-                    let mut tasks = Vec::new();
-                    for _ in 0..REST_PUBLISHERS {
-                        let (next, permits, et) = (next.clone(), permits.clone(), et.clone());
-                        tasks.push(tokio::spawn(async move {
-                            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-                            stream.set_nodelay(true).unwrap();
-                            let (mut sender, conn) =
-                                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                                    .await
-                                    .unwrap();
-                            tokio::spawn(conn);
-                            while let Some(i) = claim(&next, events, &permits, cost).await {
-                                let body = format!(r#"{{"event":"{et}","data":{}}}"#, event_data(i));
-                                let req = hyper::Request::post("/v1/events")
-                                    .header("host", "127.0.0.1")
-                                    .header("content-type", "application/json")
-                                    .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-                                    .unwrap();
-                                sender.ready().await.unwrap();
-                                let resp = sender.send_request(req).await.expect("REST publish");
-                                assert_eq!(resp.status().as_u16(), 202);
-                                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-                            }
-                        }));
-                    }
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
-                });
+                let handle =
+                    rest_publish(self.loadgen.as_ref().unwrap(), vec![addr], event_type, events, cost, permits);
                 // A JoinHandle can be awaited from another runtime: the actix System keeps running.
                 handle.await.expect("load generator");
             }
         }
     }
+}
+
+/// Publishes `events` with `POST /v1/events` over raw hyper HTTP/1 connections from the load
+/// generator runtime `rt`, the connections spread round-robin over `addrs`. The load generator is
+/// not what is measured: raw connections keep its CPU (which still competes for the same cores)
+/// as small as possible.
+pub fn rest_publish(
+    rt: &tokio::runtime::Runtime,
+    addrs: Vec<std::net::SocketAddr>,
+    event_type: &str,
+    events: u64,
+    cost: u32,
+    permits: Option<Arc<Semaphore>>,
+) -> tokio::task::JoinHandle<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let et = event_type.to_string();
+    rt.spawn(async move {
+        let mut tasks = Vec::new();
+        for c in 0..REST_PUBLISHERS {
+            let (next, permits, et, addr) = (next.clone(), permits.clone(), et.clone(), addrs[c % addrs.len()]);
+            tasks.push(tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+                tokio::spawn(conn);
+                while let Some(i) = claim(&next, events, &permits, cost).await {
+                    let body = format!(r#"{{"event":"{et}","data":{}}}"#, event_data(i));
+                    let req = hyper::Request::post("/v1/events")
+                        .header("host", "127.0.0.1")
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                        .unwrap();
+                    sender.ready().await.unwrap();
+                    let resp = sender.send_request(req).await.expect("REST publish");
+                    assert_eq!(resp.status().as_u16(), 202);
+                    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
 }
 
 /// The next event index to publish, once its flow-control permits are granted; `None` when done.
@@ -437,7 +450,7 @@ impl Drop for Publisher {
     }
 }
 
-fn flow_control(recv: &Receiver) -> Arc<Semaphore> {
+pub fn flow_control(recv: &Receiver) -> Arc<Semaphore> {
     let permits = Arc::new(Semaphore::new(OUTSTANDING));
     *recv.stats.permits.lock().unwrap() = Some(permits.clone());
     permits
@@ -490,28 +503,47 @@ pub fn throughput(mode: Mode, fanout: usize, deliveries: u64, rounds: usize) -> 
     // Shared machines drift: alternate ceiling and system runs and compare medians.
     let mut ceilings = Vec::new();
     let mut runs = Vec::new();
+    let mut pg_costs = Vec::new();
     for _ in 0..rounds.max(1) {
         if !skip_ceiling {
             ceilings.push(ceiling(&recv, deliveries, CONCURRENCY));
         }
         let (_dir, db) = temp_db(None);
-        runs.push(actix_web::rt::System::new().block_on(async {
-            let webhooks = Webhooks::start(settings(&db)).await.unwrap();
+        // LOAD_DATABASE_URL: the same run on PostgreSQL (a fresh schema), with its cost.
+        let schema = pg::selected().then(PgSchema::create);
+        let mut s = settings(&db);
+        if let Some(schema) = &schema {
+            s.database_url = schema.url.clone();
+        }
+        let (run, cost) = actix_web::rt::System::new().block_on(async {
+            let webhooks = Webhooks::start(s).await.unwrap();
             for i in 0..fanout {
                 webhooks.register(None, spec(recv.url(&format!("/ok/{i}")), per_endpoint)).await.unwrap();
             }
             let publisher = Publisher::new(mode, &webhooks).await;
             measured_publish(&recv, &webhooks, &publisher, "order.created", (events / 10).max(10), fanout as u32).await;
+            let before = schema.as_ref().map(|_| pg::sample());
             let run = measured_publish(&recv, &webhooks, &publisher, "order.created", events, fanout as u32).await;
+            let cost = match before {
+                Some(b) => {
+                    tokio::time::sleep(Duration::from_secs(2)).await; // the statistics views lag
+                    Some(pg::cost(&b, &pg::sample(), run.deliveries))
+                }
+                None => None,
+            };
             webhooks.shutdown().await;
-            run
-        }));
+            (run, cost)
+        });
+        runs.push(run);
+        pg_costs.extend(cost);
     }
     let run = median_run(&runs);
     let ceil = if skip_ceiling { run } else { median_run(&ceilings) };
     let ratios: Vec<f64> = runs.iter().zip(&ceilings).map(|(r, c)| r.per_sec() / c.per_sec()).collect();
     json!({
-        "scenario": "throughput", "mode": mode.name(), "fanout": fanout, "deliveries": run.deliveries, "rounds": runs.len(),
+        "scenario": "throughput", "store": if pg::selected() { "postgres" } else { "sqlite" },
+        "pg": pg::mean_cost(&pg_costs),
+        "mode": mode.name(), "fanout": fanout, "deliveries": run.deliveries, "rounds": runs.len(),
         "per_sec": round(run.per_sec(), 0), "ceiling_per_sec": round(ceil.per_sec(), 0),
         "ratio": round(run.per_sec() / ceil.per_sec(), 3),
         "round_ratios": ratios.iter().map(|r| round(*r, 2)).collect::<Vec<_>>(),

@@ -13,9 +13,17 @@
 //! cargo bench --bench load -- backlog --backlog 1000000 --db /tmp/backlog.db [--port 47801]
 //! cargo bench --bench load -- restart --db /tmp/backlog.db --drain 1000000 [--port 47801]
 //! cargo bench --bench load -- timers --deliveries 60000 --retries 2000
+//! LOAD_DATABASE_URL=postgres://postgres@127.0.0.1/test cargo bench --bench load -- throughput ...  # on PostgreSQL
+//! cargo bench --bench load -- cluster --nodes 3 --fanout 10 --deliveries 60000 [--rounds 3]
+//! cargo bench --bench load -- pg-all [--quick]     # the PostgreSQL rows of BENCHMARKS.md
 //! ```
+//!
+//! The PostgreSQL scenarios use `LOAD_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
+//! a fresh schema per run.
 
+mod cluster;
 mod harness;
+mod pg;
 mod receiver;
 
 use std::path::PathBuf;
@@ -48,6 +56,13 @@ fn main() {
     };
     let result = match scenario.as_str() {
         "all" => return run_all(args.iter().any(|a| a == "--quick")),
+        "pg-all" => return run_pg(args.iter().any(|a| a == "--quick")),
+        "cluster" => cluster::cluster(
+            num(&args, "--nodes", 3) as usize,
+            num(&args, "--fanout", 10) as usize,
+            num(&args, "--deliveries", 60_000),
+            num(&args, "--rounds", 3) as usize,
+        ),
         "throughput" => harness::throughput(
             harness::Mode::parse(&arg(&args, "--mode").unwrap_or_default()),
             num(&args, "--fanout", 10) as usize,
@@ -78,8 +93,18 @@ fn db_arg(args: &[String]) -> PathBuf {
 
 /// Runs one scenario in a child process (fresh memory, fresh threads) and parses its JSON line.
 fn child(args: &[&str]) -> Value {
+    child_env(args, &[])
+}
+
+/// [`child`] with extra environment variables.
+fn child_env(args: &[&str], env: &[(&str, &str)]) -> Value {
     eprintln!("== {}", args.join(" "));
-    let out = Command::new(std::env::current_exe().unwrap()).args(args).output().expect("child runs");
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("child runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
@@ -208,6 +233,77 @@ fn run_all(quick: bool) {
         &[t],
         &["retries", "retry_delay_ms", "late_p50_ms", "late_p99_ms", "late_max_ms", "early_min_ms", "load_per_sec"],
     );
+}
+
+/// The PostgreSQL rows: one in-process node against the ceiling, then 1, 2 and 3 node processes.
+fn run_pg(quick: bool) {
+    let d = if quick { "6000" } else { "60000" };
+    let rounds = if quick { "1" } else { "3" };
+    let url = pg::base_url();
+    let mut rows = Vec::new();
+    for mode in ["library", "rest"] {
+        rows.push(child_env(
+            &["throughput", "--mode", mode, "--fanout", "10", "--deliveries", d, "--rounds", rounds],
+            &[("LOAD_DATABASE_URL", &url)],
+        ));
+    }
+    println!("### One node on PostgreSQL (fan-out 10)\n");
+    let flat: Vec<Value> = rows.iter().map(flatten_pg).collect();
+    table(
+        &flat,
+        &[
+            "mode",
+            "deliveries",
+            "per_sec",
+            "ceiling_per_sec",
+            "ratio",
+            "round_ratios",
+            "cpu_us",
+            "ceiling_cpu_us",
+            "cpu_ratio",
+            "p99_ms",
+            "pg_cpu_us",
+            "pg_wal_bytes",
+            "pg_commits_per_1000",
+            "pg_rows_written",
+        ],
+    );
+    let mut rows = Vec::new();
+    for nodes in ["1", "2", "3"] {
+        rows.push(child(&["cluster", "--nodes", nodes, "--fanout", "10", "--deliveries", d, "--rounds", rounds]));
+    }
+    println!("### Nodes as processes on one database (fan-out 10, REST publish spread over the nodes)\n");
+    let flat: Vec<Value> = rows.iter().map(flatten_pg).collect();
+    table(
+        &flat,
+        &[
+            "nodes",
+            "deliveries",
+            "per_sec",
+            "ceiling_per_sec",
+            "ratio",
+            "round_ratios",
+            "nodes_cpu_us",
+            "per_node_cpu_us",
+            "ceiling_cpu_us",
+            "p99_ms",
+            "pg_cpu_us",
+            "pg_wal_bytes",
+            "pg_commits_per_1000",
+            "pg_rows_written",
+        ],
+    );
+}
+
+/// Lifts the `pg` object's fields to the top level for the table.
+fn flatten_pg(v: &Value) -> Value {
+    let mut out = v.as_object().cloned().unwrap_or_default();
+    if let Some(pg) = v["pg"].as_object() {
+        for (k, val) in pg {
+            out.insert(k.clone(), val.clone());
+        }
+    }
+    Value::Object(out)
 }
 
 /// The same allocator as the server binary; the ceiling runs in this process too, so it is
