@@ -7,9 +7,11 @@
 use serde_json::{Value, json};
 use tokio_postgres::NoTls;
 
-/// The server the PostgreSQL scenarios use.
+/// The server the PostgreSQL scenarios use: `LOAD_DATABASE_URL`, else the tests' server.
 pub fn base_url() -> String {
-    std::env::var("LOAD_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("LOAD_DATABASE_URL")
+        .or_else(|_| std::env::var("WEBHOOKS_TEST_DATABASE_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Whether the throughput scenarios run on PostgreSQL (`LOAD_DATABASE_URL` set).

@@ -1,8 +1,12 @@
 //! A tiny run of the load harness (benches/load), so the harness keeps compiling and working.
 //! No timing assertions: only that every scenario part runs and reports sane numbers.
 
+#[path = "../../benches/load/cluster.rs"]
+mod cluster;
 #[path = "../../benches/load/harness.rs"]
 mod harness;
+#[path = "../../benches/load/pg.rs"]
+mod pg;
 #[path = "../../benches/load/receiver.rs"]
 mod receiver;
 
@@ -16,4 +20,16 @@ fn load_harness_runs_throughput_and_timer_scenarios() {
     let t = harness::timers(200, 20);
     assert_eq!(t["retries"], 20, "{t}");
     assert!(t["early_min_ms"].as_f64().unwrap() > -5.0, "a retry came early: {t}");
+}
+
+#[test]
+fn load_harness_runs_the_cluster_scenario() {
+    // The harness's schema helper expects a server; skip (or fail under CI) like the other tests.
+    let Some(_probe) = actix_web::rt::System::new().block_on(crate::pg::schema()) else { return };
+    let r = cluster::cluster(2, 2, 200, 1);
+    assert_eq!((r["nodes"].as_u64(), r["deliveries"].as_u64()), (Some(2), Some(200)), "{r}");
+    assert!(r["per_sec"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+    let per_node = r["per_node_cpu_us"].as_array().expect("per node CPU");
+    assert_eq!(per_node.len(), 2, "{r}");
+    assert!(r["pg"]["pg_wal_bytes"].as_f64().is_some_and(|v| v > 0.0), "PostgreSQL's cost measured: {r}");
 }
