@@ -41,16 +41,21 @@ fn webhook(r: &Row) -> StoreResult<WebhookRecord> {
     .decode()
 }
 
+/// The seven `webhook_state` columns starting at `at`.
+fn raw_health(r: &Row, at: usize) -> StoreResult<RawHealth> {
+    Ok(RawHealth {
+        state: col(r, at)?,
+        consecutive_failures: col(r, at + 1)?,
+        failing_since: col(r, at + 2)?,
+        last_success_at: col(r, at + 3)?,
+        last_failure_at: col(r, at + 4)?,
+        breaker_probe_at: col(r, at + 5)?,
+        breaker_cooldown_ms: col(r, at + 6)?,
+    })
+}
+
 fn view(r: &Row) -> StoreResult<WebhookView> {
-    let health = RawHealth {
-        state: col(r, 13)?,
-        consecutive_failures: col(r, 14)?,
-        failing_since: col(r, 15)?,
-        last_success_at: col(r, 16)?,
-        last_failure_at: col(r, 17)?,
-        breaker_probe_at: col(r, 18)?,
-        breaker_cooldown_ms: col(r, 19)?,
-    };
+    let health = raw_health(r, 13)?;
     let owner = match col::<Option<String>>(r, 20)? {
         Some(node_id) => {
             Some(LeaseInfo { node_id, epoch: col::<i64>(r, 21)?.max(0) as u64, expires_at_ms: col(r, 22)? })
@@ -188,16 +193,7 @@ pub(super) async fn stored_health(inner: &Inner, ids: &[String]) -> StoreResult<
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        let raw = RawHealth {
-            state: col(r, 1)?,
-            consecutive_failures: col(r, 2)?,
-            failing_since: col(r, 3)?,
-            last_success_at: col(r, 4)?,
-            last_failure_at: col(r, 5)?,
-            breaker_probe_at: col(r, 6)?,
-            breaker_cooldown_ms: col(r, 7)?,
-        };
-        if let Some(h) = raw.decode()? {
+        if let Some(h) = raw_health(r, 1)?.decode()? {
             out.push((col(r, 0)?, h));
         }
     }

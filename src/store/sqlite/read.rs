@@ -42,15 +42,7 @@ fn raw_webhook(r: &Row<'_>) -> rusqlite::Result<RawWebhook> {
 type RawView = (RawWebhook, RawHealth, Option<LeaseInfo>);
 
 fn raw_view(r: &Row<'_>) -> rusqlite::Result<RawView> {
-    let health = RawHealth {
-        state: r.get(13)?,
-        consecutive_failures: r.get(14)?,
-        failing_since: r.get(15)?,
-        last_success_at: r.get(16)?,
-        last_failure_at: r.get(17)?,
-        breaker_probe_at: r.get(18)?,
-        breaker_cooldown_ms: r.get(19)?,
-    };
+    let health = raw_health(r, 13)?;
     let owner = match r.get::<_, Option<String>>(20)? {
         Some(node_id) => {
             Some(LeaseInfo { node_id, epoch: r.get::<_, i64>(21)?.max(0) as u64, expires_at_ms: r.get(22)? })
@@ -176,6 +168,19 @@ pub(super) fn due_summary(c: &Connection, ids: &[String]) -> StoreResult<Vec<Pen
     .map_err(unavailable)
 }
 
+/// The seven `webhook_state` columns starting at `at`.
+fn raw_health(r: &Row<'_>, at: usize) -> rusqlite::Result<RawHealth> {
+    Ok(RawHealth {
+        state: r.get(at)?,
+        consecutive_failures: r.get(at + 1)?,
+        failing_since: r.get(at + 2)?,
+        last_success_at: r.get(at + 3)?,
+        last_failure_at: r.get(at + 4)?,
+        breaker_probe_at: r.get(at + 5)?,
+        breaker_cooldown_ms: r.get(at + 6)?,
+    })
+}
+
 pub(super) fn stored_health(c: &Connection, ids: &[String]) -> StoreResult<Vec<(String, StoredHealth)>> {
     let mut stmt = c
         .prepare_cached(
@@ -185,20 +190,7 @@ pub(super) fn stored_health(c: &Connection, ids: &[String]) -> StoreResult<Vec<(
         )
         .map_err(unavailable)?;
     let rows = stmt
-        .query_map([json_list(ids)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                RawHealth {
-                    state: r.get(1)?,
-                    consecutive_failures: r.get(2)?,
-                    failing_since: r.get(3)?,
-                    last_success_at: r.get(4)?,
-                    last_failure_at: r.get(5)?,
-                    breaker_probe_at: r.get(6)?,
-                    breaker_cooldown_ms: r.get(7)?,
-                },
-            ))
-        })
+        .query_map([json_list(ids)], |r| Ok((r.get::<_, String>(0)?, raw_health(r, 1)?)))
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(unavailable)?;
     let mut out = Vec::with_capacity(rows.len());
