@@ -22,7 +22,7 @@ use crate::cluster::node::{Adopt, Forget, Join, Leave, NodeActor};
 use crate::config::Settings;
 use crate::delivery::client::Connector;
 use crate::delivery::dispatcher::{
-    Apply, DispatcherActor, DrainAll, LiveHealth, PanicEndpoint, Publish, PublishRequest, Remove, RunningActors,
+    Apply, DispatcherActor, DrainAll, InjectFault, LiveHealth, Publish, PublishRequest, Remove, RunningActors,
 };
 use crate::delivery::health::{EndpointState, HealthSnapshot};
 use crate::delivery::ledger::{Barrier, LedgerActor, SetListeners, Stop};
@@ -173,6 +173,7 @@ impl Webhooks {
             ledger: ledger.clone(),
             attempt_permits,
             connector,
+            faults: Arc::default(),
         });
         let n = settings.arbiters.max(1);
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
@@ -383,10 +384,17 @@ impl Webhooks {
     }
 
     /// Test hook: makes the endpoint actor of `webhook_id` panic inside a handler, to exercise
-    /// supervised restart and recovery from the store. False if there is no such endpoint.
+    /// supervised restart and recovery from the store. False if there is no such running endpoint.
     #[doc(hidden)]
     pub async fn inject_endpoint_panic(&self, webhook_id: &str) -> bool {
-        self.inner.dispatcher.send(PanicEndpoint(webhook_id.to_string())).await.unwrap_or(false)
+        self.inject_fault(webhook_id, crate::delivery::faults::Fault::HandlerPanic).await
+    }
+
+    /// Test hook: injects a fault into one endpoint's work (see [`crate::delivery::faults::Fault`]).
+    /// False if there is no such webhook (or, for a handler fault, no running endpoint actor).
+    #[doc(hidden)]
+    pub async fn inject_fault(&self, webhook_id: &str, fault: crate::delivery::faults::Fault) -> bool {
+        self.inner.dispatcher.send(InjectFault(webhook_id.to_string(), fault)).await.unwrap_or(false)
     }
 }
 

@@ -28,6 +28,7 @@ pub mod breaker;
 pub mod client;
 pub mod dispatcher;
 pub mod endpoint;
+pub mod faults;
 pub mod health;
 pub mod ledger;
 
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) attempt_permits: Arc<tokio::sync::Semaphore>,
     /// Opens delivery connections (DNS guard, TLS).
     pub(crate) connector: Arc<client::Connector>,
+    /// Test hooks (nothing armed in production).
+    pub(crate) faults: Arc<faults::Faults>,
 }
 
 /// One published event as the endpoint actors hold it, shared by all its deliveries.

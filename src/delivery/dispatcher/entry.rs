@@ -37,7 +37,8 @@ pub(super) struct EndpointEntry {
     pub(super) revision: u64,
     /// The arbiter the actor runs on.
     pub(super) slot: usize,
-    /// `Deliver` messages sent to the current actor (compared in the hibernation handshake).
+    /// Work messages (`Deliver`, `CheckStore`, `Reconfigure`) sent to the current actor, compared
+    /// with what it handled in the hibernation handshake.
     pub(super) sent: u64,
     /// This node's lease, while it owns the webhook.
     pub(super) lease: Option<Fence>,
@@ -80,6 +81,13 @@ impl EndpointEntry {
         has_backlog: bool,
     ) -> Option<&Addr<EndpointActor>> {
         let fence = self.lease.clone()?;
+        let died = self.addr.as_ref().is_some_and(|a| !a.connected());
+        if died {
+            // The actor died outside its supervisor: a new one reloads its work from the store.
+            tracing::error!(webhook = %self.config.id, "endpoint actor found dead; starting a new one");
+            self.addr = None;
+        }
+        let has_backlog = has_backlog || died;
         if self.addr.is_none() {
             let start = EndpointStart {
                 config: self.config.clone(),

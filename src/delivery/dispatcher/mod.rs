@@ -26,6 +26,7 @@ pub use self::publish::{DeliveryRef, PublishError, PublishReceipt};
 pub(crate) use self::publish::{PublishRequest, PublishTicket};
 use self::publish::{build_body, receipt};
 use super::endpoint::{CheckStore, Deliver, Drain, InjectPanic, Reconfigure};
+use super::faults::Fault;
 use super::health::{EndpointState, HealthSnapshot};
 use super::ledger::{Barrier, PersistEvent};
 use super::{Envelope, Pending, Shared};
@@ -105,10 +106,11 @@ pub(crate) struct DrainAll {
 #[rtype(result = "usize")]
 pub(crate) struct RunningActors;
 
-/// Test hook: make one endpoint actor panic; false if no such running endpoint.
+/// Test hook: inject a fault into one endpoint's work; false if no such webhook (or, for a
+/// handler fault, no running actor).
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub(crate) struct PanicEndpoint(pub(crate) String);
+pub(crate) struct InjectFault(pub(crate) String, pub(crate) Fault);
 
 /// An endpoint actor has been idle: it may stop if no `Deliver` is on its way to it.
 #[derive(Message)]
@@ -265,6 +267,7 @@ impl DispatcherActor {
             }
             if let Some(addr) = &entry.addr {
                 addr.do_send(Reconfigure { config, reenable: reenabled });
+                entry.sent += 1;
             }
             return;
         }
@@ -413,6 +416,9 @@ impl Handler<Wake> for DispatcherActor {
             entry.pending.increment(f64::from(n));
             if let Some(addr) = self.wake_actor(&webhook_id, true) {
                 addr.do_send(CheckStore);
+                if let Some(entry) = self.endpoints.get_mut(webhook_id.as_str()) {
+                    entry.sent += 1;
+                }
             }
         }
     }
@@ -458,19 +464,26 @@ impl Handler<DrainAll> for DispatcherActor {
 impl Handler<RunningActors> for DispatcherActor {
     type Result = usize;
     fn handle(&mut self, _: RunningActors, _: &mut Context<Self>) -> usize {
-        self.endpoints.values().filter(|e| e.addr.is_some()).count()
+        self.endpoints.values().filter(|e| e.addr.as_ref().is_some_and(|a| a.connected())).count()
     }
 }
 
-impl Handler<PanicEndpoint> for DispatcherActor {
+impl Handler<InjectFault> for DispatcherActor {
     type Result = bool;
-    fn handle(&mut self, msg: PanicEndpoint, _: &mut Context<Self>) -> bool {
-        match self.endpoints.get(msg.0.as_str()).and_then(|e| e.addr.as_ref()) {
-            Some(addr) => {
-                addr.do_send(InjectPanic);
+    fn handle(&mut self, msg: InjectFault, _: &mut Context<Self>) -> bool {
+        let Some(entry) = self.endpoints.get(msg.0.as_str()) else { return false };
+        match msg.1 {
+            fault @ (Fault::HandlerPanic | Fault::Kill) => match &entry.addr {
+                Some(addr) => {
+                    addr.do_send(InjectPanic(fault));
+                    true
+                }
+                None => false,
+            },
+            fault => {
+                self.shared.faults.arm(&msg.0, fault);
                 true
             }
-            None => false,
         }
     }
 }

@@ -16,11 +16,13 @@ mod decide;
 mod headers;
 mod window;
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
+use futures_util::FutureExt as _;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use self::decide::{AttemptContext, Disable, decide};
@@ -29,6 +31,7 @@ use self::window::Window;
 use super::breaker::{Breaker, Permit};
 use super::client::{self, AttemptResult};
 use super::dispatcher::Hibernate;
+use super::faults::Fault;
 use super::health::{EndpointState, Health};
 use super::ledger::{AttemptDone, Barrier, DisableEndpoint, FailDeliveries, RecordHealth};
 use super::{Pending, Shared};
@@ -72,11 +75,24 @@ pub(crate) struct Drain(pub(crate) oneshot::Sender<()>);
 #[rtype(result = "()")]
 pub(crate) struct Retire;
 
-/// Test hook: panics inside a handler, to show that the supervisor restarts the actor and that it
-/// recovers its pending deliveries from the store.
+/// Test hook: panics inside a handler ([`Fault::HandlerPanic`]: caught, supervised restart that
+/// recovers from the store) or outside every guard ([`Fault::Kill`]: the actor dies).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct InjectPanic;
+pub(crate) struct InjectPanic(pub(crate) Fault);
+
+/// A delivery that crashes its endpoint this many times is failed instead of tried again.
+const MAX_CRASHES: u32 = 3;
+/// Restarts closer together than this count as one crash loop (their delay grows).
+const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(60);
+
+/// The text of a caught panic.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
 
 /// What a new actor starts from.
 pub(crate) struct EndpointStart {
@@ -130,11 +146,19 @@ pub(crate) struct EndpointActor {
     /// or it would load as pending what was just delivered.
     unflushed: bool,
     dispatcher: Recipient<Hibernate>,
-    /// `Deliver` messages handled (the dispatcher counts the ones it sent).
+    /// Work messages handled (the dispatcher counts the ones it sent).
     received: u64,
     /// Bumped by every delivery, attempt and page: an idle check sees whether anything happened.
     activity: u64,
     idle_check: Option<SpawnHandle>,
+    /// The delivery being handled right now, blamed if the handler panics.
+    current: Option<Box<str>>,
+    /// Panics per delivery (kept across restarts: the actor value survives them).
+    crashes: HashMap<Box<str>, u32>,
+    /// Restarts in the current crash loop, and when the last one was.
+    restarts: (u32, Option<Instant>),
+    /// Wait this long after a restart before working again (grows in a crash loop).
+    resume_after: Option<Duration>,
 }
 
 impl EndpointActor {
@@ -166,16 +190,44 @@ impl EndpointActor {
             received: 0,
             activity: 0,
             idle_check: None,
+            current: None,
+            crashes: HashMap::new(),
+            restarts: (0, None),
+            resume_after: None,
             shared,
         }
     }
 
-    /// Runs `f`; a panic inside it stops the actor so that the supervisor restarts it.
+    /// Runs `f`; a panic inside it stops the actor so that the supervisor restarts it, blaming the
+    /// delivery being handled, if any.
     fn guarded(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Self, &mut Context<Self>)) {
-        if catch_unwind(AssertUnwindSafe(|| f(self, ctx))).is_err() {
-            tracing::error!(node = %self.shared.node_id, webhook = %self.cfg.id, "endpoint actor panicked; restarting it");
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(self, ctx))) {
+            let text = panic_text(&*p);
+            if let Some(id) = self.current.take() {
+                self.crashed(id, &text);
+            }
+            tracing::error!(node = %self.shared.node_id, webhook = %self.cfg.id, panic = %text, "endpoint actor panicked; restarting it");
             ctx.stop();
         }
+        self.current = None;
+    }
+
+    /// A delivery was being handled when the endpoint crashed: after `MAX_CRASHES` crashes it is
+    /// failed (visibly, with the reason) rather than tried again forever.
+    fn crashed(&mut self, delivery_id: Box<str>, text: &str) {
+        let n = self.crashes.entry(delivery_id.clone()).or_insert(0);
+        *n += 1;
+        if *n < MAX_CRASHES {
+            return;
+        }
+        self.crashes.remove(&delivery_id);
+        let reason = format!("crashed the endpoint worker {MAX_CRASHES} times (last panic: {text})");
+        tracing::error!(node = %self.shared.node_id, webhook = %self.cfg.id, delivery = %delivery_id, %reason, "failing a delivery");
+        self.metrics.failed.increment(1);
+        self.metrics.pending.decrement(1.0);
+        let failure = FailDelivery { delivery_id: delivery_id.into_string(), reason, fence: Some(self.fence.clone()) };
+        self.shared.ledger.do_send(FailDeliveries(vec![failure]));
+        self.unflushed = true;
     }
 
     fn accept(&mut self, items: Vec<Pending>, ctx: &mut Context<Self>) {
@@ -334,6 +386,7 @@ impl EndpointActor {
 
     fn start_attempt(&mut self, p: Pending, probe: bool, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
         self.running += 1;
+        self.current = Some(p.id.clone());
         let attempt = p.attempts + 1;
         let started = SystemTime::now();
         let headers = self.cfg.attempt_headers(&p, signing::unix_seconds(started));
@@ -343,8 +396,13 @@ impl EndpointActor {
         let connector = self.shared.connector.clone();
         let pooled = if headers.is_ok() { client::checkout(&target.origin) } else { None };
         let body = p.envelope.body.clone();
+        let faults = &self.shared.faults;
+        let inject = faults.take(&self.cfg.id, &Fault::AttemptPanic) || faults.poisons(&self.cfg.id, &body);
         let fut = async move {
             let _permit = permit;
+            if inject {
+                panic!("injected fault: attempt future");
+            }
             match headers {
                 Ok(h) => {
                     let (result, conn) = client::send(connector, target.clone(), pooled, h, body, timeout, limit).await;
@@ -361,9 +419,21 @@ impl EndpointActor {
             }
         };
         let started_ms = to_ms(started);
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.guarded(ctx, move |act, ctx| act.finish_attempt(p, attempt, started_ms, probe, res, ctx));
+        // A panic inside the attempt (client code, TLS, a bug) is caught here, not at the task
+        // boundary where it would kill the actor for good.
+        ctx.spawn(AssertUnwindSafe(fut).catch_unwind().into_actor(self).map(move |res, act, ctx| match res {
+            Ok(res) => act.guarded(ctx, move |act, ctx| {
+                act.current = Some(p.id.clone());
+                act.finish_attempt(p, attempt, started_ms, probe, res, ctx)
+            }),
+            Err(panic) => {
+                let text = panic_text(&*panic);
+                act.crashed(p.id.clone(), &text);
+                tracing::error!(node = %act.shared.node_id, webhook = %act.cfg.id, panic = %text, "attempt panicked; restarting the endpoint");
+                ctx.stop();
+            }
         }));
+        self.current = None;
     }
 
     fn finish_attempt(
@@ -544,16 +614,24 @@ impl EndpointActor {
         let store = self.shared.store.clone();
         let ledger = self.shared.ledger.clone();
         let id = self.cfg.id.clone();
+        let inject = self.shared.faults.take(&id, &Fault::PagePanic);
         let fut = async move {
             if barrier {
                 let (tx, rx) = oneshot::channel();
                 ledger.do_send(Barrier(tx));
                 let _ = rx.await;
             }
+            if inject {
+                panic!("injected fault: page-in future");
+            }
             store.load_due(&id, now_ms(), req.exclude, req.limit).await
         };
-        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.guarded(ctx, move |act, ctx| act.on_page(res, limit, ctx));
+        ctx.spawn(AssertUnwindSafe(fut).catch_unwind().into_actor(self).map(move |res, act, ctx| match res {
+            Ok(res) => act.guarded(ctx, move |act, ctx| act.on_page(res, limit, ctx)),
+            Err(panic) => {
+                tracing::error!(node = %act.shared.node_id, webhook = %act.cfg.id, panic = %panic_text(&*panic), "page-in panicked; restarting the endpoint");
+                ctx.stop();
+            }
         }));
     }
 
@@ -587,7 +665,13 @@ impl Actor for EndpointActor {
             ctx.stop();
             return;
         }
-        self.guarded(ctx, |act, ctx| act.pump(ctx));
+        match self.resume_after.take() {
+            // After a crash: wait before working again, longer in a crash loop.
+            Some(delay) => {
+                ctx.run_later(delay, |act, ctx| act.guarded(ctx, |act, ctx| act.pump(ctx)));
+            }
+            None => self.guarded(ctx, |act, ctx| act.pump(ctx)),
+        }
     }
 }
 
@@ -598,6 +682,11 @@ impl Supervised for EndpointActor {
         }
         self.health.record_restart();
         self.metrics.label.restarted();
+        let now = Instant::now();
+        let in_loop = self.restarts.1.is_some_and(|t| now.duration_since(t) < CRASH_LOOP_WINDOW);
+        self.restarts = (if in_loop { self.restarts.0 + 1 } else { 1 }, Some(now));
+        let exp = self.restarts.0.saturating_sub(1).min(9);
+        self.resume_after = Some((Duration::from_millis(100) * 2u32.pow(exp)).min(Duration::from_secs(30)));
         // Timers and in-flight futures are gone: start over from the store, after the ledger has
         // committed whatever the previous incarnation recorded.
         self.window = Window::new(self.shared.settings.delivery.window);
@@ -628,6 +717,7 @@ impl Handler<Deliver> for EndpointActor {
 impl Handler<CheckStore> for EndpointActor {
     type Result = ();
     fn handle(&mut self, _: CheckStore, ctx: &mut Context<Self>) {
+        self.received += 1;
         self.guarded(ctx, |act, ctx| {
             act.activity += 1;
             if !act.disabled {
@@ -641,6 +731,7 @@ impl Handler<CheckStore> for EndpointActor {
 impl Handler<Reconfigure> for EndpointActor {
     type Result = ();
     fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) {
+        self.received += 1;
         self.guarded(ctx, |act, ctx| {
             act.cfg = msg.config;
             if msg.reenable && act.disabled {
@@ -682,7 +773,10 @@ impl Handler<Retire> for EndpointActor {
 
 impl Handler<InjectPanic> for EndpointActor {
     type Result = ();
-    fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |_, _| panic!("injected fault (test hook)"));
+    fn handle(&mut self, msg: InjectPanic, ctx: &mut Context<Self>) {
+        match msg.0 {
+            Fault::Kill => panic!("injected fault: unsupervised panic (test hook)"),
+            _ => self.guarded(ctx, |_, _| panic!("injected fault: handler (test hook)")),
+        }
     }
 }
