@@ -143,6 +143,8 @@ impl Webhooks {
         let options = StoreOptions {
             node_id: node_id.to_string(),
             sqlite_full_sync: settings.sqlite_full_sync,
+            // A frozen node's open transaction must not outlast half its lease.
+            postgres_idle_in_transaction: (settings.cluster.lease_ttl / 2).max(std::time::Duration::from_secs(1)),
             ..StoreOptions::default()
         };
         let store = store::open(&settings.database_url, &options).await?;

@@ -140,11 +140,21 @@ pub struct StoreOptions {
     /// PostgreSQL: connections in the pool shared by writes and reads (the notice listener has
     /// one more of its own).
     pub postgres_pool_size: usize,
+    /// PostgreSQL: a session idle inside a transaction this long is ended by the server
+    /// (`idle_in_transaction_session_timeout`), releasing its locks: a node frozen in the middle
+    /// of a transaction (GC pause, SIGSTOP) must not keep the others from taking its leases over.
+    pub postgres_idle_in_transaction: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { node_id: "local".into(), sqlite_full_sync: true, read_connections: 4, postgres_pool_size: 8 }
+        Self {
+            node_id: "local".into(),
+            sqlite_full_sync: true,
+            read_connections: 4,
+            postgres_pool_size: 8,
+            postgres_idle_in_transaction: Duration::from_secs(5),
+        }
     }
 }
 

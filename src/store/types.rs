@@ -96,7 +96,9 @@ pub enum NextStep {
     Failed,
 }
 
-/// An attempt outcome to record (fenced by the owner's lease).
+/// An attempt outcome to record (fenced by the owner's lease). It applies to a pending delivery;
+/// a success also applies to one failed without that attempt (its endpoint was disabled while
+/// the attempt was in flight: the receiver has it, so it is delivered).
 #[derive(Debug, Clone)]
 pub struct AttemptUpdate {
     /// The owner's lease on the delivery's webhook.

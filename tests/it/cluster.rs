@@ -85,7 +85,8 @@ fn copies(got: &[Received]) -> HashMap<(String, String), usize> {
 #[actix_web::test]
 async fn three_nodes_share_the_webhooks_and_send_each_delivery_once() {
     let Some(db) = pg::schema().await else { return };
-    let nodes = start_nodes(&db.url, &["node-a", "node-b", "node-c"]).await;
+    // Node ids unique to this test: the metrics recorder is shared by every test in the process.
+    let nodes = start_nodes(&db.url, &["share-a", "share-b", "share-c"]).await;
     let receiver = TestReceiver::ok();
     for i in 0..6 {
         nodes[0].register(json!({"url": receiver.url, "headers": {"x-hook": i.to_string()}})).await;
@@ -116,7 +117,7 @@ async fn three_nodes_share_the_webhooks_and_send_each_delivery_once() {
     assert_eq!(per_owner.len(), 3, "{per_owner:?}");
     assert!(per_owner.values().all(|n| *n == 2), "{per_owner:?}");
     let m = nodes[0].metrics().await;
-    assert_eq!(metric(&m, "webhook_owned_endpoints", &[("node", "node-a")]), Some(2.0));
+    assert_eq!(metric(&m, "webhook_owned_endpoints", &[("node", "share-a")]), Some(2.0));
     for n in nodes {
         n.stop().await;
     }
@@ -164,7 +165,7 @@ async fn a_change_made_on_any_node_is_what_the_owner_does() {
 #[actix_web::test]
 async fn a_node_that_leaves_hands_its_webhooks_over_without_loss_or_duplicates() {
     let Some(db) = pg::schema().await else { return };
-    let mut nodes = start_nodes(&db.url, &["node-a", "node-b", "node-c"]).await;
+    let mut nodes = start_nodes(&db.url, &["leave-a", "leave-b", "leave-c"]).await;
     let receiver = TestReceiver::with(|_, _| Reply::Delayed(Duration::from_millis(20), 200));
     for i in 0..6 {
         nodes[0].register(json!({"url": receiver.url, "headers": {"x-hook": i.to_string()}})).await;
@@ -190,8 +191,8 @@ async fn a_node_that_leaves_hands_its_webhooks_over_without_loss_or_duplicates()
     assert!(c.values().all(|n| *n == 1), "a drained hand-over sends nothing twice");
     wait_owned(&nodes[0].base, &[3, 3]).await;
     let m = nodes[0].metrics().await;
-    let claimed = metric(&m, "webhook_lease_handoffs_total", &[("node", "node-a"), ("reason", "claimed")]).unwrap();
-    assert!(claimed >= 3.0, "node-a took over a share: {claimed}");
+    let claimed = metric(&m, "webhook_lease_handoffs_total", &[("node", "leave-a"), ("reason", "claimed")]).unwrap();
+    assert!(claimed >= 3.0, "leave-a took over a share: {claimed}");
     for n in nodes {
         n.stop().await;
     }

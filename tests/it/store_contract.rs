@@ -910,6 +910,9 @@ async fn pg_races_between_nodes_resolve_cleanly() {
     let Some(b) = Backend::postgres().await else { return };
     let a = b.open("node-a").await;
     let other = b.open("node-b").await;
+    // Both live: a lease is protected only while its node is.
+    a.heartbeat("node-a", "", LONG).await.unwrap();
+    other.heartbeat("node-b", "", LONG).await.unwrap();
     for round in 0..5 {
         // Two nodes claim the same unowned webhook at once: exactly one gets it.
         let id = format!("w{round}");

@@ -94,6 +94,16 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
+/// An attempt in flight: what its outcome is recorded against.
+struct Started {
+    pending: Pending,
+    attempt: u32,
+    started_ms: i64,
+    probe: bool,
+    /// The actor's generation when it started (see `EndpointActor::generation`).
+    generation: u64,
+}
+
 /// What a new actor starts from.
 pub(crate) struct EndpointStart {
     pub(crate) config: Arc<EndpointConfig>,
@@ -159,6 +169,9 @@ pub(crate) struct EndpointActor {
     restarts: (u32, Option<Instant>),
     /// Wait this long after a restart before working again (grows in a crash loop).
     resume_after: Option<Duration>,
+    /// Bumped by every disable: an attempt started under an older value belongs to deliveries
+    /// the store has failed since, and must not be retried (even after a re-enable).
+    generation: u64,
 }
 
 impl EndpointActor {
@@ -194,6 +207,7 @@ impl EndpointActor {
             crashes: HashMap::new(),
             restarts: (0, None),
             resume_after: None,
+            generation: 0,
             shared,
         }
     }
@@ -419,12 +433,13 @@ impl EndpointActor {
             }
         };
         let started_ms = to_ms(started);
+        let generation = self.generation;
         // A panic inside the attempt (client code, TLS, a bug) is caught here, not at the task
         // boundary where it would kill the actor for good.
         ctx.spawn(AssertUnwindSafe(fut).catch_unwind().into_actor(self).map(move |res, act, ctx| match res {
             Ok(res) => act.guarded(ctx, move |act, ctx| {
                 act.current = Some(p.id.clone());
-                act.finish_attempt(p, attempt, started_ms, probe, res, ctx)
+                act.finish_attempt(Started { pending: p, attempt, started_ms, probe, generation }, res, ctx)
             }),
             Err(panic) => {
                 let text = panic_text(&*panic);
@@ -436,19 +451,16 @@ impl EndpointActor {
         self.current = None;
     }
 
-    fn finish_attempt(
-        &mut self,
-        mut p: Pending,
-        attempt: u32,
-        started_ms: i64,
-        probe: bool,
-        res: AttemptResult,
-        ctx: &mut Context<Self>,
-    ) {
+    fn finish_attempt(&mut self, started: Started, res: AttemptResult, ctx: &mut Context<Self>) {
+        let Started { pending: mut p, attempt, started_ms, probe, generation } = started;
         self.running -= 1;
         self.activity += 1;
-        if self.retired || self.disabled {
-            // The store already failed this delivery (or it stays pending for the next owner).
+        if self.disabled || generation != self.generation {
+            // Started before a disable, which failed this delivery in the store: it is not tried
+            // again, even if the endpoint was re-enabled since. A 2xx still counts: the receiver has it.
+            if let AttemptOutcome::Response { status: 200..=299, .. } = res.outcome {
+                self.record_late_success(&p, attempt, started_ms, &res);
+            }
             self.window.finished(&p.id);
             self.after_attempt(ctx);
             return;
@@ -510,6 +522,31 @@ impl EndpointActor {
             None => self.persist_health(Persist::Throttled),
         }
         self.after_attempt(ctx);
+    }
+
+    /// A 2xx for a delivery the store had failed meanwhile (its endpoint was disabled).
+    fn record_late_success(&mut self, p: &Pending, attempt: u32, started_ms: i64, res: &AttemptResult) {
+        let status_code = match res.outcome {
+            AttemptOutcome::Response { status, .. } => Some(status),
+            _ => None,
+        };
+        let record = AttemptRecord {
+            attempt,
+            at_ms: started_ms,
+            duration_ms: res.duration.as_millis() as u64,
+            status_code,
+            error: None,
+            response_body: res.response_body.clone(),
+        };
+        self.metrics.attempts_success.increment(1);
+        self.metrics.delivered.increment(1);
+        self.shared.ledger.do_send(AttemptDone(AttemptUpdate {
+            fence: self.fence.clone(),
+            delivery_id: p.id.to_string(),
+            attempt: record,
+            next: NextStep::Succeeded,
+        }));
+        self.unflushed = true;
     }
 
     fn finished(&self, p: &Pending, attempts: u32, success: bool, now: i64) {
@@ -591,6 +628,7 @@ impl EndpointActor {
         }
         tracing::warn!(node = %self.shared.node_id, webhook = %self.cfg.id, reason = %disable.reason, "disabling endpoint; its pending deliveries fail");
         self.disabled = true;
+        self.generation += 1;
         self.health.set_state(EndpointState::Disabled);
         self.metrics.label.disabled(disable.kind);
         self.window.clear();

@@ -128,7 +128,11 @@ impl PgStore {
     /// `search_path`, e.g. `?options=-csearch_path%3Dmyschema`), applies pending migrations under
     /// an advisory lock, and starts the notice listener.
     pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
-        let config = parse_url(url)?;
+        let mut config = parse_url(url)?;
+        let idle_ms = options.postgres_idle_in_transaction.as_millis().max(1);
+        let session =
+            format!("{} -c idle_in_transaction_session_timeout={idle_ms}", config.get_options().unwrap_or_default());
+        config.options(session.trim());
         let tls = tls(config.get_ssl_mode())?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -262,7 +262,8 @@ async fn write_attempts(tx: &Transaction<'_>, batch: &WriteBatch, check: &mut Fe
              last_attempt_at = x.at, completed_at = x.completed, last_status_code = x.code, last_error = x.error, \
              last_duration_ms = CASE WHEN x.status = 'success' THEN x.duration ELSE d.last_duration_ms END, \
              last_response_body = CASE WHEN x.status = 'success' THEN x.body ELSE d.last_response_body END \
-             FROM x WHERE d.id = x.id AND d.status = 'pending' RETURNING x.*) \
+             FROM x WHERE d.id = x.id AND (d.status = 'pending' \
+             OR (x.status = 'success' AND d.status = 'failed' AND d.attempts < x.attempt)) RETURNING x.*) \
              INSERT INTO attempts (delivery_id, attempt, at, duration_ms, status_code, error, response_body) \
              SELECT id, attempt, at, duration, code, error, body FROM u WHERE status <> 'success' \
              ON CONFLICT (delivery_id, attempt) DO UPDATE SET at = excluded.at, duration_ms = excluded.duration_ms, \

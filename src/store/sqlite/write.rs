@@ -207,7 +207,8 @@ fn write_attempts(tx: &Transaction<'_>, batch: &WriteBatch, check: &mut FenceChe
         .prepare_cached(
             "UPDATE deliveries SET status = 'success', attempts = ?2, next_attempt_at = NULL, last_attempt_at = ?3, \
              completed_at = ?4, last_status_code = ?5, last_error = NULL, last_duration_ms = ?6, \
-             last_response_body = ?7 WHERE id = ?1 AND status = 'pending'",
+             last_response_body = ?7 \
+             WHERE id = ?1 AND (status = 'pending' OR (status = 'failed' AND attempts < ?2))",
         )
         .map_err(unavailable)?;
     let mut ins = tx
@@ -224,7 +225,9 @@ fn write_attempts(tx: &Transaction<'_>, batch: &WriteBatch, check: &mut FenceChe
         let duration = i64::try_from(a.duration_ms).unwrap_or(i64::MAX);
         let end = a.at_ms.saturating_add(duration);
         if u.next == NextStep::Succeeded {
-            // The successful attempt is kept on the delivery row (see the schema).
+            // The successful attempt is kept on the delivery row (see the schema). A 2xx that
+            // lands after the delivery was failed without that attempt (its endpoint disabled
+            // meanwhile) still counts: the receiver has it.
             succeeded
                 .execute(params![u.delivery_id, a.attempt, a.at_ms, end, a.status_code, duration, a.response_body])
                 .map_err(unavailable)?;
