@@ -26,6 +26,7 @@ use crate::delivery::dispatcher::{
 };
 use crate::delivery::health::{EndpointState, HealthSnapshot};
 use crate::delivery::ledger::{Barrier, LedgerActor, SetListeners, Stop};
+use crate::delivery::write_health::{Refusal, WriteHealth};
 use crate::delivery::{Shared, dispatcher};
 use crate::model::{SpecError, WebhookRecord, WebhookSpec, new_webhook_id, now_ms};
 use crate::store::{
@@ -137,17 +138,26 @@ impl Webhooks {
     /// Returns once every stored webhook has its endpoint actor and pending deliveries are rescheduled.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
         settings.validate().map_err(|e| StartError::Config(e.to_string()))?;
-        let catalog = EventCatalog::with_extra(&settings.event_types)?;
-        let metrics = crate::metrics::handle();
-        let node_id: Arc<str> = Arc::from(settings.node_id_or_generate());
+        let node_id = settings.node_id_or_generate();
         let options = StoreOptions {
-            node_id: node_id.to_string(),
+            node_id: node_id.clone(),
             sqlite_full_sync: settings.sqlite_full_sync,
             // A frozen node's open transaction must not outlast half its lease.
             postgres_idle_in_transaction: (settings.cluster.lease_ttl / 2).max(std::time::Duration::from_secs(1)),
             ..StoreOptions::default()
         };
         let store = store::open(&settings.database_url, &options).await?;
+        Self::start_with_store(Settings { node_id: Some(node_id), ..settings }, store).await
+    }
+
+    /// [`Webhooks::start`] on a store opened by the caller (`settings.database_url` is then only
+    /// shown in logs): for a store wrapped with instrumentation or fault injection, or a backend
+    /// of the host's own.
+    pub async fn start_with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
+        settings.validate().map_err(|e| StartError::Config(e.to_string()))?;
+        let catalog = EventCatalog::with_extra(&settings.event_types)?;
+        let metrics = crate::metrics::handle();
+        let node_id: Arc<str> = Arc::from(settings.node_id_or_generate());
 
         for (id, spec) in settings.seed_webhooks.clone() {
             let existing = store.get_webhook(&id).await?.map(|v| v.record);
@@ -157,7 +167,8 @@ impl Webhooks {
             store.upsert_webhook(record).await?;
         }
 
-        let ledger = LedgerActor::new(store.clone(), settings.commit_interval, node_id.clone()).start();
+        let writes = Arc::new(WriteHealth::new(settings.write_stall_timeout, settings.max_pending_writes));
+        let ledger = LedgerActor::new(store.clone(), settings.commit_interval, node_id.clone(), writes.clone()).start();
         let attempt_permits = Arc::new(tokio::sync::Semaphore::new(settings.delivery.max_total_in_flight.max(1)));
         let connector = Arc::new(Connector::new(
             settings.allow_private_targets,
@@ -176,6 +187,7 @@ impl Webhooks {
             attempt_permits,
             connector,
             faults: Arc::default(),
+            writes,
         });
         let n = settings.arbiters.max(1);
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
@@ -229,6 +241,9 @@ impl Webhooks {
         }
         if self.inner.stopped.load(Ordering::Relaxed) {
             return Err(PublishError::ShuttingDown);
+        }
+        if let Some(refusal) = self.write_refusal() {
+            return Err(PublishError::Unavailable(refusal));
         }
         let (reply, rx) = oneshot::channel();
         self.inner.dispatcher.do_send(Publish(PublishRequest { event_type, data, idempotency_key, reply }));
@@ -302,6 +317,17 @@ impl Webhooks {
     /// Every node sharing the store (live first), for `GET /v1/nodes`.
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         self.inner.shared.store.nodes().await
+    }
+
+    /// Why the write side refuses work right now (the store refuses writes, a commit stalls, or
+    /// too much waits for it), or `None` when it takes work: what `/healthz` reports.
+    pub fn write_refusal(&self) -> Option<Refusal> {
+        self.inner.shared.writes.refusing(now_ms())
+    }
+
+    /// Operations waiting for the next commit.
+    pub fn pending_writes(&self) -> usize {
+        self.inner.shared.writes.buffered()
     }
 
     /// This node's id.

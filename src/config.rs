@@ -38,6 +38,12 @@ pub struct Settings {
     pub arbiters: usize,
     /// How long shutdown waits for in-flight attempts before handing them back to the store.
     pub shutdown_grace: Duration,
+    /// A commit running this long counts as a stalled store: publishes are refused (503) and
+    /// endpoints start no attempt until it returns.
+    pub write_stall_timeout: Duration,
+    /// Most operations (publishes, attempt outcomes) that may wait for the store; past it,
+    /// publishes are refused (503) and endpoints start no attempt.
+    pub max_pending_writes: usize,
     /// Webhooks registered at start (from the seed's `WEBHOOK_URLS`), as `(id, spec)`.
     pub seed_webhooks: Vec<(String, WebhookSpec)>,
     /// This node's id in the cluster (`WEBHOOKS_NODE_ID`): shown in logs, metrics, `GET /v1/nodes`
@@ -128,6 +134,8 @@ impl Default for Settings {
             commit_interval: Duration::from_millis(5),
             arbiters: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             shutdown_grace: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(5),
+            max_pending_writes: 50_000,
             seed_webhooks: Vec::new(),
             node_id: None,
             cluster: ClusterSettings::default(),

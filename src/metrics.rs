@@ -35,6 +35,9 @@ pub mod names {
     pub const LEDGER_COMMIT_DURATION: &str = "webhook_ledger_commit_seconds";
     /// Counter: ledger commits that failed (and were retried).
     pub const LEDGER_COMMIT_ERRORS: &str = "webhook_ledger_commit_errors_total";
+    /// Gauge `{node}`: operations waiting for the next commit (bounded: past
+    /// `max_pending_writes` publishes are refused).
+    pub const LEDGER_PENDING: &str = "webhook_ledger_pending_operations";
     /// Counter `{node}`: writes the store refused because the lease they were made under had
     /// passed to another node (fencing).
     pub const FENCED_WRITES: &str = "webhook_fenced_writes_total";
@@ -118,6 +121,7 @@ fn describe() {
     describe_histogram!(names::LEDGER_BATCH_SIZE, "Operations per ledger group commit");
     describe_histogram!(names::LEDGER_COMMIT_DURATION, metrics::Unit::Seconds, "Ledger commit duration");
     describe_counter!(names::LEDGER_COMMIT_ERRORS, "Failed ledger commits");
+    describe_gauge!(names::LEDGER_PENDING, "Operations waiting for the next ledger commit");
     describe_counter!(names::FENCED_WRITES, "Writes refused because their lease had moved to another node");
     describe_gauge!(names::OWNED_ENDPOINTS, "Webhooks whose lease this node holds");
     describe_counter!(names::LEASE_HANDOFFS, "Leases claimed, released after draining, or lost");

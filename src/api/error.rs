@@ -24,12 +24,20 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// Sent as `Retry-After` (seconds) with a 503.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// The same error, telling the caller when to try again.
+    pub fn with_retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 
     /// 400 with a code.
@@ -73,8 +81,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .json(ErrorResponse { error: ErrorDetail { code: self.code, message: &self.message } })
+        let mut resp = HttpResponse::build(self.status);
+        if let Some(after) = self.retry_after {
+            resp.insert_header((actix_web::http::header::RETRY_AFTER, after.as_secs().max(1).to_string()));
+        }
+        resp.json(ErrorResponse { error: ErrorDetail { code: self.code, message: &self.message } })
     }
 }
 
@@ -82,6 +93,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error while serving the API");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; try again")
+            .with_retry_after(std::time::Duration::from_secs(1))
     }
 }
 
@@ -135,6 +147,12 @@ impl From<PublishError> for ApiError {
             }
             PublishError::ShuttingDown => shutting_down(),
             PublishError::Store(s) => s.into(),
+            PublishError::Unavailable(r) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("not accepted: {}", r.reason),
+            )
+            .with_retry_after(r.retry_after),
         }
     }
 }

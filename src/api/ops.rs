@@ -22,10 +22,15 @@ pub(crate) fn configure_v1(cfg: &mut web::ServiceConfig) {
 
 /// Body of a healthy `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct HealthOut {
     /// Always `ok`.
     #[schema(example = "ok")]
     pub status: &'static str,
+    /// This node's id.
+    pub node: String,
+    /// Operations waiting for the next commit.
+    pub pending_writes: u64,
 }
 
 /// Body of `GET /v1/event-types`.
@@ -35,25 +40,32 @@ pub struct EventTypeList<'a> {
     pub data: &'a [EventType],
 }
 
-/// 200 when the store answers, 503 otherwise.
+/// 200 when the store answers reads and takes writes, 503 otherwise.
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "ops",
     operation_id = "healthz",
     responses(
-        (status = 200, description = "The store answers.", body = HealthOut),
-        (status = 503, description = "The store does not answer (`store_unavailable`).", body = ErrorResponse),
+        (status = 200, description = "The store answers reads and takes writes.", body = HealthOut),
+        (status = 503, description = "The store does not answer, refuses writes, or is behind (`store_unavailable`; `Retry-After` says when to look again).", body = ErrorResponse),
     )
 )]
 async fn healthz(webhooks: web::Data<Webhooks>) -> Result<HttpResponse, ApiError> {
-    match webhooks.store().ping().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(HealthOut { status: "ok" })),
-        Err(e) => {
-            tracing::warn!(error = %e, "health check failed");
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store does not answer"))
-        }
+    if let Err(e) = webhooks.store().ping().await {
+        tracing::warn!(error = %e, "health check: the store does not answer");
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store does not answer")
+            .with_retry_after(std::time::Duration::from_secs(1)));
     }
+    if let Some(refusal) = webhooks.write_refusal() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", refusal.reason)
+            .with_retry_after(refusal.retry_after));
+    }
+    Ok(HttpResponse::Ok().json(HealthOut {
+        status: "ok",
+        node: webhooks.node_id().to_string(),
+        pending_writes: webhooks.pending_writes() as u64,
+    }))
 }
 
 /// Prometheus text exposition.

@@ -234,6 +234,12 @@ impl NodeActor {
         }
         self.times.renewed(sent);
         self.guard.update(&self.times);
+        let mut hb = hb;
+        if self.exclusive {
+            // One process owns the store: other rows are earlier runs (killed before they could
+            // leave; `Join` removed them), whatever their heartbeat says.
+            hb.live_nodes = vec![self.id.to_string()];
+        }
         if hb.live_nodes != self.live {
             tracing::info!(node = %self.id, live = ?hb.live_nodes, "cluster membership changed");
             self.live = hb.live_nodes;
@@ -607,6 +613,16 @@ impl Handler<Join> for NodeActor {
             async move {
                 let changes = store.registry_changes(0).await;
                 let hb = store.heartbeat(&id, &info, ttl).await;
+                if let Ok(hb) = &hb
+                    && store.exclusive()
+                {
+                    // One process owns the store: other live rows are earlier runs killed before
+                    // they could leave. Remove them so they are neither listed nor given work.
+                    for stale in hb.live_nodes.iter().filter(|n| **n != *id) {
+                        tracing::info!(node = %id, earlier = %stale, "removing the node of an earlier run");
+                        let _ = store.leave(stale).await;
+                    }
+                }
                 (changes, hb)
             }
             .into_actor(self)

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use metrics::{counter, histogram};
+use metrics::{counter, gauge, histogram};
 use tokio::sync::oneshot;
 
 use super::dispatcher::{Committed, PublishTicket};
+use super::write_health::WriteHealth;
 use crate::metrics::{WebhookLabel, names};
+use crate::model::now_ms;
 use crate::store::{
     AttemptUpdate, BatchOutcome, DisableWebhook, FailDelivery, Fence, HealthWrite, NewEvent, Store, StoreResult,
     WriteBatch,
@@ -84,6 +86,12 @@ pub(crate) struct LedgerActor {
     store: Arc<dyn Store>,
     /// This node's id, for metric labels.
     node: Arc<str>,
+    /// Shared state of the write side (see [`WriteHealth`]).
+    writes: Arc<WriteHealth>,
+    /// Operations of the commit running now.
+    in_flight: usize,
+    /// `webhook_ledger_pending_operations{node}`.
+    pending_gauge: metrics::Gauge,
     dispatcher: Option<Recipient<Committed>>,
     fenced: Option<Recipient<Fenced>>,
     buf: WriteBatch,
@@ -102,10 +110,18 @@ pub(crate) struct LedgerActor {
 const FULL_BATCH: usize = 4096;
 
 impl LedgerActor {
-    pub(crate) fn new(store: Arc<dyn Store>, commit_interval: Duration, node: Arc<str>) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        commit_interval: Duration,
+        node: Arc<str>,
+        writes: Arc<WriteHealth>,
+    ) -> Self {
         Self {
             store,
+            pending_gauge: gauge!(names::LEDGER_PENDING, "node" => node.to_string()),
             node,
+            writes,
+            in_flight: 0,
             dispatcher: None,
             fenced: None,
             buf: WriteBatch::default(),
@@ -121,6 +137,9 @@ impl LedgerActor {
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
+        let buffered = self.buf.len() + self.in_flight;
+        self.writes.set_buffered(buffered);
+        self.pending_gauge.set(buffered as f64);
         if self.flushing || self.flush_scheduled {
             return;
         }
@@ -154,6 +173,8 @@ impl LedgerActor {
         let barriers = std::mem::take(&mut self.barriers);
         let store = self.store.clone();
         let size = batch.len();
+        self.in_flight = size;
+        self.writes.flush_started(now_ms());
         let started = Instant::now();
         let fut = {
             let batch = batch.clone();
@@ -161,6 +182,8 @@ impl LedgerActor {
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.flushing = false;
+            act.in_flight = 0;
+            act.writes.flush_ended(now_ms(), res.as_ref().err().map(|e| e.to_string()));
             histogram!(names::LEDGER_BATCH_SIZE).record(size as f64);
             histogram!(names::LEDGER_COMMIT_DURATION).record(started.elapsed().as_secs_f64());
             act.committed(batch, tickets, labels, barriers, res, ctx);

@@ -31,6 +31,7 @@ pub mod endpoint;
 pub mod faults;
 pub mod health;
 pub mod ledger;
+pub mod write_health;
 
 use std::sync::Arc;
 
@@ -56,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) connector: Arc<client::Connector>,
     /// Test hooks (nothing armed in production).
     pub(crate) faults: Arc<faults::Faults>,
+    /// Whether the write side keeps up (publishes and attempts back off while it does not).
+    pub(crate) writes: Arc<write_health::WriteHealth>,
 }
 
 /// One published event as the endpoint actors hold it, shared by all its deliveries.

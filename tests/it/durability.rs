@@ -185,3 +185,37 @@ async fn idle_endpoint_actors_hibernate_and_wake_without_losing_a_delivery() {
     eventually(WAIT, "idle actors hibernate", || async { app.webhooks.running_endpoint_actors().await == 0 }).await;
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_restart_after_kill_9_with_a_new_node_id_delivers_at_once() {
+    // The server generates a node id per run (WEBHOOKS_NODE_ID unset). The killed run's row says
+    // it is live for the lease time; on SQLite (one process per file) it must not be given work.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("webhooks.db");
+    let receiver = TestReceiver::ok();
+    let port = free_port();
+    let env = [("WEBHOOKS_DATABASE_URL", format!("sqlite://{}", db.display())), ("WEBHOOK_URLS", receiver.url.clone())];
+    let mut server = ServerProcess::start(port, &env).await;
+    server.kill9();
+    drop(server);
+    let server = ServerProcess::start(port, &env).await;
+    let http = http_client();
+    let nodes: serde_json::Value = serde_json::from_str(
+        &http.get(format!("{}/v1/nodes", server.base)).send().await.unwrap().text().await.unwrap(),
+    )
+    .unwrap();
+    let live: Vec<&serde_json::Value> =
+        nodes["data"].as_array().unwrap().iter().filter(|n| n["live"] == true).collect();
+    assert_eq!(live.len(), 1, "only this run is live: {nodes}");
+    assert_eq!(live[0]["current"], true);
+    assert_eq!(live[0]["ownedWebhooks"], 1, "it owns the webhook at once: {nodes}");
+    let resp = http
+        .post(format!("{}/v1/events", server.base))
+        .header("content-type", "application/json")
+        .body(r#"{"event":"order.created","data":{"after":"restart"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    receiver.wait_for(1, WAIT).await;
+}

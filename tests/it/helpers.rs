@@ -208,6 +208,11 @@ impl TestApp {
 
     pub async fn start_with(dir: Arc<TempDir>, settings: Settings) -> Self {
         let webhooks = Webhooks::start(settings).await.expect("subsystem starts");
+        Self::serve(webhooks, dir)
+    }
+
+    /// Serves the REST API of a running subsystem on 127.0.0.1.
+    pub fn serve(webhooks: Webhooks, dir: Arc<TempDir>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let routes = webhooks.configure();

@@ -12,6 +12,7 @@ mod load_smoke;
 mod pg;
 mod process;
 mod races;
+mod storage_faults;
 mod store_contract;
 mod supervision;
 mod tls;

@@ -59,6 +59,10 @@ pub enum PublishError {
     /// Nothing was committed.
     #[error("could not persist the event: {0}")]
     Store(#[from] StoreError),
+    /// The write side cannot take more right now (the store refuses writes, or is behind); try
+    /// again after `retry_after`.
+    #[error("not accepted: {}", .0.reason)]
+    Unavailable(crate::delivery::write_health::Refusal),
 }
 
 /// Publish a validated event.

@@ -280,6 +280,10 @@ impl EndpointActor {
         if !self.draining && self.window.has_ready() && !self.shared.lease.may_start() {
             // The node could not renew its leases lately: start nothing until it does.
             self.wait_for_lease(ctx);
+        } else if !self.draining && self.window.has_ready() && self.shared.writes.refusing(now).is_some() {
+            // Outcomes could not be recorded (the store refuses writes or is behind): an attempt
+            // now would be sent again after a crash. Start nothing until the store takes writes.
+            self.wait_for_writes(ctx);
         } else {
             while !self.draining && self.window.in_flight() < self.cfg.max_in_flight && self.window.has_ready() {
                 let probe = match self.breaker.permit(now, self.window.in_flight()) {
@@ -309,6 +313,16 @@ impl EndpointActor {
         }
         let every = self.shared.settings.cluster.heartbeat_interval;
         self.lease_wait = Some(ctx.run_later(every, |act, ctx| {
+            act.lease_wait = None;
+            act.guarded(ctx, |act, ctx| act.pump(ctx));
+        }));
+    }
+
+    fn wait_for_writes(&mut self, ctx: &mut Context<Self>) {
+        if self.lease_wait.is_some() {
+            return;
+        }
+        self.lease_wait = Some(ctx.run_later(Duration::from_millis(200), |act, ctx| {
             act.lease_wait = None;
             act.guarded(ctx, |act, ctx| act.pump(ctx));
         }));
