@@ -150,7 +150,8 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
         async move { serde_json::from_str::<serde_json::Value>(&req.await.unwrap().text().await.unwrap()).unwrap() }
     };
     eventually(WAIT, "the store records every delivery as succeeded", || {
-        let (succeeded, pending) = (api("/v1/deliveries?status=success&limit=250".into()), api("/v1/deliveries?status=pending".into()));
+        let (succeeded, pending) =
+            (api("/v1/deliveries?status=success&limit=250".into()), api("/v1/deliveries?status=pending".into()));
         let published = &published;
         async move {
             let done: HashSet<String> = succeeded.await["data"]
@@ -293,9 +294,8 @@ async fn kill_9_at_random_moments_under_load_loses_no_acknowledged_event() {
     let mut server = start_server_with(&db, port, &receiver.url, &env).await;
     let http = http_client();
     let published = Arc::new(Published::default());
-    let publishers: Vec<_> = (0..3)
-        .map(|_| actix_web::rt::spawn(publisher(http.clone(), server.base.clone(), published.clone())))
-        .collect();
+    let publishers: Vec<_> =
+        (0..3).map(|_| actix_web::rt::spawn(publisher(http.clone(), server.base.clone(), published.clone()))).collect();
 
     // (killed at, answering /healthz again at)
     let mut kills = Vec::new();
@@ -345,13 +345,13 @@ async fn kill_9_at_random_moments_under_load_loses_no_acknowledged_event() {
     let lost = acked.iter().filter(|id| !per_event.contains_key(*id)).count();
     let duplicates: usize = per_event.values().map(|n| n - 1).sum();
     // Each repeat receipt is charged to the last kill before it.
-    let mut per_kill = vec![0usize; KILL_ROUNDS];
+    let mut per_kill = [0usize; KILL_ROUNDS];
     let mut seen = HashSet::new();
     for r in &got {
-        if !seen.insert(r.event_id()) {
-            if let Some(k) = kills.iter().rposition(|(killed, _)| *killed < r.at) {
-                per_kill[k] += 1;
-            }
+        if !seen.insert(r.event_id())
+            && let Some(k) = kills.iter().rposition(|(killed, _)| *killed < r.at)
+        {
+            per_kill[k] += 1;
         }
     }
     // Recovery: from the kill to the first delivery by the restarted process.

@@ -50,7 +50,12 @@ fn delivery_for(receipt: &Value, webhook: &str) -> String {
 async fn settled(app: &TestApp, id: &str) -> Value {
     let d = app.wait_delivery(id, WAIT, |d| d["status"] != "pending").await;
     for e in attempt_log(&d) {
-        println!("{id}: attempt {} {} ms: {}", e["attempt"], e["durationMs"], e.get("error").unwrap_or(&e["statusCode"]));
+        println!(
+            "{id}: attempt {} {} ms: {}",
+            e["attempt"],
+            e["durationMs"],
+            e.get("error").unwrap_or(&e["statusCode"])
+        );
     }
     d
 }
@@ -207,11 +212,14 @@ async fn a_final_status_outside_http_is_retried_and_endless_1xx_time_out() {
     app.stop().await;
 }
 
+/// A trickling connection's index, and how long after its first byte the server saw it dead.
+type Gone = (usize, Option<Duration>);
+
 #[actix_web::test]
 async fn a_status_line_or_body_trickled_byte_by_byte_ends_as_a_timeout() {
     let app = hostile_app().await;
     // For each connection: how long after its first byte the server saw the connection dead.
-    let gone: Arc<Mutex<Vec<(usize, Option<Duration>)>>> = Arc::default();
+    let gone: Arc<Mutex<Vec<Gone>>> = Arc::default();
     let seen = gone.clone();
     let raw = RawReceiver::start(move |n, mut stream| {
         let seen = seen.clone();
@@ -592,4 +600,3 @@ async fn tls_failures_are_retried_connection_errors() {
     assert_eq!(untrusted_requests.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing sent unverified");
     app.stop().await;
 }
-

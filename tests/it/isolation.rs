@@ -41,8 +41,7 @@ async fn a_hanging_and_a_failing_endpoint_do_not_delay_a_healthy_one() {
     assert_eq!(ids.len(), 40, "every event reached the healthy endpoint");
     // Publish -> receipt at the healthy endpoint, per event: far below the hanging endpoint's
     // timeout, which is what a delivery queued behind it would wait. A bound, not a speed claim.
-    let mut latencies: Vec<Duration> =
-        got.iter().map(|r| r.at.duration_since(published_at[&r.event_id()])).collect();
+    let mut latencies: Vec<Duration> = got.iter().map(|r| r.at.duration_since(published_at[&r.event_id()])).collect();
     latencies.sort();
     let worst = *latencies.last().unwrap();
     println!(
