@@ -504,6 +504,8 @@ pub fn throughput(mode: Mode, fanout: usize, deliveries: u64, rounds: usize) -> 
     let mut ceilings = Vec::new();
     let mut runs = Vec::new();
     let mut pg_costs = Vec::new();
+    // What arrived in the measured runs: (received, distinct, duplicates), summed over rounds.
+    let mut receipts = (0u64, 0u64, 0u64);
     for _ in 0..rounds.max(1) {
         if !skip_ceiling {
             ceilings.push(ceiling(&recv, deliveries, CONCURRENCY));
@@ -524,6 +526,8 @@ pub fn throughput(mode: Mode, fanout: usize, deliveries: u64, rounds: usize) -> 
             measured_publish(&recv, &webhooks, &publisher, "order.created", (events / 10).max(10), fanout as u32).await;
             let before = schema.as_ref().map(|_| pg::sample());
             let run = measured_publish(&recv, &webhooks, &publisher, "order.created", events, fanout as u32).await;
+            let arrived = recv.stats.receipts();
+            receipts = (receipts.0 + arrived.0, receipts.1 + arrived.1, receipts.2 + arrived.2);
             let cost = match before {
                 Some(b) => {
                     tokio::time::sleep(Duration::from_secs(2)).await; // the statistics views lag
@@ -552,6 +556,10 @@ pub fn throughput(mode: Mode, fanout: usize, deliveries: u64, rounds: usize) -> 
         "p50_ms": round(run.p50_ms, 2), "p99_ms": round(run.p99_ms, 2),
         "ceiling_p50_ms": round(ceil.p50_ms, 2), "ceiling_p99_ms": round(ceil.p99_ms, 2),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "receipts": {
+            "expected": run.deliveries * runs.len() as u64, "received": receipts.0,
+            "distinct": receipts.1, "duplicates": receipts.2,
+        },
     })
 }
 

@@ -55,6 +55,9 @@ pub struct Stats {
     pub retry_delay_ns: AtomicU64,
     /// Flow control: one permit back per measured delivery.
     pub permits: Mutex<Option<Arc<Semaphore>>>,
+    /// `/ok/` requests carrying a `webhook-id`, counted per endpoint path and event id: what
+    /// arrived, and how often.
+    receipts: Mutex<HashMap<(String, String), u32>>,
 }
 
 impl Stats {
@@ -68,6 +71,15 @@ impl Stats {
         self.latencies.lock().unwrap().clear();
         self.lateness.lock().unwrap().clear();
         self.retry_first.lock().unwrap().clear();
+        self.receipts.lock().unwrap().clear();
+    }
+
+    /// `/ok/` requests with a `webhook-id` since the last reset: `(received, distinct,
+    /// duplicates)`, distinct by endpoint path and event id.
+    pub fn receipts(&self) -> (u64, u64, u64) {
+        let r = self.receipts.lock().unwrap();
+        let received: u64 = r.values().map(|n| *n as u64).sum();
+        (received, r.len() as u64, received - r.len() as u64)
     }
 
     pub fn latencies(&self) -> Vec<u64> {
@@ -155,6 +167,10 @@ async fn handle(req: Request<Incoming>, stats: Arc<Stats>) -> Result<Response<Fu
     };
     stats.total.fetch_add(1, Ordering::Relaxed);
     if path.starts_with("/ok/") {
+        if let Some(id) = &event_id {
+            // Before `measured`, which may end the wait for the last delivery.
+            *stats.receipts.lock().unwrap().entry((path.clone(), id.clone())).or_default() += 1;
+        }
         stats.measured(sent_at(&body));
         reply(StatusCode::OK)
     } else if path.starts_with("/okx/") {

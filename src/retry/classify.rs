@@ -46,6 +46,10 @@ pub enum Verdict {
 
 /// Retry 408, 425, 429, 5xx, timeouts and connection errors; fail other 4xx and 3xx at once;
 /// 410 also disables the endpoint. Redirects are never followed, so a 3xx is final.
+///
+/// A final status that HTTP does not have (600-999, which hyper parses as three digits) or a 1xx
+/// as the final answer (a 101 nobody asked for) is invalid HTTP: retried, like a garbage status
+/// line, rather than failing the delivery on one broken answer.
 pub fn classify(outcome: &AttemptOutcome) -> Verdict {
     match outcome {
         AttemptOutcome::Response { status, retry_after } => match *status {
@@ -54,7 +58,8 @@ pub fn classify(outcome: &AttemptOutcome) -> Verdict {
             429 | 503 => Verdict::Retry { not_before: *retry_after, reason: format!("HTTP {status}") },
             408 | 425 | 500..=599 => Verdict::Retry { not_before: None, reason: format!("HTTP {status}") },
             300..=399 => Verdict::Fail { reason: format!("HTTP {status} (redirects are not followed)") },
-            s => Verdict::Fail { reason: format!("HTTP {s}") },
+            400..=499 => Verdict::Fail { reason: format!("HTTP {status}") },
+            s => Verdict::Retry { not_before: None, reason: format!("invalid HTTP status {s}") },
         },
         AttemptOutcome::Timeout => Verdict::Retry { not_before: None, reason: "timeout".into() },
         AttemptOutcome::Connect(e) => Verdict::Retry { not_before: None, reason: format!("connection failed: {e}") },
@@ -93,7 +98,9 @@ mod tests {
             assert!(matches!(status(s), Verdict::Fail { .. }), "{s}");
         }
         assert_eq!(status(410), Verdict::Gone);
-        assert!(matches!(status(100), Verdict::Fail { .. }));
+        for s in [100, 101, 199, 600, 999] {
+            assert_eq!(status(s), Verdict::Retry { not_before: None, reason: format!("invalid HTTP status {s}") });
+        }
     }
 
     #[test]

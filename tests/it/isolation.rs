@@ -1,8 +1,9 @@
 //! One slow, hanging or failing endpoint must not hold back the others; a failing one is paused
 //! by its breaker without its waiting deliveries spending their attempts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -10,11 +11,15 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The hanging endpoint's attempt timeout. A healthy delivery held up behind it (a shared queue,
+/// a shared in-flight limit) would wait about this long.
+const HANG_TIMEOUT: Duration = Duration::from_secs(8);
+
 #[actix_web::test]
 async fn a_hanging_and_a_failing_endpoint_do_not_delay_a_healthy_one() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut s = settings(&dir);
-    s.delivery.request_timeout = Duration::from_secs(60);
+    s.delivery.request_timeout = HANG_TIMEOUT;
     let app = TestApp::start_with(dir, s).await;
     let hanging = TestReceiver::with(|_, _| Reply::Hang);
     let failing = TestReceiver::with(|_, _| Reply::Status(500));
@@ -22,21 +27,36 @@ async fn a_hanging_and_a_failing_endpoint_do_not_delay_a_healthy_one() {
     let hang_hook = app.register(json!({"url": hanging.url, "maxInFlight": 4})).await;
     app.register(json!({"url": failing.url, "retryConfig": fast_retry(50, 5)})).await;
     app.register(json!({"url": healthy.url})).await;
+    let mut published_at = HashMap::new();
     for i in 0..40 {
+        let before = Instant::now();
         let r = app.publish("order.created", json!({"n": i})).await;
         assert_eq!(r["deliveries"].as_array().unwrap().len(), 3);
+        published_at.insert(r["id"].as_str().unwrap().to_string(), before);
     }
     let got = healthy.wait_for(40, WAIT).await;
     let mut ids: Vec<String> = got.iter().map(|r| r.event_id()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 40, "every event reached the healthy endpoint");
+    // Publish -> receipt at the healthy endpoint, per event: far below the hanging endpoint's
+    // timeout, which is what a delivery queued behind it would wait. A bound, not a speed claim.
+    let mut latencies: Vec<Duration> = got.iter().map(|r| r.at.duration_since(published_at[&r.event_id()])).collect();
+    latencies.sort();
+    let worst = *latencies.last().unwrap();
+    println!(
+        "healthy beside hanging and failing: publish -> receipt median {:?}, worst {worst:?} (hanging timeout {HANG_TIMEOUT:?})",
+        latencies[latencies.len() / 2]
+    );
+    assert!(worst < HANG_TIMEOUT / 2, "a healthy delivery took {worst:?}, beside a {HANG_TIMEOUT:?} hang");
     // The hanging endpoint holds exactly its in-flight limit and nothing of it has finished.
     assert_eq!(hanging.count(), 4);
     let (_, pending) = app
         .get(&format!("/v1/deliveries?webhookId={}&status=pending&limit=250", hang_hook["id"].as_str().unwrap()))
         .await;
     assert_eq!(pending["data"].as_array().unwrap().len(), 40);
+    // And the failing one is being retried all the while.
+    eventually(WAIT, "the failing endpoint's deliveries are retried", || async { failing.count() > 80 }).await;
     app.stop().await;
 }
 

@@ -1,5 +1,6 @@
 //! A tiny run of the load harness (benches/load), so the harness keeps compiling and working.
-//! No timing assertions: only that every scenario part runs and reports sane numbers.
+//! No timing assertions: every scenario part runs, reports sane numbers, and the throughput run
+//! delivered what was published, each delivery exactly once.
 
 #[path = "../../benches/load/cluster.rs"]
 mod cluster;
@@ -14,6 +15,12 @@ mod receiver;
 fn load_harness_runs_throughput_and_timer_scenarios() {
     let r = harness::throughput(harness::Mode::Rest, 2, 400, 1);
     assert_eq!(r["deliveries"], 400, "{r}");
+    // 200 events × 2 endpoints: each (endpoint, event) pair arrived, and only once.
+    let receipts = &r["receipts"];
+    assert_eq!(receipts["expected"], 400, "{r}");
+    assert_eq!(receipts["distinct"], 400, "every delivery arrived: {r}");
+    assert_eq!(receipts["received"], 400, "{r}");
+    assert_eq!(receipts["duplicates"], 0, "none twice: {r}");
     for key in ["per_sec", "ceiling_per_sec", "ratio", "cpu_us", "ceiling_cpu_us", "p50_ms", "p99_ms", "peak_rss_mib"] {
         assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {r}");
     }

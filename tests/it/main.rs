@@ -7,6 +7,7 @@ mod cluster;
 mod delivery;
 mod durability;
 mod helpers;
+mod hostile;
 mod isolation;
 mod load_smoke;
 mod pg;
