@@ -11,6 +11,7 @@ mod isolation;
 mod load_smoke;
 mod pg;
 mod process;
+mod security;
 mod store_contract;
 mod supervision;
 mod tls;
