@@ -252,8 +252,7 @@ impl Webhooks {
             }
             None => (new_webhook_id(), None),
         };
-        let mut record =
-            spec.into_record(id, &self.inner.catalog, &settings.target_policy(), existing.as_ref())?;
+        let mut record = spec.into_record(id, &self.inner.catalog, &settings.target_policy(), existing.as_ref())?;
         let (upserted, revision) = store.upsert_webhook(record.clone()).await?;
         record.revision = revision;
         let id: Arc<str> = Arc::from(record.id.as_str());

@@ -134,7 +134,11 @@ impl Settings {
     pub fn target_policy(&self) -> TargetPolicy {
         TargetPolicy {
             allow_private: self.allow_private_targets,
-            allowed: self.allowed_private_cidrs.iter().filter_map(|c| crate::model::address::parse_cidr(c).ok()).collect(),
+            allowed: self
+                .allowed_private_cidrs
+                .iter()
+                .filter_map(|c| crate::model::address::parse_cidr(c).ok())
+                .collect(),
         }
     }
 
@@ -396,11 +400,23 @@ mod tests {
         for (bad, name) in [
             (Settings { admin_token: Some("has space".into()), ..Settings::default() }, "WEBHOOKS_ADMIN_TOKEN"),
             (Settings { admin_token: Some("tökén".into()), ..Settings::default() }, "WEBHOOKS_ADMIN_TOKEN"),
-            (Settings { allowed_hosts: vec!["http://x.example".into()], ..Settings::default() }, "WEBHOOKS_ALLOWED_HOSTS"),
-            (Settings { allowed_hosts: vec!["x.example:99999".into()], ..Settings::default() }, "WEBHOOKS_ALLOWED_HOSTS"),
+            (
+                Settings { allowed_hosts: vec!["http://x.example".into()], ..Settings::default() },
+                "WEBHOOKS_ALLOWED_HOSTS",
+            ),
+            (
+                Settings { allowed_hosts: vec!["x.example:99999".into()], ..Settings::default() },
+                "WEBHOOKS_ALLOWED_HOSTS",
+            ),
             (Settings { allowed_hosts: vec!["".into()], ..Settings::default() }, "WEBHOOKS_ALLOWED_HOSTS"),
-            (Settings { allowed_private_cidrs: vec!["10.0.0.1/8".into()], ..Settings::default() }, "WEBHOOKS_ALLOWED_PRIVATE_CIDRS"),
-            (Settings { allowed_private_cidrs: vec!["intranet".into()], ..Settings::default() }, "WEBHOOKS_ALLOWED_PRIVATE_CIDRS"),
+            (
+                Settings { allowed_private_cidrs: vec!["10.0.0.1/8".into()], ..Settings::default() },
+                "WEBHOOKS_ALLOWED_PRIVATE_CIDRS",
+            ),
+            (
+                Settings { allowed_private_cidrs: vec!["intranet".into()], ..Settings::default() },
+                "WEBHOOKS_ALLOWED_PRIVATE_CIDRS",
+            ),
         ] {
             let err = bad.validate().unwrap_err();
             assert_eq!(err.name, name, "{err}");

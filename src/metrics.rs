@@ -497,7 +497,11 @@ mod tests {
             assert!(before.contains("wh_gone_299"), "the gone webhooks were recorded");
             std::thread::sleep(T + T / 2);
             let after = render(&rec, &handle);
-            println!("exposition with 300 gone webhooks: {} bytes; after the idle timeout: {} bytes", before.len(), after.len());
+            println!(
+                "exposition with 300 gone webhooks: {} bytes; after the idle timeout: {} bytes",
+                before.len(),
+                after.len()
+            );
             assert!(before.len() > 300 * 2000, "{} bytes before", before.len());
             assert!(!after.contains("wh_gone_"), "gone webhooks' series remain");
             assert!(after.len() < 8 * 1024, "{} bytes after: {after}", after.len());
@@ -516,7 +520,11 @@ mod tests {
             assert_eq!(value(&later, "webhook_deliveries_total{webhook=\"wh_live\",status=\"failed\"}"), Some(1.0));
             assert_eq!(value(&later, "webhook_events_published_total{event=\"order.created\"}"), Some(2.0));
             // The histogram was quiet longer than the timeout: it starts again, with this sample.
-            assert_eq!(value(&later, "webhook_attempt_duration_seconds_count{webhook=\"wh_live\"}"), Some(1.0), "{later}");
+            assert_eq!(
+                value(&later, "webhook_attempt_duration_seconds_count{webhook=\"wh_live\"}"),
+                Some(1.0),
+                "{later}"
+            );
 
             // Once its endpoint stops, the live webhook's series go too.
             drop(live);
@@ -538,10 +546,18 @@ mod tests {
             render(&rec, &handle);
             std::thread::sleep(T + T / 2);
             let text = render(&rec, &handle);
-            assert_eq!(value(&text, "webhook_errors_total{webhook=\"wh_run\",error_type=\"timeout\"}"), Some(1.0), "{text}");
+            assert_eq!(
+                value(&text, "webhook_errors_total{webhook=\"wh_run\",error_type=\"timeout\"}"),
+                Some(1.0),
+                "{text}"
+            );
             running.label.error("timeout");
             let text = render(&rec, &handle);
-            assert_eq!(value(&text, "webhook_errors_total{webhook=\"wh_run\",error_type=\"timeout\"}"), Some(2.0), "{text}");
+            assert_eq!(
+                value(&text, "webhook_errors_total{webhook=\"wh_run\",error_type=\"timeout\"}"),
+                Some(2.0),
+                "{text}"
+            );
         });
     }
 }

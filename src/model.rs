@@ -257,7 +257,8 @@ pub fn validate_url(raw: &str, policy: &TargetPolicy) -> Result<url::Url, SpecEr
         url::Host::Domain(d) => {
             let d = d.trim_end_matches('.').to_ascii_lowercase();
             let local = d == "localhost" || d.ends_with(".localhost");
-            (local && !policy.allows_localhost()).then(|| "`localhost` names resolve to loopback (RFC 6761)".to_string())
+            (local && !policy.allows_localhost())
+                .then(|| "`localhost` names resolve to loopback (RFC 6761)".to_string())
         }
     };
     if let Some(why) = refused {
@@ -404,17 +405,20 @@ mod tests {
             assert!(err.to_string().contains("WEBHOOKS_ALLOWED_PRIVATE_CIDRS"), "{err}");
             assert!(validate_url(private, &true.into()).is_ok(), "{private}");
         }
-        for public in ["http://8.8.8.8/", "http://[2606:4700::1111]/", "http://[::ffff:8.8.8.8]/", "http://[64:ff9b::808:808]/"]
+        for public in
+            ["http://8.8.8.8/", "http://[2606:4700::1111]/", "http://[::ffff:8.8.8.8]/", "http://[64:ff9b::808:808]/"]
         {
             assert!(validate_url(public, &strict).is_ok(), "{public}");
         }
         // The operator's allowed blocks let matching literals (and localhost, when loopback is
         // allowed) through, and nothing else.
-        let internal = TargetPolicy { allow_private: false, allowed: vec![address::parse_cidr("10.1.0.0/16").unwrap()] };
+        let internal =
+            TargetPolicy { allow_private: false, allowed: vec![address::parse_cidr("10.1.0.0/16").unwrap()] };
         assert!(validate_url("http://10.1.2.3/", &internal).is_ok());
         assert!(validate_url("http://10.2.0.1/", &internal).is_err());
         assert!(validate_url("http://localhost/", &internal).is_err());
-        let loopback = TargetPolicy { allow_private: false, allowed: vec![address::parse_cidr("127.0.0.0/8").unwrap()] };
+        let loopback =
+            TargetPolicy { allow_private: false, allowed: vec![address::parse_cidr("127.0.0.0/8").unwrap()] };
         assert!(validate_url("http://localhost:9000/", &loopback).is_ok());
         assert!(validate_url("http://127.0.0.2/", &loopback).is_ok());
     }
@@ -445,7 +449,8 @@ mod tests {
             assert!(matches!(err, SpecError::Header(_)), "{name}: {err}");
         }
         let mut s = spec("https://example.com");
-        s.headers = Some(BTreeMap::from([("X-Tenant".into(), "servio-1".into()), ("X-Api-Version".into(), "2".into())]));
+        s.headers =
+            Some(BTreeMap::from([("X-Tenant".into(), "servio-1".into()), ("X-Api-Version".into(), "2".into())]));
         assert!(s.into_record("a".into(), &c, &TargetPolicy::default(), None).is_ok());
     }
 
@@ -480,12 +485,16 @@ mod tests {
     fn replacing_keeps_the_secret_unless_given() {
         let c = EventCatalog::default();
         let first = spec("https://example.com").into_record("a".into(), &c, &TargetPolicy::default(), None).unwrap();
-        let again = spec("https://example.org").into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap();
+        let again =
+            spec("https://example.org").into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap();
         assert_eq!(again.secret, first.secret);
         assert_eq!(again.created_at_ms, first.created_at_ms);
         let mut s = spec("https://example.org");
         s.secret = Some("plain-secret".into());
-        assert_eq!(s.into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap().secret, "plain-secret");
+        assert_eq!(
+            s.into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap().secret,
+            "plain-secret"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //!    `Authorization: Bearer <token>` with the scheme in any case and any spaces or tabs after it;
 //!    compared as SHA-256 digests in constant time, so neither the content nor the length of the
 //!    token leaks through timing.
-//! 4. **JSON bodies** (415 `unsupported_media_type`): `POST`, `PUT`, `PATCH` and any request with a
+//! 4. **JSON bodies** (415 `unsupported_media_type`): `POST`, `PUT` and any request with a
 //!    body need `Content-Type: application/json` or an `application/*+json` type, with an optional
 //!    `charset=utf-8`. Form posts and `text/plain`, which a browser sends cross-site without asking,
 //!    are refused before anything reads the body.
@@ -119,7 +119,13 @@ impl AdminGuard {
     }
 
     /// Everything but the response: the first check that fails.
-    fn check(&self, headers: &HeaderMap, method: &Method, authority: Option<&str>, local: SocketAddr) -> Result<(), Refusal> {
+    fn check(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        authority: Option<&str>,
+        local: SocketAddr,
+    ) -> Result<(), Refusal> {
         // `Err` for a `Host` that is not a host at all: no origin can match it, and it is not allowed.
         let host = match headers.get(header::HOST).map(|v| v.to_str().ok()).or(authority.map(Some)) {
             None => Ok(None),
@@ -152,18 +158,17 @@ impl AdminGuard {
             },
             Some(expected) => match credentials(headers) {
                 Credentials::Bearer(token) if bool::from(digest(token.as_bytes()).ct_eq(expected)) => {}
-                Credentials::Bearer(_) | Credentials::Malformed => return Err(Refusal::Unauthorized { token_given: true }),
+                Credentials::Bearer(_) | Credentials::Malformed => {
+                    return Err(Refusal::Unauthorized { token_given: true });
+                }
                 Credentials::Missing | Credentials::OtherScheme => {
                     return Err(Refusal::Unauthorized { token_given: false });
                 }
             },
         }
         let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-            || headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim() != "0");
-        if (matches!(*method, Method::POST | Method::PUT | Method::PATCH) || has_body)
+            || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
+        if (matches!(*method, Method::POST | Method::PUT) || has_body)
             && !headers.get(header::CONTENT_TYPE).is_some_and(is_json_content_type)
         {
             return Err(Refusal::MediaType);
@@ -343,10 +348,17 @@ mod tests {
 
     #[test]
     fn host_patterns_parse() {
-        assert_eq!(pattern("LocalHost.:8080"), HostPattern { host: HostName::Name("localhost".into()), port: Some(8080) });
+        assert_eq!(
+            pattern("LocalHost.:8080"),
+            HostPattern { host: HostName::Name("localhost".into()), port: Some(8080) }
+        );
         assert_eq!(pattern("127.0.0.1"), HostPattern { host: HostName::Ip([127, 0, 0, 1].into()), port: None });
-        assert_eq!(pattern("[0:0::1]:80"), HostPattern { host: HostName::Ip(Ipv6Addr::LOCALHOST.into()), port: Some(80) });
-        for bad in ["", "::1", "[::1", "[::1]x", "a b", "h:0", "h:+80", "h:65536", "h:", "http://h", "h/x", "ä.example"] {
+        assert_eq!(
+            pattern("[0:0::1]:80"),
+            HostPattern { host: HostName::Ip(Ipv6Addr::LOCALHOST.into()), port: Some(80) }
+        );
+        for bad in ["", "::1", "[::1", "[::1]x", "a b", "h:0", "h:+80", "h:65536", "h:", "http://h", "h/x", "ä.example"]
+        {
             assert!(HostPattern::parse(bad).is_err(), "{bad}");
         }
     }
@@ -355,10 +367,25 @@ mod tests {
     fn hosts_are_loopback_the_listener_or_configured() {
         let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let allowed = vec![pattern("webhooks.internal"), pattern("admin.example:9000")];
-        for ok in ["localhost:8080", "localhost", "127.0.0.1:8080", "127.0.0.1", "[::1]:8080", "webhooks.internal:1234", "admin.example:9000"] {
+        for ok in [
+            "localhost:8080",
+            "localhost",
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "[::1]:8080",
+            "webhooks.internal:1234",
+            "admin.example:9000",
+        ] {
             assert!(host_allowed(&pattern(ok), local, &allowed), "{ok}");
         }
-        for bad in ["attacker.example:8080", "localhost:8081", "127.0.0.2:8080", "admin.example:9001", "admin.example", "10.0.0.1:8080"] {
+        for bad in [
+            "attacker.example:8080",
+            "localhost:8081",
+            "127.0.0.2:8080",
+            "admin.example:9001",
+            "admin.example",
+            "10.0.0.1:8080",
+        ] {
             assert!(!host_allowed(&pattern(bad), local, &allowed), "{bad}");
         }
         // The listener's own address counts, unless it is the unspecified one.
@@ -387,10 +414,23 @@ mod tests {
 
     #[test]
     fn json_content_types() {
-        for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8", "application/merge-patch+json"] {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON;charset=UTF-8",
+            "application/merge-patch+json",
+        ] {
             assert!(is_json_content_type(&HeaderValue::from_static(ok)), "{ok}");
         }
-        for bad in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/json", "application/json; charset=latin1", "", "json"] {
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/json",
+            "application/json; charset=latin1",
+            "",
+            "json",
+        ] {
             assert!(!is_json_content_type(&HeaderValue::from_static(bad)), "{bad}");
         }
     }
@@ -428,8 +468,14 @@ mod tests {
         assert_eq!(check(&[auth], Method::POST), Err(Refusal::MediaType));
         assert_eq!(check(&[auth, ("content-length", "3")], Method::DELETE), Err(Refusal::MediaType));
         assert_eq!(check(&[json], Method::POST), Err(Refusal::Unauthorized { token_given: false }));
-        assert_eq!(check(&[("authorization", "Bearer tok2")], Method::GET), Err(Refusal::Unauthorized { token_given: true }));
-        assert_eq!(check(&[("authorization", "Bearer to")], Method::GET), Err(Refusal::Unauthorized { token_given: true }));
+        assert_eq!(
+            check(&[("authorization", "Bearer tok2")], Method::GET),
+            Err(Refusal::Unauthorized { token_given: true })
+        );
+        assert_eq!(
+            check(&[("authorization", "Bearer to")], Method::GET),
+            Err(Refusal::Unauthorized { token_given: true })
+        );
         assert!(matches!(
             check(&[auth, json, ("host", "localhost:8080"), ("origin", "http://evil.example")], Method::POST),
             Err(Refusal::CrossOrigin(_))

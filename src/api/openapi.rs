@@ -124,9 +124,8 @@ impl Modify for AdminGuardResponses {
             .content("application/json", error())
             .build();
         let mut challenge = Header::default();
-        challenge.description = Some(
-            "`Bearer realm=\"servio-webhooks\"`, with `error=\"invalid_token\"` when a token was given.".into(),
-        );
+        challenge.description =
+            Some("`Bearer realm=\"servio-webhooks\"`, with `error=\"invalid_token\"` when a token was given.".into());
         for (_, item) in openapi.paths.paths.iter_mut().filter(|(p, _)| p.starts_with("/v1/")) {
             let ops = [
                 (&mut item.get, false),

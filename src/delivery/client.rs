@@ -371,7 +371,9 @@ mod tests {
     #[tokio::test]
     async fn connect_time_guard_refuses_non_public_literals() {
         let strict = Connector::new(TargetPolicy::default(), Duration::from_secs(1), &[]);
-        for url in ["http://[64:ff9b::a9fe:a9fe]/", "http://[::127.0.0.1]:9/", "http://198.18.0.1/", "http://[2002:a00:1::1]/"] {
+        for url in
+            ["http://[64:ff9b::a9fe:a9fe]/", "http://[::127.0.0.1]:9/", "http://198.18.0.1/", "http://[2002:a00:1::1]/"]
+        {
             let target = Target::new(&url::Url::parse(url).unwrap()).unwrap();
             match strict.addresses(&target).await {
                 Err(AttemptOutcome::Refused(why)) => assert!(why.contains("non-public"), "{url}: {why}"),

@@ -390,8 +390,9 @@ mod tests {
     /// IPv6 forms carrying an IPv4 address: judged by it where they are routable, refused where not.
     #[test]
     fn embedded_ipv4_forms() {
-        let cases: &[(&str, Option<(&str, &str, &str)>)] = &[
-            // (address, None = public, or (refusing row, form, embedded IPv4))
+        /// (address, None = public, or (refusing row, form, embedded IPv4))
+        type Case = (&'static str, Option<(&'static str, &'static str, &'static str)>);
+        let cases: &[Case] = &[
             ("::ffff:127.0.0.1", Some(("loopback", "IPv4-mapped", "127.0.0.1"))),
             ("::ffff:169.254.169.254", Some(("link-local", "IPv4-mapped", "169.254.169.254"))),
             ("::ffff:10.1.2.3", Some(("private-use", "IPv4-mapped", "10.1.2.3"))),
@@ -442,7 +443,9 @@ mod tests {
         assert!(policy.check(ip("127.0.0.1")).is_err());
         assert!(policy.check(ip("64:ff9b::a14:304")).is_err(), "NAT64 of an allowed address is not that address");
         assert!(!policy.allows_localhost());
-        assert!(TargetPolicy { allow_private: false, allowed: vec![parse_cidr("127.0.0.1").unwrap()] }.allows_localhost());
+        assert!(
+            TargetPolicy { allow_private: false, allowed: vec![parse_cidr("127.0.0.1").unwrap()] }.allows_localhost()
+        );
         assert!(TargetPolicy::from(true).check(ip("127.0.0.1")).is_ok());
         assert!(TargetPolicy::from(false).check(ip("8.8.8.8")).is_ok());
     }
@@ -472,6 +475,9 @@ mod tests {
         assert_eq!(kept.unwrap(), vec![sa("93.184.216.34"), sa("2606:4700::1")]);
         assert!(strict.screen("empty.example", []).unwrap_err().contains("no address"));
         let allowed = TargetPolicy { allow_private: false, allowed: vec![parse_cidr("10.0.0.0/8").unwrap()] };
-        assert_eq!(allowed.screen("internal.example", [sa("10.9.8.7"), sa("127.0.0.1")]).unwrap(), vec![sa("10.9.8.7")]);
+        assert_eq!(
+            allowed.screen("internal.example", [sa("10.9.8.7"), sa("127.0.0.1")]).unwrap(),
+            vec![sa("10.9.8.7")]
+        );
     }
 }

@@ -89,12 +89,17 @@ async fn cross_site_requests_cannot_change_anything() {
         assert_error(&got, 415, "unsupported_media_type", &format!("{content_type:?}"));
         let got = raw(&app.base, request("PUT", "/v1/webhooks/w1", &headers, BODY)).await;
         assert_error(&got, 415, "unsupported_media_type", &format!("PUT {content_type:?}"));
-        let got = raw(&app.base, request("POST", "/v1/events", &headers, r#"{"event":"order.created","data":{}}"#)).await;
+        let got =
+            raw(&app.base, request("POST", "/v1/events", &headers, r#"{"event":"order.created","data":{}}"#)).await;
         assert_error(&got, 415, "unsupported_media_type", &format!("publish {content_type:?}"));
     }
     let json = "Content-Type: application/json";
-    for origin in ["Origin: http://attacker.example", "Origin: null", "Origin: http://127.0.0.1:1", "Origin: http://localhost:3000"]
-    {
+    for origin in [
+        "Origin: http://attacker.example",
+        "Origin: null",
+        "Origin: http://127.0.0.1:1",
+        "Origin: http://localhost:3000",
+    ] {
         let got = raw(&app.base, request("POST", "/v1/webhooks", &[&h, json, origin], BODY)).await;
         assert_error(&got, 403, "cross_origin_refused", origin);
         let got = raw(&app.base, request("GET", "/v1/webhooks", &[&h, origin], "")).await;
@@ -107,7 +112,8 @@ async fn cross_site_requests_cannot_change_anything() {
     // JSON from the server's own origin (an admin page served by the host app), with a charset
     // or a +json type, is fine.
     for ct in ["Content-Type: application/json; charset=utf-8", "Content-Type: application/merge-patch+json", json] {
-        let got = raw(&app.base, request("POST", "/v1/webhooks", &[&h, ct, &own, "Sec-Fetch-Site: same-origin"], BODY)).await;
+        let got =
+            raw(&app.base, request("POST", "/v1/webhooks", &[&h, ct, &own, "Sec-Fetch-Site: same-origin"], BODY)).await;
         assert_eq!(got.0, 201, "{ct}: {}", got.1);
     }
     assert_eq!(webhook_count(&app).await, 3);
@@ -140,7 +146,12 @@ async fn dns_rebinding_hosts_are_refused_without_a_token() {
         assert!(!got.2.contains("whsec_") && !got.1.to_string().contains("whsec_"), "no secret leaks: {}", got.1);
         let got = raw(
             &app.base,
-            request("POST", "/v1/webhooks", &[&refused, "Content-Type: application/json", &format!("Origin: http://{}", &refused[6..])], BODY),
+            request(
+                "POST",
+                "/v1/webhooks",
+                &[&refused, "Content-Type: application/json", &format!("Origin: http://{}", &refused[6..])],
+                BODY,
+            ),
         )
         .await;
         assert_eq!(got.0, 403, "{refused}: {}", got.1);
@@ -175,9 +186,15 @@ async fn bearer_token_is_parsed_strictly_and_challenged() {
     s.admin_token = Some("s3cret-token".into());
     let app = TestApp::start_with(dir, s).await;
     let proxy_host = "Host: webhooks.example.com";
-    for ok in ["Bearer s3cret-token", "bearer s3cret-token", "BEARER s3cret-token", "Bearer\ts3cret-token", "BeArEr  \t s3cret-token  "]
-    {
-        let got = raw(&app.base, request("GET", "/v1/webhooks", &[proxy_host, &format!("Authorization: {ok}")], "")).await;
+    for ok in [
+        "Bearer s3cret-token",
+        "bearer s3cret-token",
+        "BEARER s3cret-token",
+        "Bearer\ts3cret-token",
+        "BeArEr  \t s3cret-token  ",
+    ] {
+        let got =
+            raw(&app.base, request("GET", "/v1/webhooks", &[proxy_host, &format!("Authorization: {ok}")], "")).await;
         assert_eq!(got.0, 200, "{ok:?}: {}", got.1);
     }
     let cases: &[(Option<&str>, bool)] = &[
@@ -206,20 +223,33 @@ async fn bearer_token_is_parsed_strictly_and_challenged() {
     // Two Authorization headers are refused even if one is right.
     let got = raw(
         &app.base,
-        request("GET", "/v1/webhooks", &[proxy_host, "Authorization: Bearer s3cret-token", "Authorization: Bearer x"], ""),
+        request(
+            "GET",
+            "/v1/webhooks",
+            &[proxy_host, "Authorization: Bearer s3cret-token", "Authorization: Bearer x"],
+            "",
+        ),
     )
     .await;
     assert_eq!(got.0, 401);
     let auth = "Authorization: Bearer s3cret-token";
-    let got = raw(&app.base, request("POST", "/v1/webhooks", &[proxy_host, auth, "Content-Type: text/plain"], BODY)).await;
+    let got =
+        raw(&app.base, request("POST", "/v1/webhooks", &[proxy_host, auth, "Content-Type: text/plain"], BODY)).await;
     assert_error(&got, 415, "unsupported_media_type", "text/plain with the token");
     let got = raw(
         &app.base,
-        request("POST", "/v1/webhooks", &[proxy_host, auth, "Content-Type: application/json", "Origin: https://evil.example"], BODY),
+        request(
+            "POST",
+            "/v1/webhooks",
+            &[proxy_host, auth, "Content-Type: application/json", "Origin: https://evil.example"],
+            BODY,
+        ),
     )
     .await;
     assert_error(&got, 403, "cross_origin_refused", "cross-origin with the token");
-    let got = raw(&app.base, request("POST", "/v1/webhooks", &[proxy_host, auth, "Content-Type: application/json"], BODY)).await;
+    let got =
+        raw(&app.base, request("POST", "/v1/webhooks", &[proxy_host, auth, "Content-Type: application/json"], BODY))
+            .await;
     assert_eq!(got.0, 201, "{}", got.1);
     app.stop().await;
 }
@@ -281,13 +311,19 @@ async fn non_public_literal_targets_are_refused_at_registration() {
     ];
     for url in refused {
         let (status, json) = app.post("/v1/webhooks", json!({"url": url})).await;
-        assert_eq!((status, json["error"]["code"].as_str()), (400, Some("private_target_not_allowed")), "{url}: {json}");
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (400, Some("private_target_not_allowed")),
+            "{url}: {json}"
+        );
         let (status, json) = app.request("PUT", "/v1/webhooks/t", Some(&json!({"url": url}).to_string())).await;
         assert_eq!(status, 400, "PUT {url}: {json}");
     }
     assert_eq!(webhook_count(&app).await, 0, "nothing was stored");
     // Public literals, including the embedded forms of public addresses, are fine.
-    for url in ["http://8.8.8.8/", "http://[2606:4700::1111]/", "http://[::ffff:8.8.8.8]/", "http://[64:ff9b::808:808]/"] {
+    for url in
+        ["http://8.8.8.8/", "http://[2606:4700::1111]/", "http://[::ffff:8.8.8.8]/", "http://[64:ff9b::808:808]/"]
+    {
         let (status, json) = app.post("/v1/webhooks", json!({"url": url})).await;
         assert_eq!(status, 201, "{url}: {json}");
     }
@@ -307,7 +343,11 @@ async fn allowed_private_cidrs_let_internal_targets_through() {
     app.register(json!({"url": receiver.url, "events": ["order.created"]})).await;
     for url in ["http://127.0.0.2/", "http://[::1]/", "http://10.0.0.1/", "http://[64:ff9b::7f00:1]/"] {
         let (status, json) = app.post("/v1/webhooks", json!({"url": url})).await;
-        assert_eq!((status, json["error"]["code"].as_str()), (400, Some("private_target_not_allowed")), "{url}: {json}");
+        assert_eq!(
+            (status, json["error"]["code"].as_str()),
+            (400, Some("private_target_not_allowed")),
+            "{url}: {json}"
+        );
     }
     let receipt = app.publish("order.created", json!({"orderId": "o-1"})).await;
     let got = receiver.wait_for(1, Duration::from_secs(10)).await;
@@ -332,12 +372,18 @@ async fn unusable_idempotency_key_headers_are_refused() {
     let body = r#"{"event":"order.created","data":{"orderId":"o-1"}}"#;
     let long = format!("Idempotency-Key: {}", "k".repeat(256));
     for key in ["Idempotency-Key: ", "Idempotency-Key: cl\u{e9}-1", "Idempotency-Key: a\tb", long.as_str()] {
-        let got = raw(&app.base, request("POST", "/v1/events", &[&h, "Content-Type: application/json", key], body)).await;
+        let got =
+            raw(&app.base, request("POST", "/v1/events", &[&h, "Content-Type: application/json", key], body)).await;
         assert_error(&got, 400, "invalid_idempotency_key", &key[..key.len().min(40)]);
     }
     let got = raw(
         &app.base,
-        request("POST", "/v1/events", &[&h, "Content-Type: application/json", "Idempotency-Key: a", "Idempotency-Key: b"], body),
+        request(
+            "POST",
+            "/v1/events",
+            &[&h, "Content-Type: application/json", "Idempotency-Key: a", "Idempotency-Key: b"],
+            body,
+        ),
     )
     .await;
     assert_error(&got, 400, "invalid_idempotency_key", "two headers");
@@ -346,14 +392,23 @@ async fn unusable_idempotency_key_headers_are_refused() {
     // A usable one (spaces inside are fine) still deduplicates.
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let got = raw(&app.base, request("POST", "/v1/events", &[&h, "Content-Type: application/json", "Idempotency-Key: order 1 created"], body))
-            .await;
+        let got = raw(
+            &app.base,
+            request(
+                "POST",
+                "/v1/events",
+                &[&h, "Content-Type: application/json", "Idempotency-Key: order 1 created"],
+                body,
+            ),
+        )
+        .await;
         assert_eq!(got.0, 202, "{}", got.1);
         ids.push(got.1["id"].clone());
     }
     assert_eq!(ids[0], ids[1]);
     let longest = format!("Idempotency-Key: {}", "k".repeat(255));
-    let got = raw(&app.base, request("POST", "/v1/events", &[&h, "Content-Type: application/json", &longest], body)).await;
+    let got =
+        raw(&app.base, request("POST", "/v1/events", &[&h, "Content-Type: application/json", &longest], body)).await;
     assert_eq!(got.0, 202, "{}", got.1);
     app.stop().await;
 }
@@ -396,6 +451,14 @@ struct Server {
 
 impl Server {
     async fn start(env: &[(&str, &str)]) -> Self {
+        // The binary lives in the target directory, which concurrent builds of other checkouts may
+        // share and overwrite: say so plainly rather than fail on a missing feature.
+        let help = Command::new(env!("CARGO_BIN_EXE_servio-webhooks")).args(["serve", "--help"]).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("--metrics-idle-timeout-secs"),
+            "{} is not a build of this tree (another build replaced it?)",
+            env!("CARGO_BIN_EXE_servio-webhooks")
+        );
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stdout.log");
         let port = free_port();
@@ -484,8 +547,12 @@ async fn deleted_webhooks_leave_metrics() {
     };
     let live = TestReceiver::ok();
     let churn = TestReceiver::ok();
-    let (status, _) =
-        call(reqwest::Method::PUT, "/v1/webhooks/live".into(), Some(json!({"url": live.url, "events": ["order.created"]}))).await;
+    let (status, _) = call(
+        reqwest::Method::PUT,
+        "/v1/webhooks/live".into(),
+        Some(json!({"url": live.url, "events": ["order.created"]})),
+    )
+    .await;
     assert_eq!(status, 201);
     let started = Instant::now();
     for i in 0..300 {
@@ -493,7 +560,8 @@ async fn deleted_webhooks_leave_metrics() {
         let (status, body) = call(reqwest::Method::PUT, path.clone(), Some(json!({"url": churn.url}))).await;
         assert_eq!(status, 201, "{body}");
         let (status, body) =
-            call(reqwest::Method::POST, "/v1/events".into(), Some(json!({"event": "order.created", "data": {"n": i}}))).await;
+            call(reqwest::Method::POST, "/v1/events".into(), Some(json!({"event": "order.created", "data": {"n": i}})))
+                .await;
         assert_eq!(status, 202, "{body}");
         churn.wait_for(i + 1, Duration::from_secs(10)).await;
         let (status, _) = call(reqwest::Method::DELETE, path, None).await;
@@ -503,16 +571,28 @@ async fn deleted_webhooks_leave_metrics() {
     live.wait_for(300, Duration::from_secs(10)).await;
     let scrape = || async { call(reqwest::Method::GET, "/metrics".into(), None).await.1 };
     let before = scrape().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = scrape().await;
-    println!(
-        "300 create/deliver/delete cycles in {cycles:?}: /metrics {} bytes at once, {} bytes after the 1 s idle timeout",
-        before.len(),
-        after.len()
-    );
     assert!(before.contains("webhook=\"churn-299\""), "the churned webhooks were measured");
+    // Gone one idle timeout after their endpoints stopped (and a scrape saw them); poll for it.
+    let waited = Instant::now();
+    let deadline = waited + Duration::from_secs(15);
+    let after = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let text = scrape().await;
+        if !text.contains("churn-") {
+            break text;
+        }
+        if Instant::now() >= deadline {
+            let left: Vec<&str> = text.lines().filter(|l| l.contains("churn-") && !l.contains("_bucket")).collect();
+            panic!("deleted webhooks' series remain: {left:#?}");
+        }
+    };
+    println!(
+        "300 create/deliver/delete cycles in {cycles:?}: /metrics {} bytes at once, {} bytes {:?} later (idle timeout 1 s)",
+        before.len(),
+        after.len(),
+        waited.elapsed()
+    );
     assert!(before.len() > 500_000, "{} bytes before", before.len());
-    assert!(!after.contains("churn-"), "deleted webhooks' series remain");
     assert!(after.len() < 32 * 1024, "{} bytes after", after.len());
     assert_eq!(metric(&after, "webhook_deliveries_total", &[("webhook", "live"), ("status", "success")]), Some(300.0));
     assert_eq!(metric(&after, "webhook_events_published_total", &[("event", "order.created")]), Some(300.0));
