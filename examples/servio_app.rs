@@ -5,8 +5,8 @@
 //!
 //! ```sh
 //! WEBHOOKS_ALLOW_PRIVATE_TARGETS=true cargo run --example servio_app
-//! curl -s -XPOST localhost:3000/v1/webhooks -d '{"url":"http://127.0.0.1:9000/hook"}'
-//! curl -s -XPOST localhost:3000/orders -d '{"table":"T4","items":[{"sku":"burger","qty":2}]}'
+//! curl -s -XPOST localhost:3000/v1/webhooks -H 'content-type: application/json' -d '{"url":"http://127.0.0.1:9000/hook"}'
+//! curl -s -XPOST localhost:3000/orders -H 'content-type: application/json' -d '{"table":"T4","items":[{"sku":"burger","qty":2}]}'
 //! ```
 
 use actix_web::{App, HttpResponse, HttpServer, web};

@@ -162,7 +162,7 @@ impl Webhooks {
         for (id, spec) in settings.seed_webhooks.clone() {
             let existing = store.get_webhook(&id).await?.map(|v| v.record);
             let record = spec
-                .into_record(id.clone(), &catalog, settings.allow_private_targets, existing.as_ref())
+                .into_record(id.clone(), &catalog, &settings.target_policy(), existing.as_ref())
                 .map_err(|error| StartError::Seed { id, error })?;
             store.upsert_webhook(record).await?;
         }
@@ -171,7 +171,7 @@ impl Webhooks {
         let ledger = LedgerActor::new(store.clone(), settings.commit_interval, node_id.clone(), writes.clone()).start();
         let attempt_permits = Arc::new(tokio::sync::Semaphore::new(settings.delivery.max_total_in_flight.max(1)));
         let connector = Arc::new(Connector::new(
-            settings.allow_private_targets,
+            settings.target_policy(),
             settings.delivery.connect_timeout,
             &settings.delivery.extra_root_certs,
         ));
@@ -270,8 +270,7 @@ impl Webhooks {
             }
             None => (new_webhook_id(), None),
         };
-        let mut record =
-            spec.into_record(id, &self.inner.catalog, settings.allow_private_targets, existing.as_ref())?;
+        let mut record = spec.into_record(id, &self.inner.catalog, &settings.target_policy(), existing.as_ref())?;
         let (upserted, revision) = store.upsert_webhook(record.clone()).await?;
         record.revision = revision;
         let id: Arc<str> = Arc::from(record.id.as_str());

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::model::WebhookSpec;
+use crate::model::{TargetPolicy, WebhookSpec};
 use crate::retry::{Jitter, RetryConfig};
 
 /// Everything the subsystem needs to run; `Settings::default()` is the documented default.
@@ -15,9 +15,20 @@ pub struct Settings {
     /// nodes sharing one database).
     pub database_url: String,
     /// Bearer token for `/v1`; `None` leaves the admin API open (loopback only, enforced by `serve`).
+    /// 1 to 4096 visible ASCII characters.
     pub admin_token: Option<String>,
+    /// Without an admin token, the `Host` names (`WEBHOOKS_ALLOWED_HOSTS`) besides loopback under
+    /// which `/v1` answers: `name` (any port) or `name:port`, e.g. `webhooks.internal:8080`.
+    /// `localhost`, `127.0.0.1`, `[::1]` and the listener's own address, with the port the request
+    /// came in on (or none), are always allowed; other names get 403 `host_not_allowed`, which stops
+    /// DNS rebinding. Not checked when a token is set.
+    pub allowed_hosts: Vec<String>,
     /// Allow targets on loopback/private networks (development and tests).
     pub allow_private_targets: bool,
+    /// Non-public address blocks deliveries may go to even when private targets are not allowed
+    /// (`WEBHOOKS_ALLOWED_PRIVATE_CIDRS`): deliberate internal targets, e.g. `10.20.0.0/16`,
+    /// `fd00:1::/64` or a single address. Checked at registration and at connect time.
+    pub allowed_private_cidrs: Vec<String>,
     /// Extra event types, `name` or `name:description`, added to the seed's five.
     pub event_types: Vec<String>,
     /// Largest accepted `POST /v1/events` body, bytes.
@@ -83,6 +94,20 @@ impl Default for ClusterSettings {
 impl Settings {
     /// Checks the settings that cannot be checked by their types.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.admin_token
+            && (token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(config_error(
+                "WEBHOOKS_ADMIN_TOKEN",
+                "use 1 to 4096 visible ASCII characters (no spaces): it is sent as `Authorization: Bearer <token>`",
+            ));
+        }
+        for host in &self.allowed_hosts {
+            crate::api::guard::HostPattern::parse(host).map_err(|e| config_error("WEBHOOKS_ALLOWED_HOSTS", e))?;
+        }
+        for cidr in &self.allowed_private_cidrs {
+            crate::model::address::parse_cidr(cidr).map_err(|e| config_error("WEBHOOKS_ALLOWED_PRIVATE_CIDRS", e))?;
+        }
         if let Some(id) = &self.node_id {
             let ok = !id.is_empty()
                 && id.len() <= 64
@@ -110,6 +135,19 @@ impl Settings {
         Ok(())
     }
 
+    /// Which targets deliveries may go to: `allow_private_targets` and `allowed_private_cidrs`
+    /// (entries that do not parse are left out; [`Settings::validate`] refuses them).
+    pub fn target_policy(&self) -> TargetPolicy {
+        TargetPolicy {
+            allow_private: self.allow_private_targets,
+            allowed: self
+                .allowed_private_cidrs
+                .iter()
+                .filter_map(|c| crate::model::address::parse_cidr(c).ok())
+                .collect(),
+        }
+    }
+
     /// The node id: the configured one, or a fresh `node-xxxxxxxx`.
     pub fn node_id_or_generate(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {
@@ -124,7 +162,9 @@ impl Default for Settings {
         Self {
             database_url: "sqlite://webhooks.db".into(),
             admin_token: None,
+            allowed_hosts: Vec::new(),
             allow_private_targets: false,
+            allowed_private_cidrs: Vec::new(),
             event_types: Vec::new(),
             max_payload_bytes: 256 * 1024,
             delivery: DeliverySettings::default(),
@@ -350,6 +390,46 @@ mod tests {
         let generated = Settings::default().node_id_or_generate();
         assert!(generated.starts_with("node-") && generated.len() == 13, "{generated}");
         assert_ne!(generated, Settings::default().node_id_or_generate());
+    }
+
+    #[test]
+    fn security_settings_are_checked_at_start() {
+        let ok = Settings {
+            admin_token: Some("s3cret-Token_1".into()),
+            allowed_hosts: vec!["webhooks.internal".into(), "Admin.Example:8443".into(), "[fd00::1]:80".into()],
+            allowed_private_cidrs: vec!["10.20.0.0/16".into(), " fd00:1::/64".into(), "192.168.1.7".into()],
+            ..Settings::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let policy = ok.target_policy();
+        assert_eq!(policy.allowed.len(), 3);
+        assert!(policy.check("10.20.1.1".parse().unwrap()).is_ok());
+        assert!(policy.check("10.21.1.1".parse().unwrap()).is_err());
+        for (bad, name) in [
+            (Settings { admin_token: Some("has space".into()), ..Settings::default() }, "WEBHOOKS_ADMIN_TOKEN"),
+            (Settings { admin_token: Some("tökén".into()), ..Settings::default() }, "WEBHOOKS_ADMIN_TOKEN"),
+            (
+                Settings { allowed_hosts: vec!["http://x.example".into()], ..Settings::default() },
+                "WEBHOOKS_ALLOWED_HOSTS",
+            ),
+            (
+                Settings { allowed_hosts: vec!["x.example:99999".into()], ..Settings::default() },
+                "WEBHOOKS_ALLOWED_HOSTS",
+            ),
+            (Settings { allowed_hosts: vec!["".into()], ..Settings::default() }, "WEBHOOKS_ALLOWED_HOSTS"),
+            (
+                Settings { allowed_private_cidrs: vec!["10.0.0.1/8".into()], ..Settings::default() },
+                "WEBHOOKS_ALLOWED_PRIVATE_CIDRS",
+            ),
+            (
+                Settings { allowed_private_cidrs: vec!["intranet".into()], ..Settings::default() },
+                "WEBHOOKS_ALLOWED_PRIVATE_CIDRS",
+            ),
+        ] {
+            let err = bad.validate().unwrap_err();
+            assert_eq!(err.name, name, "{err}");
+            assert!(!err.message.is_empty());
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use servio_webhooks::Webhooks;
 use servio_webhooks::config::{Settings, seed_webhooks_from_env};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 /// mimalloc: a quarter less CPU per delivery than glibc's allocator on the load harness
 /// (BENCHMARKS.md). The library does not choose an allocator; an embedding host does.
@@ -54,10 +55,18 @@ struct ServeArgs {
     /// Bearer token for /v1; required when binding beyond loopback.
     #[arg(long, env = "WEBHOOKS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Without an admin token: Host names besides localhost, 127.0.0.1 and [::1] under which /v1
+    /// answers (`name` for any port, or `name:port`), comma separated.
+    #[arg(long, env = "WEBHOOKS_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     /// Allow deliveries to loopback and private addresses (development, tests).
     #[arg(long, env = "WEBHOOKS_ALLOW_PRIVATE_TARGETS", value_parser = BoolishValueParser::new(),
           default_value = "false", num_args = 0..=1, default_missing_value = "true")]
     allow_private_targets: bool,
+    /// Non-public address blocks deliveries may go to anyway (deliberate internal targets), comma
+    /// separated: `10.20.0.0/16`, `fd00:1::/64`, or single addresses.
+    #[arg(long, env = "WEBHOOKS_ALLOWED_PRIVATE_CIDRS", value_delimiter = ',')]
+    allowed_private_cidrs: Vec<String>,
     /// Extra event types, comma separated, each `name` or `name:description`.
     #[arg(long, env = "WEBHOOKS_EVENT_TYPES", value_delimiter = ',')]
     event_types: Vec<String>,
@@ -89,6 +98,10 @@ struct ServeArgs {
     #[arg(long, env = "WEBHOOKS_METRICS_WEBHOOK_LABEL", value_parser = BoolishValueParser::new(),
           default_value = "true", num_args = 0..=1, default_missing_value = "true")]
     metrics_webhook_label: bool,
+    /// Seconds a webhook's metric series stay in /metrics after its endpoint stops running on
+    /// this node (deleted, moved, or idle) without updates; 0 keeps every series forever.
+    #[arg(long, env = "WEBHOOKS_METRICS_IDLE_TIMEOUT_SECS", default_value_t = 600)]
+    metrics_idle_timeout_secs: u64,
     /// SQLite durability: `full` (fsync per commit, survives power loss) or `normal` (survives crashes).
     #[arg(long, env = "WEBHOOKS_SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
     sqlite_synchronous: String,
@@ -104,7 +117,9 @@ struct ServeArgs {
     /// PEM file of extra CA certificates trusted for https endpoints (private CAs).
     #[arg(long, env = "WEBHOOKS_EXTRA_CA_FILE")]
     extra_ca_file: Option<std::path::PathBuf>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `servio_webhooks=debug`.
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `servio_webhooks=debug`. Unless it is
+    /// `debug` or `trace` or names `actix_http`, actix-http's per-connection errors (a malformed
+    /// request is logged at ERROR) are left out.
     #[arg(long, env = "WEBHOOKS_LOG", default_value = "info")]
     log: String,
 }
@@ -114,7 +129,9 @@ impl ServeArgs {
         let mut s = Settings {
             database_url: self.database_url.clone(),
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            allowed_hosts: entries(&self.allowed_hosts),
             allow_private_targets: self.allow_private_targets,
+            allowed_private_cidrs: entries(&self.allowed_private_cidrs),
             event_types: self.event_types.clone(),
             max_payload_bytes: self.max_payload_bytes,
             metrics_webhook_label: self.metrics_webhook_label,
@@ -149,12 +166,41 @@ impl ServeArgs {
     }
 }
 
+/// Comma-separated entries, trimmed, empty ones dropped.
+fn entries(list: &[String]) -> Vec<String> {
+    list.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect()
+}
+
+/// Where actix-http logs, at ERROR, what a client can cause at will: a malformed request
+/// ("stream error: …"), an oversized head, a payload cut short. Anyone who can connect could flood
+/// the log with them, so they stay out of it unless the filter asks for debug output or names
+/// `actix_http` itself. Errors of the service itself are logged under `servio_webhooks`.
+const CLIENT_ERROR_TARGETS: &[&str] = &["actix_http::h1::dispatcher", "actix_http::h1::decoder"];
+
+/// The log filter `serve` runs with: `spec` plus [`CLIENT_ERROR_TARGETS`] switched off, unless
+/// `spec`'s default level is debug or trace, or `spec` says something about `actix_http`.
+fn log_filter(spec: &str) -> anyhow::Result<EnvFilter> {
+    let mut filter = EnvFilter::try_new(spec).context("invalid WEBHOOKS_LOG filter")?;
+    let default_level = spec
+        .split(',')
+        .filter(|d| !d.contains('='))
+        .filter_map(|d| d.trim().parse::<LevelFilter>().ok())
+        .next_back()
+        .unwrap_or(LevelFilter::ERROR);
+    if default_level < LevelFilter::DEBUG && !spec.contains("actix_http") {
+        for target in CLIENT_ERROR_TARGETS {
+            filter = filter.add_directive(format!("{target}=off").parse()?);
+        }
+    }
+    Ok(filter)
+}
+
 fn main() -> anyhow::Result<()> {
     let Command::Serve(args) = Cli::parse().command;
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&args.log).context("invalid WEBHOOKS_LOG filter")?)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(log_filter(&args.log)?).init();
     let settings = args.settings()?;
+    let idle = Duration::from_secs(args.metrics_idle_timeout_secs);
+    servio_webhooks::metrics::set_series_idle_timeout((!idle.is_zero()).then_some(idle));
     let addrs: Vec<SocketAddr> =
         args.bind.to_socket_addrs().with_context(|| format!("cannot resolve bind address `{}`", args.bind))?.collect();
     if settings.admin_token.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
@@ -191,4 +237,46 @@ fn main() -> anyhow::Result<()> {
         webhooks.shutdown().await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing::subscriber::with_default;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// Whether an event at `level` for `target` gets through the filter built from `spec`.
+    fn enabled(spec: &str, target: &'static str, level: Level) -> bool {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = seen.clone();
+        let probe = tracing_subscriber::fmt::layer().with_writer(move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::io::sink()
+        });
+        let subscriber = tracing_subscriber::registry().with(probe).with(log_filter(spec).unwrap());
+        with_default(subscriber, || match (target, level) {
+            ("actix_http::h1::dispatcher", Level::ERROR) => {
+                tracing::error!(target: "actix_http::h1::dispatcher", "stream error: probe")
+            }
+            ("servio_webhooks::app", Level::ERROR) => tracing::error!(target: "servio_webhooks::app", "probe"),
+            ("actix_server::worker", Level::ERROR) => tracing::error!(target: "actix_server::worker", "probe"),
+            _ => unreachable!(),
+        });
+        seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn client_caused_actix_errors_stay_out_of_the_log_unless_asked_for() {
+        for spec in ["info", "warn", "error", "info,servio_webhooks=debug"] {
+            assert!(!enabled(spec, "actix_http::h1::dispatcher", Level::ERROR), "{spec}");
+            assert!(enabled(spec, "servio_webhooks::app", Level::ERROR), "{spec}");
+            assert!(enabled(spec, "actix_server::worker", Level::ERROR), "{spec}");
+        }
+        for spec in ["debug", "trace", "info,actix_http=error", "warn,actix_http::h1::dispatcher=error"] {
+            assert!(enabled(spec, "actix_http::h1::dispatcher", Level::ERROR), "{spec}");
+        }
+        assert!(log_filter("info,servio_webhooks=loud").is_err());
+    }
 }

@@ -1,11 +1,16 @@
 //! Prometheus metrics: names in one place, the recorder installed once per process, and
 //! per-endpoint handles resolved once so the hot path only touches atomics.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    counter, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_util::MetricKindMask;
 
 /// Metric names, the seed's CloudWatch metrics in Prometheus form (see docs/architecture.md).
 pub mod names {
@@ -56,6 +61,28 @@ pub mod names {
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// How long a series nobody updates (and, for per-webhook series, no running endpoint holds)
+/// stays in `/metrics`; `None` keeps every series forever.
+static IDLE_TIMEOUT: OnceLock<Option<Duration>> = OnceLock::new();
+/// The per-webhook series tracker, when our expiring recorder is the process's recorder.
+static TRACKER: OnceLock<Arc<Tracker>> = OnceLock::new();
+
+/// Default of [`set_series_idle_timeout`]: long enough for any scrape interval to see a deleted
+/// webhook's last values, short enough that churn does not accumulate.
+pub const DEFAULT_SERIES_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Sets how long a per-webhook series stays in `/metrics` once its webhook's endpoint is no longer
+/// running on this node (deleted, moved to another node, or idle and hibernated) and the series is
+/// not updated (`WEBHOOKS_METRICS_IDLE_TIMEOUT_SECS`; default [`DEFAULT_SERIES_IDLE_TIMEOUT`];
+/// `None` or zero keeps every series forever, the behaviour before this setting existed).
+/// Histograms not recorded to for that long are dropped too and start again empty.
+/// Series without a `webhook` label other than histograms never expire.
+///
+/// The recorder is per process: call this before the first [`crate::Webhooks::start`]. Returns
+/// false when it is too late (the recorder is installed; the setting in force is unchanged).
+pub fn set_series_idle_timeout(timeout: Option<Duration>) -> bool {
+    IDLE_TIMEOUT.set(timeout.filter(|t| !t.is_zero())).is_ok() && HANDLE.get().is_none()
+}
 
 /// The process's Prometheus handle, installing the recorder on first use.
 ///
@@ -64,39 +91,40 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(names::ATTEMPT_DURATION.into()), &latency[..12])
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::DELIVERY_LATENCY.into()), &latency))
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(names::ATTEMPTS_PER_DELIVERY.into()),
-                        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 11.0, 16.0, 21.0, 51.0, 101.0],
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full(names::LEDGER_BATCH_SIZE.into()),
-                        &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0],
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(Matcher::Full(names::LEDGER_COMMIT_DURATION.into()), &latency[..10])
-                })
-                .expect("static bucket lists are non-empty");
+            let idle_timeout = *IDLE_TIMEOUT.get_or_init(|| Some(DEFAULT_SERIES_IDLE_TIMEOUT));
+            let mut builder = builder();
+            if let Some(t) = idle_timeout {
+                builder = builder.idle_timeout(MetricKindMask::ALL, Some(t));
+            }
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
+            let installed = match idle_timeout {
+                None => metrics::set_global_recorder(recorder).is_ok(),
+                Some(t) => {
+                    let tracker = Tracker::new(recorder, t);
+                    let ok = metrics::set_global_recorder(ExpiringRecorder(tracker.clone())).is_ok();
+                    if ok {
+                        let _ = TRACKER.set(tracker);
+                    }
+                    ok
+                }
+            };
+            if !installed {
                 tracing::warn!("a global metrics recorder is already installed; /metrics will be empty");
             }
             describe();
-            // Histograms keep raw samples until upkeep drains them; nobody else runs it for us.
+            // Histograms keep raw samples until upkeep drains them; nobody else runs it for us. The
+            // tracker's touch keeps live series from expiring, so it runs well within the timeout.
             let upkeep = handle.clone();
+            let every = idle_timeout.map_or(UPKEEP, |t| (t / 4).clamp(Duration::from_millis(10), UPKEEP));
             std::thread::Builder::new()
                 .name("webhooks-metrics-upkeep".into())
                 .spawn(move || {
                     loop {
-                        std::thread::sleep(Duration::from_secs(5));
+                        std::thread::sleep(every);
+                        if let Some(tracker) = TRACKER.get() {
+                            tracker.touch();
+                        }
                         upkeep.run_upkeep();
                     }
                 })
@@ -104,6 +132,221 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The Prometheus text exposition of `handle` (what `GET /metrics` serves), with live series
+/// refreshed first so that none of them can expire at this render.
+pub fn render(handle: &PrometheusHandle) -> String {
+    if let Some(tracker) = TRACKER.get() {
+        tracker.touch();
+    }
+    handle.render()
+}
+
+const UPKEEP: Duration = Duration::from_secs(5);
+
+fn builder() -> PrometheusBuilder {
+    let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(names::ATTEMPT_DURATION.into()), &latency[..12])
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::DELIVERY_LATENCY.into()), &latency))
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(names::ATTEMPTS_PER_DELIVERY.into()),
+                &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 11.0, 16.0, 21.0, 51.0, 101.0],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(names::LEDGER_BATCH_SIZE.into()),
+                &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0],
+            )
+        })
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::LEDGER_COMMIT_DURATION.into()), &latency[..10]))
+        .expect("static bucket lists are non-empty")
+}
+
+/// Forgets the series of webhooks that are gone, on top of the exporter's idle timeout.
+///
+/// The exporter alone (`PrometheusBuilder::idle_timeout`) drops any series not updated for the
+/// timeout, which would also drop, say, the failure counter of a busy endpoint that has not failed
+/// lately, while its endpoint actor keeps incrementing the dropped handle, unseen. This tracker
+/// keeps three promises instead:
+///
+/// - a series without a `webhook` label (event, node, ledger counters and gauges) never expires:
+///   it is touched (a zero increment) before every render and every upkeep;
+/// - a webhook's counters and gauges are touched the same way while anything holds one of that
+///   webhook's handles (its endpoint actor runs on this node), and expire the timeout after the
+///   last one is dropped: a deleted webhook leaves `/metrics` by itself;
+/// - a histogram handle looks its series up again when it was not recorded to for half the
+///   timeout, so it never records into a series the exporter dropped (it starts again empty).
+pub(crate) struct Tracker {
+    inner: PrometheusRecorder,
+    idle_timeout: Duration,
+    series: Mutex<Series>,
+}
+
+#[derive(Default)]
+struct Series {
+    /// Counters and gauges without a `webhook` label.
+    pinned: HashMap<Key, Touch>,
+    /// Per webhook id: the counters and gauges seen with its label, and a token every handle
+    /// given out for it holds (more than one strong reference = the webhook is in use).
+    webhooks: HashMap<String, Group>,
+}
+
+#[derive(Default)]
+struct Group {
+    alive: Arc<()>,
+    series: HashMap<Key, Touch>,
+}
+
+enum Touch {
+    Counter(Counter),
+    Gauge(Gauge),
+}
+
+impl Touch {
+    fn touch(&self) {
+        match self {
+            Touch::Counter(c) => c.increment(0),
+            Touch::Gauge(g) => g.increment(0.0),
+        }
+    }
+}
+
+impl Tracker {
+    pub(crate) fn new(inner: PrometheusRecorder, idle_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self { inner, idle_timeout, series: Mutex::new(Series::default()) })
+    }
+
+    /// Marks every series that must not expire as updated, and forgets webhooks nobody holds.
+    pub(crate) fn touch(&self) {
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        series.pinned.values().for_each(Touch::touch);
+        series.webhooks.retain(|_, g| Arc::strong_count(&g.alive) > 1);
+        for group in series.webhooks.values() {
+            group.series.values().for_each(Touch::touch);
+        }
+    }
+
+    /// Remembers a freshly registered counter or gauge; returns the token of its webhook, if any.
+    fn remember(&self, key: &Key, touch: Touch) -> Option<Arc<()>> {
+        // Updated now, so that a render racing this registration cannot drop what we hand out.
+        touch.touch();
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        match webhook_of(key) {
+            None => {
+                series.pinned.insert(key.clone(), touch);
+                None
+            }
+            Some(id) => {
+                let group = series.webhooks.entry(id).or_default();
+                group.series.insert(key.clone(), touch);
+                Some(group.alive.clone())
+            }
+        }
+    }
+
+    fn token(&self, key: &Key) -> Option<Arc<()>> {
+        let id = webhook_of(key)?;
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        Some(series.webhooks.entry(id).or_default().alive.clone())
+    }
+}
+
+fn webhook_of(key: &Key) -> Option<String> {
+    key.labels().find(|l| l.key() == "webhook").map(|l| l.value().to_string())
+}
+
+const METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// The process's recorder when series expire: the exporter's, behind a [`Tracker`].
+pub(crate) struct ExpiringRecorder(pub(crate) Arc<Tracker>);
+
+/// A counter or gauge handle that keeps its webhook in use while it exists.
+struct Held<T> {
+    inner: T,
+    _alive: Option<Arc<()>>,
+}
+
+impl CounterFn for Held<Counter> {
+    fn increment(&self, value: u64) {
+        self.inner.increment(value);
+    }
+    fn absolute(&self, value: u64) {
+        self.inner.absolute(value);
+    }
+}
+
+impl GaugeFn for Held<Gauge> {
+    fn increment(&self, value: f64) {
+        self.inner.increment(value);
+    }
+    fn decrement(&self, value: f64) {
+        self.inner.decrement(value);
+    }
+    fn set(&self, value: f64) {
+        self.inner.set(value);
+    }
+}
+
+/// A histogram handle that looks its series up again when it may have expired.
+struct Resolving {
+    tracker: Arc<Tracker>,
+    key: Key,
+    current: Mutex<(Histogram, Instant)>,
+    _alive: Option<Arc<()>>,
+}
+
+impl HistogramFn for Resolving {
+    fn record(&self, value: f64) {
+        let now = Instant::now();
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        // The exporter drops a series only after a whole timeout without records; half of it
+        // without one through this handle means it may be gone soon, so look it up again.
+        if now.duration_since(current.1) >= self.tracker.idle_timeout / 2 {
+            current.0 = self.tracker.inner.register_histogram(&self.key, &METADATA);
+        }
+        current.0.record(value);
+        current.1 = now;
+    }
+}
+
+impl Recorder for ExpiringRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.inner.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.inner.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.inner.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        let inner = self.0.inner.register_counter(key, metadata);
+        let alive = self.0.remember(key, Touch::Counter(inner.clone()));
+        Counter::from_arc(Arc::new(Held { inner, _alive: alive }))
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        let inner = self.0.inner.register_gauge(key, metadata);
+        let alive = self.0.remember(key, Touch::Gauge(inner.clone()));
+        Gauge::from_arc(Arc::new(Held { inner, _alive: alive }))
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        let inner = self.0.inner.register_histogram(key, metadata);
+        Histogram::from_arc(Arc::new(Resolving {
+            tracker: self.0.clone(),
+            key: key.clone(),
+            current: Mutex::new((inner, Instant::now())),
+            _alive: self.0.token(key),
+        }))
+    }
 }
 
 fn describe() {
@@ -206,5 +449,119 @@ impl EndpointMetrics {
             pending: label.pending(),
             label,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_millis(300);
+
+    /// A private recorder like the global one, with a short idle timeout.
+    fn recorder() -> (ExpiringRecorder, PrometheusHandle) {
+        let inner = builder().idle_timeout(MetricKindMask::ALL, Some(T)).build_recorder();
+        let handle = inner.handle();
+        (ExpiringRecorder(Tracker::new(inner, T)), handle)
+    }
+
+    fn render(rec: &ExpiringRecorder, handle: &PrometheusHandle) -> String {
+        rec.0.touch();
+        handle.render()
+    }
+
+    fn value(text: &str, prefix: &str) -> Option<f64> {
+        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    }
+
+    /// 300 webhooks come and go next to one that stays: theirs leave `/metrics` after the timeout,
+    /// the live one's and the global series stay, and nothing recorded through a held handle is
+    /// lost (no handle is left pointing at a dropped series).
+    #[test]
+    fn gone_webhooks_leave_metrics_and_live_ones_stay() {
+        let (rec, handle) = recorder();
+        metrics::with_local_recorder(&rec, || {
+            let published = counter!(names::EVENTS_PUBLISHED, "event" => "order.created");
+            published.increment(1);
+            let live = EndpointMetrics::new(WebhookLabel::new(&Arc::from("wh_live"), true));
+            live.delivered.increment(1);
+            live.failed.increment(0);
+            live.attempt_duration.record(0.1);
+            for i in 0..300 {
+                let m = EndpointMetrics::new(WebhookLabel::new(&Arc::from(format!("wh_gone_{i}")), true));
+                m.attempts_success.increment(1);
+                m.delivered.increment(1);
+                m.attempt_duration.record(0.2);
+                m.delivery_latency.record(0.3);
+                m.attempts_per_delivery.record(1.0);
+                m.pending.set(0.0);
+                m.label.error("timeout");
+            }
+            let before = render(&rec, &handle);
+            assert!(before.contains("wh_gone_299"), "the gone webhooks were recorded");
+            std::thread::sleep(T + T / 2);
+            let after = render(&rec, &handle);
+            println!(
+                "exposition with 300 gone webhooks: {} bytes; after the idle timeout: {} bytes",
+                before.len(),
+                after.len()
+            );
+            assert!(before.len() > 300 * 2000, "{} bytes before", before.len());
+            assert!(!after.contains("wh_gone_"), "gone webhooks' series remain");
+            assert!(after.len() < 8 * 1024, "{} bytes after: {after}", after.len());
+            assert_eq!(value(&after, "webhook_events_published_total{event=\"order.created\"}"), Some(1.0));
+            let delivered = "webhook_deliveries_total{webhook=\"wh_live\",status=\"success\"}";
+            assert_eq!(value(&after, delivered), Some(1.0), "{after}");
+            assert_eq!(value(&after, "webhook_deliveries_total{webhook=\"wh_live\",status=\"failed\"}"), Some(0.0));
+
+            // Held handles keep writing to live series, however long they were quiet.
+            live.delivered.increment(1);
+            live.failed.increment(1);
+            published.increment(1);
+            live.attempt_duration.record(0.4);
+            let later = render(&rec, &handle);
+            assert_eq!(value(&later, delivered), Some(2.0), "{later}");
+            assert_eq!(value(&later, "webhook_deliveries_total{webhook=\"wh_live\",status=\"failed\"}"), Some(1.0));
+            assert_eq!(value(&later, "webhook_events_published_total{event=\"order.created\"}"), Some(2.0));
+            // The histogram was quiet longer than the timeout: it starts again, with this sample.
+            assert_eq!(
+                value(&later, "webhook_attempt_duration_seconds_count{webhook=\"wh_live\"}"),
+                Some(1.0),
+                "{later}"
+            );
+
+            // Once its endpoint stops, the live webhook's series go too.
+            drop(live);
+            render(&rec, &handle);
+            std::thread::sleep(T + T / 2);
+            let last = render(&rec, &handle);
+            assert!(!last.contains("wh_live"), "{last}");
+            assert!(last.contains("webhook_events_published_total"));
+        });
+    }
+
+    /// A counter registered per call (errors, restarts) of a webhook whose endpoint runs is kept.
+    #[test]
+    fn per_call_series_of_a_running_endpoint_are_kept() {
+        let (rec, handle) = recorder();
+        metrics::with_local_recorder(&rec, || {
+            let running = EndpointMetrics::new(WebhookLabel::new(&Arc::from("wh_run"), true));
+            running.label.error("timeout");
+            render(&rec, &handle);
+            std::thread::sleep(T + T / 2);
+            let text = render(&rec, &handle);
+            assert_eq!(
+                value(&text, "webhook_errors_total{webhook=\"wh_run\",error_type=\"timeout\"}"),
+                Some(1.0),
+                "{text}"
+            );
+            running.label.error("timeout");
+            let text = render(&rec, &handle);
+            assert_eq!(
+                value(&text, "webhook_errors_total{webhook=\"wh_run\",error_type=\"timeout\"}"),
+                Some(2.0),
+                "{text}"
+            );
+        });
     }
 }

@@ -2,7 +2,6 @@
 //! registrations and their validation, delivery statuses.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{CatalogError, EventCatalog, Subscription};
 use crate::retry::{RetryConfig, RetryConfigError};
 use crate::signing::{SecretError, SigningKey, generate_secret};
+
+pub mod address;
+
+pub use address::{TargetPolicy, is_private_ip};
 
 /// Milliseconds since the Unix epoch: the store's clock unit.
 pub fn now_ms() -> i64 {
@@ -150,8 +153,11 @@ pub enum SpecError {
     /// Not an absolute http(s) URL, or too long.
     #[error("invalid url: {0}")]
     Url(String),
-    /// A loopback, private or link-local target while private targets are not allowed.
-    #[error("url targets a private or loopback address ({0}); set WEBHOOKS_ALLOW_PRIVATE_TARGETS=true to allow it")]
+    /// A loopback, private, link-local or other non-public target the policy does not allow.
+    #[error(
+        "url targets a non-public address ({0}); an operator can allow it with \
+         WEBHOOKS_ALLOWED_PRIVATE_CIDRS or WEBHOOKS_ALLOW_PRIVATE_TARGETS=true"
+    )]
     PrivateTarget(String),
     /// Unusable secret.
     #[error("invalid secret: {0}")]
@@ -184,14 +190,29 @@ pub mod spec_limits {
     pub const ID_LEN: usize = 128;
 }
 
-/// Headers the sender owns; a webhook's custom headers may not set them.
+/// Headers a webhook's custom headers may not set: the ones the sender owns (framing, the
+/// signature, the seed's `X-Webhook-*`), hop-by-hop headers (RFC 9110 §7.6.1, plus the
+/// non-standard `keep-alive` and `proxy-connection`), `content-encoding` (the body is sent as is),
+/// `expect`, and credentials: `authorization`, `proxy-authorization` and `cookie` would be stored
+/// with the registration and shown in every `GET` of it; receivers authenticate the sender by the
+/// signature instead.
 const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "content-length",
+    "content-encoding",
     "user-agent",
     "host",
-    "transfer-encoding",
+    "expect",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
     "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
@@ -216,36 +237,10 @@ pub fn validate_webhook_id(id: &str) -> Result<(), SpecError> {
     }
 }
 
-/// Whether an IP address is loopback, private, link-local or otherwise not on the public internet.
-pub fn is_private_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 carrier-grade NAT
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private_ip(IpAddr::V4(v4));
-            }
-            let seg0 = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local
-                || (seg0 & 0xffc0) == 0xfe80 // link local
-        }
-    }
-}
-
-/// Parses and checks a target URL; with `allow_private` false, literal private addresses and
-/// `localhost` are refused here (names resolving to private addresses are refused at send time).
-pub fn validate_url(raw: &str, allow_private: bool) -> Result<url::Url, SpecError> {
+/// Parses and checks a target URL. Literal addresses the policy refuses (see [`address`]) and
+/// `localhost` names are refused here; names resolving to refused addresses are refused when
+/// the connection is made.
+pub fn validate_url(raw: &str, policy: &TargetPolicy) -> Result<url::Url, SpecError> {
     if raw.len() > spec_limits::URL_LEN {
         return Err(SpecError::Url(format!("longer than {} characters", spec_limits::URL_LEN)));
     }
@@ -256,18 +251,18 @@ pub fn validate_url(raw: &str, allow_private: bool) -> Result<url::Url, SpecErro
     let Some(host) = url.host() else {
         return Err(SpecError::Url("missing host".into()));
     };
-    if !allow_private {
-        let private = match host {
-            url::Host::Ipv4(ip) => is_private_ip(ip.into()),
-            url::Host::Ipv6(ip) => is_private_ip(ip.into()),
-            url::Host::Domain(d) => {
-                let d = d.trim_end_matches('.').to_ascii_lowercase();
-                d == "localhost" || d.ends_with(".localhost")
-            }
-        };
-        if private {
-            return Err(SpecError::PrivateTarget(host.to_string()));
+    let refused = match host {
+        url::Host::Ipv4(ip) => policy.check(ip.into()).err().map(|why| why.to_string()),
+        url::Host::Ipv6(ip) => policy.check(ip.into()).err().map(|why| why.to_string()),
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            let local = d == "localhost" || d.ends_with(".localhost");
+            (local && !policy.allows_localhost())
+                .then(|| "`localhost` names resolve to loopback (RFC 6761)".to_string())
         }
+    };
+    if let Some(why) = refused {
+        return Err(SpecError::PrivateTarget(format!("{host}: {why}")));
     }
     Ok(url)
 }
@@ -279,11 +274,11 @@ impl WebhookSpec {
         self,
         id: String,
         catalog: &EventCatalog,
-        allow_private: bool,
+        policy: &TargetPolicy,
         existing: Option<&WebhookRecord>,
     ) -> Result<WebhookRecord, SpecError> {
         validate_webhook_id(&id)?;
-        let url = validate_url(&self.url, allow_private)?;
+        let url = validate_url(&self.url, policy)?;
         let secret = match self.secret {
             Some(s) => {
                 if s.len() > 512 {
@@ -341,7 +336,9 @@ fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), SpecError>
     for (name, value) in headers {
         let lower = name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) {
-            return Err(SpecError::Header(format!("`{name}` is set by the sender and cannot be overridden")));
+            return Err(SpecError::Header(format!(
+                "`{name}` cannot be set: it is owned by the sender, hop-by-hop, or a credential"
+            )));
         }
         http::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| SpecError::Header(format!("`{name}` is not a valid header name")))?;
@@ -375,60 +372,129 @@ mod tests {
 
     #[test]
     fn urls_must_be_public_http_unless_allowed() {
-        assert!(validate_url("https://example.com/hook", false).is_ok());
-        assert!(matches!(validate_url("ftp://example.com", false), Err(SpecError::Url(_))));
-        assert!(matches!(validate_url("not a url", false), Err(SpecError::Url(_))));
+        let strict = TargetPolicy::default();
+        assert!(validate_url("https://example.com/hook", &strict).is_ok());
+        assert!(matches!(validate_url("ftp://example.com", &strict), Err(SpecError::Url(_))));
+        assert!(matches!(validate_url("not a url", &strict), Err(SpecError::Url(_))));
         for private in [
             "http://127.0.0.1:9/x",
             "http://localhost/x",
+            "http://LOCALHOST./x",
+            "http://api.localhost/x",
             "http://10.1.2.3/",
             "http://[::1]/",
             "http://169.254.169.254/",
             "http://192.168.0.1",
             "http://100.64.0.1",
+            "http://[::127.0.0.1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+            "http://[2002:a9fe:a9fe::1]/",
+            "http://[2001::1]/",
+            "http://[fec0::1]/",
+            "http://[ff02::1]/",
+            "http://224.0.0.1/",
+            "http://198.18.0.1/",
+            "http://240.0.0.1/",
+            "http://192.0.0.8/",
+            "http://0x7f.1/",
+            "http://2130706433/",
         ] {
-            assert!(matches!(validate_url(private, false), Err(SpecError::PrivateTarget(_))), "{private}");
-            assert!(validate_url(private, true).is_ok(), "{private}");
+            let err = validate_url(private, &strict).unwrap_err();
+            assert!(matches!(err, SpecError::PrivateTarget(_)), "{private}: {err}");
+            assert!(err.to_string().contains("WEBHOOKS_ALLOWED_PRIVATE_CIDRS"), "{err}");
+            assert!(validate_url(private, &true.into()).is_ok(), "{private}");
         }
+        for public in
+            ["http://8.8.8.8/", "http://[2606:4700::1111]/", "http://[::ffff:8.8.8.8]/", "http://[64:ff9b::808:808]/"]
+        {
+            assert!(validate_url(public, &strict).is_ok(), "{public}");
+        }
+        // The operator's allowed blocks let matching literals (and localhost, when loopback is
+        // allowed) through, and nothing else.
+        let internal =
+            TargetPolicy { allow_private: false, allowed: vec![address::parse_cidr("10.1.0.0/16").unwrap()] };
+        assert!(validate_url("http://10.1.2.3/", &internal).is_ok());
+        assert!(validate_url("http://10.2.0.1/", &internal).is_err());
+        assert!(validate_url("http://localhost/", &internal).is_err());
+        let loopback =
+            TargetPolicy { allow_private: false, allowed: vec![address::parse_cidr("127.0.0.0/8").unwrap()] };
+        assert!(validate_url("http://localhost:9000/", &loopback).is_ok());
+        assert!(validate_url("http://127.0.0.2/", &loopback).is_ok());
+    }
+
+    #[test]
+    fn credential_and_hop_by_hop_headers_are_refused() {
+        let c = EventCatalog::default();
+        for name in [
+            "Authorization",
+            "proxy-authorization",
+            "Cookie",
+            "Connection",
+            "keep-alive",
+            "TE",
+            "trailer",
+            "Upgrade",
+            "proxy-connection",
+            "Transfer-Encoding",
+            "content-encoding",
+            "Host",
+            "expect",
+            "content-length",
+            "x-webhook-signature",
+        ] {
+            let mut s = spec("https://example.com");
+            s.headers = Some(BTreeMap::from([(name.to_string(), "x".to_string())]));
+            let err = s.into_record("a".into(), &c, &TargetPolicy::default(), None).unwrap_err();
+            assert!(matches!(err, SpecError::Header(_)), "{name}: {err}");
+        }
+        let mut s = spec("https://example.com");
+        s.headers =
+            Some(BTreeMap::from([("X-Tenant".into(), "servio-1".into()), ("X-Api-Version".into(), "2".into())]));
+        assert!(s.into_record("a".into(), &c, &TargetPolicy::default(), None).is_ok());
     }
 
     #[test]
     fn specs_are_validated_into_records() {
         let c = EventCatalog::default();
-        let r = spec("https://example.com").into_record("wh_1".into(), &c, false, None).unwrap();
+        let r = spec("https://example.com").into_record("wh_1".into(), &c, &TargetPolicy::default(), None).unwrap();
         assert!(r.secret.starts_with("whsec_"));
         assert_eq!(r.events, None);
         assert_eq!(r.retry_config, RetryConfig::default());
 
         let mut s = spec("https://example.com");
         s.headers = Some(BTreeMap::from([("Webhook-Signature".into(), "x".into())]));
-        assert!(matches!(s.into_record("a".into(), &c, false, None), Err(SpecError::Header(_))));
+        assert!(matches!(s.into_record("a".into(), &c, &TargetPolicy::default(), None), Err(SpecError::Header(_))));
 
         let mut s = spec("https://example.com");
         s.events = Some(vec!["order.nope".into()]);
-        assert!(matches!(s.into_record("a".into(), &c, false, None), Err(SpecError::Events(_))));
+        assert!(matches!(s.into_record("a".into(), &c, &TargetPolicy::default(), None), Err(SpecError::Events(_))));
 
         let mut s = spec("https://example.com");
         s.secret = Some("whsec_".into());
-        assert!(matches!(s.into_record("a".into(), &c, false, None), Err(SpecError::Secret(_))));
+        assert!(matches!(s.into_record("a".into(), &c, &TargetPolicy::default(), None), Err(SpecError::Secret(_))));
 
         let mut s = spec("https://example.com");
         s.max_in_flight = Some(0);
-        assert!(s.into_record("a".into(), &c, false, None).is_err());
+        assert!(s.into_record("a".into(), &c, &TargetPolicy::default(), None).is_err());
 
-        assert!(spec("https://example.com").into_record("bad id".into(), &c, false, None).is_err());
+        assert!(spec("https://example.com").into_record("bad id".into(), &c, &TargetPolicy::default(), None).is_err());
     }
 
     #[test]
     fn replacing_keeps_the_secret_unless_given() {
         let c = EventCatalog::default();
-        let first = spec("https://example.com").into_record("a".into(), &c, false, None).unwrap();
-        let again = spec("https://example.org").into_record("a".into(), &c, false, Some(&first)).unwrap();
+        let first = spec("https://example.com").into_record("a".into(), &c, &TargetPolicy::default(), None).unwrap();
+        let again =
+            spec("https://example.org").into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap();
         assert_eq!(again.secret, first.secret);
         assert_eq!(again.created_at_ms, first.created_at_ms);
         let mut s = spec("https://example.org");
         s.secret = Some("plain-secret".into());
-        assert_eq!(s.into_record("a".into(), &c, false, Some(&first)).unwrap().secret, "plain-secret");
+        assert_eq!(
+            s.into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap().secret,
+            "plain-secret"
+        );
     }
 
     #[test]

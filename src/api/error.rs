@@ -63,7 +63,8 @@ pub struct ErrorResponse<'a> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail<'a> {
     /// Stable machine-readable code, e.g. `unknown_event_type`, `invalid_request`, `unauthorized`,
-    /// `not_found`, `payload_too_large`, `store_unavailable`.
+    /// `cross_origin_refused`, `host_not_allowed`, `not_found`, `unsupported_media_type`,
+    /// `payload_too_large`, `store_unavailable`.
     pub code: &'a str,
     /// Human-readable explanation.
     pub message: &'a str,
@@ -169,11 +170,7 @@ pub fn json_error(err: JsonPayloadError) -> ApiError {
             "payload_too_large",
             format!("request body is larger than {limit} bytes"),
         ),
-        JsonPayloadError::ContentType => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "request body must be JSON (content-type: application/json)",
-        ),
+        JsonPayloadError::ContentType => super::guard::media_type_error(),
         JsonPayloadError::Deserialize(e) if e.is_data() => {
             ApiError::bad_request("invalid_request", format!("invalid request body: {e}"))
         }

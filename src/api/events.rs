@@ -38,10 +38,10 @@ pub struct PublishIn {
     tag = "events",
     operation_id = "publishEvent",
     request_body = PublishIn,
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Alternative to the `idempotencyKey` body field.")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Alternative to the `idempotencyKey` body field: 1 to 255 visible ASCII characters (spaces allowed inside); anything else is refused with `invalid_idempotency_key`.")),
     responses(
         (status = 202, description = "The event and its deliveries are committed and will be delivered.", body = PublishReceipt),
-        (status = 400, description = "`unknown_event_type`, `invalid_event_type`, `invalid_data`, `invalid_json` or `invalid_request`.", body = ErrorResponse),
+        (status = 400, description = "`unknown_event_type`, `invalid_event_type`, `invalid_data`, `invalid_json`, `invalid_request`, or `invalid_idempotency_key` (an `Idempotency-Key` header that is not 1 to 255 visible ASCII characters).", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
         (status = 413, description = "`data` or the request body is too large (`payload_too_large`).", body = ErrorResponse),
         (status = 503, description = "`store_unavailable` or `shutting_down`; nothing was committed.", body = ErrorResponse),
@@ -58,10 +58,42 @@ async fn publish(
         .data
         .filter(|d| d.get() != "null")
         .ok_or_else(|| ApiError::bad_request("invalid_data", "`data` is required and must be a JSON object"))?;
-    // Stripe's header works too; the body field wins when both are given.
-    let key = body
-        .idempotency_key
-        .or_else(|| req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string));
+    // Stripe's header works too; the body field wins when both are given. A header that is there
+    // but unusable is refused rather than ignored: ignoring it would turn a retry into a duplicate.
+    let header = idempotency_header(&req)?;
+    let key = body.idempotency_key.or(header);
     let receipt = webhooks.publish_raw(&body.event, data, key).await?;
     Ok(HttpResponse::Accepted().json(receipt))
+}
+
+/// Longest idempotency key.
+const IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The `Idempotency-Key` header, if given: exactly one, 1 to 255 visible ASCII characters (spaces
+/// allowed between them; HTTP strips them at the ends).
+fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let mut values = req.headers().get_all("idempotency-key");
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| {
+        Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key header {why}: use 1 to {IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+        ))
+    };
+    if values.next().is_some() {
+        return refuse("is given more than once");
+    }
+    let bytes = value.as_bytes().trim_ascii();
+    if bytes.is_empty() {
+        return refuse("is empty");
+    }
+    if bytes.len() > IDEMPOTENCY_KEY_LEN {
+        return refuse("is too long");
+    }
+    if !bytes.iter().all(|&b| b.is_ascii_graphic() || b == b' ') {
+        return refuse("has characters that are not visible ASCII");
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }

@@ -1,19 +1,19 @@
-//! The REST API (docs/architecture.md, "REST"): admin routes under `/v1` behind an optional bearer token, plus
+//! The REST API (docs/architecture.md, "REST"): admin routes under `/v1` behind [`guard`]'s checks
+//! (cross-origin requests, `Host` names, an optional bearer token, JSON bodies), plus
 //! open `/metrics`, `/healthz` and `/openapi.json`. One module per resource, each with its DTOs and
 //! `configure`; [`openapi`] describes them all.
 
 pub mod deliveries;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod nodes;
 pub mod openapi;
 pub mod ops;
 pub mod webhooks;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::middleware::{Next, from_fn};
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -28,56 +28,32 @@ pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 250;
 
 /// Mounts every route into `cfg` (what [`Webhooks::configure`] returns).
+///
+/// `/v1` is behind [`guard`]'s checks (cross-origin requests, `Host` names when there is no admin
+/// token, the bearer token when there is one, JSON bodies). Its JSON and query settings are
+/// scoped to `/v1`, so a host application's own routes keep theirs.
 pub fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks) {
     let max_body = webhooks.settings().max_payload_bytes + 4096;
-    cfg.app_data(web::Data::new(webhooks))
-        .app_data(
-            web::JsonConfig::default()
-                .limit(max_body)
-                .content_type_required(false)
-                .error_handler(|err, _| error::json_error(err).into()),
-        )
-        .app_data(web::QueryConfig::default().error_handler(|err, _| error::query_error(err).into()))
-        .configure(ops::configure)
-        .service(
-            web::scope("/v1")
-                .wrap(from_fn(require_admin_token))
-                .configure(webhooks::configure)
-                .configure(events::configure)
-                .configure(deliveries::configure)
-                .configure(nodes::configure)
-                .configure(ops::configure_v1)
-                .default_service(web::to(not_found)),
-        );
-}
-
-/// Checks `Authorization: Bearer <token>` when an admin token is configured.
-async fn require_admin_token(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let expected = req.app_data::<web::Data<Webhooks>>().and_then(|w| w.settings().admin_token.clone());
-    if let Some(expected) = expected {
-        let given = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong bearer token (Authorization: Bearer <WEBHOOKS_ADMIN_TOKEN>)",
+    let guard = web::Data::new(guard::AdminGuard::new(webhooks.settings()));
+    cfg.app_data(web::Data::new(webhooks)).configure(ops::configure).service(
+        web::scope("/v1")
+            .app_data(guard)
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .content_type_required(true)
+                    .content_type(|m| guard::is_json_mime(&m))
+                    .error_handler(|err, _| error::json_error(err).into()),
             )
-            .into());
-        }
-    }
-    next.call(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+            .app_data(web::QueryConfig::default().error_handler(|err, _| error::query_error(err).into()))
+            .wrap(from_fn(guard::admin_guard))
+            .configure(webhooks::configure)
+            .configure(events::configure)
+            .configure(deliveries::configure)
+            .configure(nodes::configure)
+            .configure(ops::configure_v1)
+            .default_service(web::to(not_found)),
+    );
 }
 
 /// JSON 404 for unknown paths.

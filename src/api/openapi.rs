@@ -7,9 +7,11 @@
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
+use utoipa::openapi::header::Header;
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ArrayItems, Schema};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{Ref, RefOr};
+use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::deliveries::{self, AttemptOut, DeliveryOut};
@@ -33,7 +35,10 @@ use crate::retry::{Jitter, RetryConfig};
         description = "Admin API of the Servio outgoing-webhook service: register endpoints, publish \
             events, inspect deliveries and their attempt logs. JSON with camelCase fields; errors are \
             `{\"error\": {\"code\", \"message\"}}`. `/v1` requires `Authorization: Bearer \
-            <WEBHOOKS_ADMIN_TOKEN>` when a token is set; `/metrics`, `/healthz` and `/openapi.json` are open."
+            <WEBHOOKS_ADMIN_TOKEN>` when a token is set, refuses cross-origin browser requests (403 \
+            `cross_origin_refused`), answers only the server's own or allowed `Host` names when no \
+            token is set (403 `host_not_allowed`), and takes only JSON bodies (415 \
+            `unsupported_media_type`); `/metrics`, `/healthz` and `/openapi.json` are open."
     ),
     paths(
         webhooks::create,
@@ -70,7 +75,7 @@ use crate::retry::{Jitter, RetryConfig};
         ErrorResponse,
         ErrorDetail,
     )),
-    modifiers(&BearerAuth, &RefPageItems),
+    modifiers(&BearerAuth, &RefPageItems, &AdminGuardResponses),
     tags(
         (name = "webhooks", description = "Endpoint registrations and their live health."),
         (name = "events", description = "Publishing."),
@@ -92,6 +97,55 @@ impl Modify for BearerAuth {
                 .into(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+/// Documents what every `/v1` operation may answer before its handler runs (`api::guard`): 403 for
+/// cross-origin requests and, without a token, foreign `Host` names; 415 for a body that is not
+/// JSON on `POST` and `PUT`; and the `WWW-Authenticate` challenge of 401.
+struct AdminGuardResponses;
+
+impl Modify for AdminGuardResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = || Content::new(Some(Ref::from_schema_name("ErrorResponse")));
+        let forbidden = ResponseBuilder::new()
+            .description(
+                "Refused before the handler: `cross_origin_refused` (an `Origin` other than the server's own, or \
+                 `Sec-Fetch-Site: cross-site`), or `host_not_allowed` (no admin token is set and the `Host` is not \
+                 the server's address, `localhost` or an allowed host).",
+            )
+            .content("application/json", error())
+            .build();
+        let media = ResponseBuilder::new()
+            .description(
+                "`unsupported_media_type`: the body is not declared as JSON (`Content-Type: application/json` \
+                 or `application/*+json`, charset utf-8 if given).",
+            )
+            .content("application/json", error())
+            .build();
+        let mut challenge = Header::default();
+        challenge.description =
+            Some("`Bearer realm=\"servio-webhooks\"`, with `error=\"invalid_token\"` when a token was given.".into());
+        for (_, item) in openapi.paths.paths.iter_mut().filter(|(p, _)| p.starts_with("/v1/")) {
+            let ops = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.put, true),
+                (&mut item.delete, false),
+                (&mut item.patch, true),
+            ];
+            for (op, has_body) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                let responses = &mut op.responses.responses;
+                responses.insert("403".into(), RefOr::T(forbidden.clone()));
+                if has_body {
+                    responses.insert("415".into(), RefOr::T(media.clone()));
+                }
+                if let Some(RefOr::T(unauthorized)) = responses.get_mut("401") {
+                    unauthorized.headers.insert("WWW-Authenticate".into(), RefOr::T(challenge.clone()));
+                }
+            }
+        }
     }
 }
 

@@ -79,7 +79,7 @@ async fn healthz(webhooks: web::Data<Webhooks>) -> Result<HttpResponse, ApiError
     )
 )]
 async fn metrics(webhooks: web::Data<Webhooks>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(webhooks.metrics().render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::metrics::render(webhooks.metrics()))
 }
 
 /// The event catalog.

@@ -5,8 +5,9 @@
 //! hyper connection (pool locking, per-request client machinery; see BENCHMARKS.md), and the
 //! sender's CPU per delivery is what bounds throughput. Connections are pooled per arbiter thread
 //! (a thread-local, so no locks) and shared by every endpoint actor on it with the same origin.
-//! Redirects are never followed (hyper does not follow them). With private targets not allowed,
-//! names that resolve only to loopback or private addresses are refused (SSRF guard).
+//! Redirects are never followed (hyper does not follow them). Resolved addresses go through the
+//! SSRF guard ([`TargetPolicy::screen`]): non-public ones are dropped unless allowed, and a name
+//! resolving only to those is refused.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use crate::model::is_private_ip;
+use crate::model::TargetPolicy;
 use crate::retry::{AttemptOutcome, parse_retry_after};
 
 /// A ready-or-busy HTTP/1 connection.
@@ -92,14 +93,14 @@ impl Target {
 /// Opens connections: DNS with the private-address guard, TCP, TLS, HTTP/1 handshake.
 pub(crate) struct Connector {
     tls: tokio_rustls::TlsConnector,
-    allow_private: bool,
+    policy: TargetPolicy,
     connect_timeout: Duration,
 }
 
 impl Connector {
     /// TLS verifies against the platform's trust store (like reqwest's default) plus
     /// `extra_roots` (DER certificates).
-    pub(crate) fn new(allow_private: bool, connect_timeout: Duration, extra_roots: &[Vec<u8>]) -> Self {
+    pub(crate) fn new(policy: TargetPolicy, connect_timeout: Duration, extra_roots: &[Vec<u8>]) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = extra_roots.iter().map(|der| rustls::pki_types::CertificateDer::from(der.clone()).into_owned());
         let mut config = rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
@@ -119,7 +120,7 @@ impl Connector {
                     .with_no_client_auth()
             });
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Self { tls: tokio_rustls::TlsConnector::from(Arc::new(config)), allow_private, connect_timeout }
+        Self { tls: tokio_rustls::TlsConnector::from(Arc::new(config)), policy, connect_timeout }
     }
 
     async fn addresses(&self, target: &Target) -> Result<Vec<SocketAddr>, AttemptOutcome> {
@@ -131,17 +132,7 @@ impl Connector {
                 .map_err(|e| AttemptOutcome::Connect(format!("dns error: {e}")))?
                 .collect(),
         };
-        if self.allow_private {
-            return Ok(addrs);
-        }
-        let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| !is_private_ip(a.ip())).collect();
-        if public.is_empty() {
-            return Err(AttemptOutcome::Refused(format!(
-                "{} resolves only to private addresses (WEBHOOKS_ALLOW_PRIVATE_TARGETS is off)",
-                target.origin.host
-            )));
-        }
-        Ok(public)
+        self.policy.screen(&target.origin.host, addrs).map_err(AttemptOutcome::Refused)
     }
 
     /// A new HTTP/1 connection to the target (its driver task spawned on this thread).
@@ -373,5 +364,25 @@ mod tests {
         let t = Target::new(&url::Url::parse("http://[::1]:8080/x").unwrap()).unwrap();
         assert_eq!(t.host_header, "[::1]:8080");
         assert!(Target::new(&url::Url::parse("ftp://x/").unwrap()).is_err());
+    }
+
+    /// Addresses are screened where connections are made, so a target stored before the guard
+    /// knew its class (or a literal that skipped registration) is refused too.
+    #[tokio::test]
+    async fn connect_time_guard_refuses_non_public_literals() {
+        let strict = Connector::new(TargetPolicy::default(), Duration::from_secs(1), &[]);
+        for url in
+            ["http://[64:ff9b::a9fe:a9fe]/", "http://[::127.0.0.1]:9/", "http://198.18.0.1/", "http://[2002:a00:1::1]/"]
+        {
+            let target = Target::new(&url::Url::parse(url).unwrap()).unwrap();
+            match strict.addresses(&target).await {
+                Err(AttemptOutcome::Refused(why)) => assert!(why.contains("non-public"), "{url}: {why}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        let target = Target::new(&url::Url::parse("http://10.1.2.3:8080/").unwrap()).unwrap();
+        let allowed = TargetPolicy { allow_private: false, allowed: vec!["10.0.0.0/8".parse().unwrap()] };
+        let internal = Connector::new(allowed, Duration::from_secs(1), &[]);
+        assert_eq!(internal.addresses(&target).await.unwrap(), vec!["10.1.2.3:8080".parse().unwrap()]);
     }
 }

@@ -13,6 +13,7 @@ mod load_smoke;
 mod pg;
 mod process;
 mod races;
+mod security;
 mod storage_faults;
 mod store_contract;
 mod supervision;

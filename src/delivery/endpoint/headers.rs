@@ -38,7 +38,7 @@ impl EndpointConfig {
         let mut refused = None;
         let placeholder =
             || Target::new(&url::Url::parse("http://invalid.invalid/").expect("static url")).expect("valid");
-        let target = match validate_url(&r.url, settings.allow_private_targets)
+        let target = match validate_url(&r.url, &settings.target_policy())
             .map_err(|e| e.to_string())
             .and_then(|u| Target::new(&u))
         {
