@@ -235,9 +235,9 @@ impl Webhooks {
             return Err(PublishError::PayloadTooLarge { limit });
         }
         if let Some(key) = &idempotency_key
-            && (key.is_empty() || key.len() > 255)
+            && !crate::model::valid_idempotency_key(key)
         {
-            return Err(PublishError::InvalidData("idempotencyKey must be 1 to 255 characters".into()));
+            return Err(PublishError::InvalidIdempotencyKey);
         }
         if self.inner.stopped.load(Ordering::Relaxed) {
             return Err(PublishError::ShuttingDown);

@@ -222,6 +222,20 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-webhook-signature",
 ];
 
+/// Whether a custom header name is one the sender owns or refuses (see `RESERVED_HEADERS`).
+pub(crate) fn is_reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
+/// Whether an idempotency key is usable: 1 to 255 visible ASCII characters, spaces allowed
+/// inside but not at either end (the same rule for the body field and the header).
+pub fn valid_idempotency_key(key: &str) -> bool {
+    (1..=255).contains(&key.len())
+        && key.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        && !key.starts_with(' ')
+        && !key.ends_with(' ')
+}
+
 /// Checks a caller-chosen webhook id: 1 to 128 characters of `[A-Za-z0-9_.:-]`.
 pub fn validate_webhook_id(id: &str) -> Result<(), SpecError> {
     let ok = !id.is_empty()

@@ -143,6 +143,7 @@ impl From<PublishError> for ApiError {
         match e {
             PublishError::EventType(c) => c.into(),
             PublishError::InvalidData(m) => ApiError::bad_request("invalid_data", m),
+            PublishError::InvalidIdempotencyKey => ApiError::bad_request("invalid_idempotency_key", e.to_string()),
             PublishError::PayloadTooLarge { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
             }

@@ -374,3 +374,22 @@ async fn openapi_doc_file_is_up_to_date() {
         file.display()
     );
 }
+
+#[actix_web::test]
+async fn unusable_idempotency_keys_in_the_body_are_refused() {
+    let app = TestApp::start().await;
+    for key in ["", "é-non-ascii", " padded ", &"k".repeat(256)] {
+        let (status, body) = app
+            .post("/v1/events", serde_json::json!({"event": "order.created", "data": {}, "idempotencyKey": key}))
+            .await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_idempotency_key")), "{key:?}: {body}");
+    }
+    let (status, _) = app
+        .post(
+            "/v1/events",
+            serde_json::json!({"event": "order.created", "data": {}, "idempotencyKey": "order 42 / v1"}),
+        )
+        .await;
+    assert_eq!(status, 202, "visible ASCII with inner spaces is fine");
+    app.stop().await;
+}

@@ -47,6 +47,9 @@ pub enum PublishError {
     /// `data` is not a JSON object, or the idempotency key is unusable.
     #[error("{0}")]
     InvalidData(String),
+    /// The idempotency key is not 1 to 255 visible ASCII characters (spaces inside only).
+    #[error("an idempotency key must be 1 to 255 visible ASCII characters, without spaces at either end")]
+    InvalidIdempotencyKey,
     /// `data` is larger than `max_payload_bytes`.
     #[error("data is larger than {limit} bytes")]
     PayloadTooLarge {

@@ -61,7 +61,8 @@ impl EndpointConfig {
         if let Ok(ua) = HeaderValue::from_str(&settings.delivery.user_agent) {
             headers.insert(USER_AGENT, ua);
         }
-        for (k, v) in &r.headers {
+        // Registrations stored before a header was reserved keep it in the store; it is not sent.
+        for (k, v) in r.headers.iter().filter(|(k, _)| !crate::model::is_reserved_header(k)) {
             if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
                 headers.insert(name, value);
             }
