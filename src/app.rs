@@ -170,6 +170,7 @@ impl Webhooks {
         let writes = Arc::new(WriteHealth::new(settings.write_stall_timeout, settings.max_pending_writes));
         let ledger = LedgerActor::new(store.clone(), settings.commit_interval, node_id.clone(), writes.clone()).start();
         let attempt_permits = Arc::new(tokio::sync::Semaphore::new(settings.delivery.max_total_in_flight.max(1)));
+        let suspect_permits = Arc::new(tokio::sync::Semaphore::new((settings.delivery.max_total_in_flight / 2).max(1)));
         let connector = Arc::new(Connector::new(
             settings.target_policy(),
             settings.delivery.connect_timeout,
@@ -185,6 +186,7 @@ impl Webhooks {
             store: store.clone(),
             ledger: ledger.clone(),
             attempt_permits,
+            suspect_permits,
             connector,
             faults: Arc::default(),
             writes,

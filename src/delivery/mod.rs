@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     pub(crate) ledger: Addr<ledger::LedgerActor>,
     /// Permits for attempts in flight across all endpoints (`max_total_in_flight`).
     pub(crate) attempt_permits: Arc<tokio::sync::Semaphore>,
+    /// Permits failing endpoints need besides a global one: half as many, so hanging endpoints
+    /// can never take every permit from healthy ones.
+    pub(crate) suspect_permits: Arc<tokio::sync::Semaphore>,
     /// Opens delivery connections (DNS guard, TLS).
     pub(crate) connector: Arc<client::Connector>,
     /// Test hooks (nothing armed in production).

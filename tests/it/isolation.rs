@@ -98,3 +98,45 @@ async fn breaker_pauses_a_failing_endpoint_and_waiting_deliveries_keep_their_att
     assert!(w["lastSuccessAt"].is_string());
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn hanging_endpoints_cannot_take_every_attempt_permit_from_healthy_ones() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.delivery.max_total_in_flight = 8; // failing endpoints may use 4 of them
+    s.delivery.request_timeout = Duration::from_secs(5);
+    let app = TestApp::start_with(dir, s).await;
+    // Each bad endpoint fails its first request (so it is known to be failing), then hangs.
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    let bad = TestReceiver::with(move |_, r| {
+        let hook = r.header("x-hook").unwrap_or_default().to_string();
+        if seen.lock().unwrap().insert(hook) { Reply::Status(500) } else { Reply::Hang }
+    });
+    let good = TestReceiver::ok();
+    for i in 0..6 {
+        app.register(json!({"url": bad.url, "headers": {"x-hook": i.to_string()}, "maxInFlight": 16,
+                            "retryConfig": fast_retry(50, 20)}))
+            .await;
+    }
+    app.register(json!({"url": good.url, "maxInFlight": 16})).await;
+    app.publish("order.created", json!({"n": 0})).await;
+    bad.wait_for(6, WAIT).await; // every bad endpoint has failed once
+    good.wait_for(1, WAIT).await;
+    for i in 1..=20 {
+        app.publish("order.created", json!({"n": i})).await;
+    }
+    good.wait_for(21, WAIT).await;
+    // The healthy endpoint got through while every bad attempt still hung (none has timed out
+    // yet), because the failing ones could hold only half the permits between them.
+    let (_, failed) = app.get("/v1/deliveries?status=pending&limit=250").await;
+    let timeouts = failed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["error"].as_str().is_some_and(|e| e.contains("timeout")))
+        .count();
+    assert_eq!(timeouts, 0, "the healthy deliveries did not wait for the hanging ones to time out");
+    assert!(bad.max_concurrency() <= 4, "failing endpoints held at most half the pool: {}", bad.max_concurrency());
+    assert!(bad.max_concurrency() >= 2, "and they did hold some: {}", bad.max_concurrency());
+    app.stop().await;
+}

@@ -14,6 +14,7 @@
 
 mod decide;
 mod headers;
+mod permits;
 mod window;
 
 use std::collections::HashMap;
@@ -23,10 +24,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use futures_util::FutureExt as _;
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::oneshot;
 
 use self::decide::{AttemptContext, Disable, decide};
 pub(crate) use self::headers::EndpointConfig;
+use self::permits::{AttemptPermit, Permits, SUSPECT_MAX_IN_FLIGHT};
 use self::window::Window;
 use super::breaker::{Breaker, Permit};
 use super::client::{self, AttemptResult};
@@ -149,8 +151,8 @@ pub(crate) struct EndpointActor {
     retired: bool,
     draining: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
-    /// A global attempt permit acquired while waiting for one (see `take_permit`).
-    spare_permit: Option<OwnedSemaphorePermit>,
+    /// Access to the node's attempt permits (see [`permits`]).
+    permits: Permits,
     awaiting_permit: bool,
     /// Outcomes were sent to the ledger since the last barrier: a page must wait for their commit,
     /// or it would load as pending what was just delivered.
@@ -196,7 +198,7 @@ impl EndpointActor {
             retired: false,
             draining: false,
             drain_waiters: Vec::new(),
-            spare_permit: None,
+            permits: Permits::new(shared.attempt_permits.clone(), shared.suspect_permits.clone()),
             awaiting_permit: false,
             unflushed: false,
             dispatcher: start.dispatcher,
@@ -285,13 +287,17 @@ impl EndpointActor {
             // now would be sent again after a crash. Start nothing until the store takes writes.
             self.wait_for_writes(ctx);
         } else {
-            while !self.draining && self.window.in_flight() < self.cfg.max_in_flight && self.window.has_ready() {
+            // A failing endpoint gets a smaller share (see `permits`).
+            let suspect = self.breaker.consecutive_failures() > 0;
+            let limit =
+                if suspect { self.cfg.max_in_flight.min(SUSPECT_MAX_IN_FLIGHT) } else { self.cfg.max_in_flight };
+            while !self.draining && self.window.in_flight() < limit && self.window.has_ready() {
                 let probe = match self.breaker.permit(now, self.window.in_flight()) {
                     Permit::Flow => false,
                     Permit::Probe => true,
                     Permit::Wait { .. } => break,
                 };
-                let Some(permit) = self.take_permit(ctx) else { break };
+                let Some(permit) = self.take_permit(suspect, ctx) else { break };
                 let p = self.window.start_next().expect("has_ready");
                 if probe {
                     self.breaker.probe_started();
@@ -300,7 +306,7 @@ impl EndpointActor {
             }
         }
         if !self.window.has_ready() {
-            self.spare_permit = None; // nothing to use it for: give it back
+            self.permits.release_spares(); // nothing to use them for: give them back
         }
         self.maybe_page(ctx);
         self.rearm(ctx, now);
@@ -360,21 +366,21 @@ impl EndpointActor {
         }));
     }
 
-    /// A global attempt permit, or `None` after arranging to pump again once one is free.
-    fn take_permit(&mut self, ctx: &mut Context<Self>) -> Option<OwnedSemaphorePermit> {
-        if let Some(p) = self.spare_permit.take() {
-            return Some(p);
-        }
-        match self.shared.attempt_permits.clone().try_acquire_owned() {
+    /// The permits of one attempt, or `None` after arranging to pump again once the pool it
+    /// waits on has one free.
+    fn take_permit(&mut self, suspect: bool, ctx: &mut Context<Self>) -> Option<AttemptPermit> {
+        match self.permits.take(suspect) {
             Ok(p) => Some(p),
-            Err(_) => {
+            Err(pool) => {
                 if !self.awaiting_permit {
                     self.awaiting_permit = true;
-                    let permits = self.shared.attempt_permits.clone();
-                    ctx.spawn(async move { permits.acquire_owned().await.ok() }.into_actor(self).map(
-                        |permit, act, ctx| {
+                    let sem = self.permits.pool(pool);
+                    ctx.spawn(async move { sem.acquire_owned().await.ok() }.into_actor(self).map(
+                        move |permit, act, ctx| {
                             act.awaiting_permit = false;
-                            act.spare_permit = permit;
+                            if let Some(p) = permit {
+                                act.permits.keep(pool, p);
+                            }
                             act.guarded(ctx, |act, ctx| act.pump(ctx));
                         },
                     ));
@@ -412,7 +418,7 @@ impl EndpointActor {
         self.timer = Some((at, handle));
     }
 
-    fn start_attempt(&mut self, p: Pending, probe: bool, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
+    fn start_attempt(&mut self, p: Pending, probe: bool, permit: AttemptPermit, ctx: &mut Context<Self>) {
         self.running += 1;
         self.current = Some(p.id.clone());
         let attempt = p.attempts + 1;
@@ -746,7 +752,7 @@ impl Supervised for EndpointActor {
         self.lease_wait = None;
         self.running = 0;
         self.breaker.probe_abandoned();
-        self.spare_permit = None;
+        self.permits.release_spares();
         self.awaiting_permit = false;
         self.idle_check = None;
         self.unflushed = true;
