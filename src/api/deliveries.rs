@@ -29,9 +29,11 @@ pub struct DeliveryOut {
     event_id: String,
     /// Event type.
     event: String,
-    /// The body as sent: `{id, event, data, timestamp}`.
-    #[schema(value_type = Object)]
-    payload: Box<RawValue>,
+    /// The body as sent: `{id, event, data, timestamp}` (`GET /v1/deliveries/{id}` only: lists
+    /// leave it out, so that a page of large events stays small).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    payload: Option<Box<RawValue>>,
     /// Where the delivery stands.
     status: DeliveryStatus,
     /// Attempts made so far.
@@ -86,8 +88,11 @@ pub struct AttemptOut {
 
 impl DeliveryOut {
     fn new(d: DeliveryRecord, log: Option<Vec<AttemptRecord>>) -> Self {
-        let payload = RawValue::from_string(d.payload)
-            .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("static JSON"));
+        // Lists come without payload (the store leaves it out); the single route has it.
+        let payload = log.as_ref().map(|_| {
+            RawValue::from_string(d.payload)
+                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("static JSON"))
+        });
         Self {
             id: d.id,
             webhook_id: d.webhook_id,

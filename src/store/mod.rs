@@ -63,7 +63,7 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_counts(&self, webhook_ids: Vec<String>) -> StoreResult<Vec<(String, u64)>>;
     /// One delivery with its attempt log.
     async fn get_delivery(&self, id: &str) -> StoreResult<Option<(DeliveryRecord, Vec<AttemptRecord>)>>;
-    /// Deliveries newest first (by id), before the `before` id.
+    /// Deliveries newest first (by id), before the `before` id, without their payload (empty).
     async fn list_deliveries(
         &self,
         filter: DeliveryFilter,

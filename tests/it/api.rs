@@ -393,3 +393,28 @@ async fn unusable_idempotency_keys_in_the_body_are_refused() {
     assert_eq!(status, 202, "visible ASCII with inner spaces is fine");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn delivery_lists_leave_payloads_out_so_parallel_pages_stay_small() {
+    let app = TestApp::start().await;
+    let receiver = TestReceiver::ok();
+    app.register(serde_json::json!({"url": receiver.url})).await;
+    let big = "x".repeat(250 * 1024);
+    for i in 0..60 {
+        app.publish("order.created", serde_json::json!({"n": i, "blob": big})).await;
+    }
+    receiver.wait_for(60, std::time::Duration::from_secs(30)).await;
+    let (_, page) = app.get("/v1/deliveries?limit=250").await;
+    let rows = page["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 60);
+    assert!(rows.iter().all(|d| d.get("payload").is_none()), "lists carry no payload");
+    let one = app.delivery(rows[0]["id"].as_str().unwrap()).await;
+    assert_eq!(one["payload"]["data"]["blob"].as_str().map(str::len), Some(big.len()), "the single route has it");
+    // 20 pages at once: about 15 MB of payloads each if they were included.
+    let before = rss_bytes();
+    let pages = futures_util::future::join_all((0..20).map(|_| app.get("/v1/deliveries?limit=250"))).await;
+    assert!(pages.iter().all(|(s, p)| *s == 200 && p["data"].as_array().map(Vec::len) == Some(60)));
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 64 * 1024 * 1024, "20 parallel pages grew the process by {} MiB", grown / (1024 * 1024));
+    app.stop().await;
+}
