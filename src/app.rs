@@ -190,6 +190,8 @@ impl Webhooks {
             connector,
             faults: Arc::default(),
             writes,
+            window_bytes: Arc::new(crate::delivery::endpoint::window::ByteBudget::new(settings.delivery.window_bytes)),
+            envelopes: Default::default(),
         });
         let n = settings.arbiters.max(1);
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
@@ -324,6 +326,12 @@ impl Webhooks {
     /// too much waits for it), or `None` when it takes work: what `/healthz` reports.
     pub fn write_refusal(&self) -> Option<Refusal> {
         self.inner.shared.writes.refusing(now_ms())
+    }
+
+    /// Body bytes held in the endpoints' windows of this node (bounded by `delivery.window_bytes`,
+    /// plus one delivery per endpoint with nothing else in memory).
+    pub fn window_bytes(&self) -> usize {
+        self.inner.shared.window_bytes.used()
     }
 
     /// Operations waiting for the next commit.

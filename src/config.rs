@@ -197,6 +197,9 @@ pub struct DeliverySettings {
     pub max_total_in_flight: usize,
     /// Pending deliveries an endpoint actor holds in memory; the rest wait in the store.
     pub window: usize,
+    /// Body bytes held in memory across all endpoint windows of the node (default 256 MiB); past
+    /// it, deliveries wait in the store (an endpoint with nothing in memory always takes one).
+    pub window_bytes: usize,
     /// An endpoint actor with nothing to do for this long stops; the next delivery starts it
     /// again. Keeps a fleet of mostly idle webhooks small in memory.
     pub idle_timeout: Duration,
@@ -219,6 +222,7 @@ impl Default for DeliverySettings {
             max_in_flight: 16,
             max_total_in_flight: 8192,
             window: 1024,
+            window_bytes: 256 * 1024 * 1024,
             idle_timeout: Duration::from_secs(30),
             retry_after_cap: Duration::from_secs(3600),
             response_body_limit: 1024,

@@ -62,6 +62,10 @@ pub(crate) struct Shared {
     pub(crate) faults: Arc<faults::Faults>,
     /// Whether the write side keeps up (publishes and attempts back off while it does not).
     pub(crate) writes: Arc<write_health::WriteHealth>,
+    /// Body bytes held in all endpoint windows of this node, against `delivery.window_bytes`.
+    pub(crate) window_bytes: Arc<endpoint::window::ByteBudget>,
+    /// One envelope (body and header values) per event, shared by the windows holding it.
+    pub(crate) envelopes: Envelopes,
 }
 
 /// One published event as the endpoint actors hold it, shared by all its deliveries.
@@ -94,9 +98,29 @@ pub(crate) struct Pending {
     pub(crate) due_ms: i64,
 }
 
-impl From<crate::store::PendingDelivery> for Pending {
-    fn from(p: crate::store::PendingDelivery) -> Self {
-        let env = Envelope::new(&p.event_id, &p.event_type, &p.timestamp, p.payload, p.created_at_ms);
-        Self { id: p.id.into(), envelope: Arc::new(env), attempts: p.attempts, due_ms: p.next_attempt_at_ms }
+/// The envelopes of events held in windows, by event id, so that the deliveries of one event
+/// paged in by different endpoints share one copy of its body.
+#[derive(Debug, Default)]
+pub(crate) struct Envelopes {
+    map: std::sync::Mutex<std::collections::HashMap<Box<str>, std::sync::Weak<Envelope>>>,
+}
+
+impl Envelopes {
+    /// A pending delivery as loaded from the store, sharing its event's envelope if another
+    /// window holds it already.
+    pub(crate) fn pending(&self, p: crate::store::PendingDelivery) -> Pending {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let envelope = match map.get(p.event_id.as_str()).and_then(std::sync::Weak::upgrade) {
+            Some(env) => env,
+            None => {
+                let env = Arc::new(Envelope::new(&p.event_id, &p.event_type, &p.timestamp, p.payload, p.created_at_ms));
+                if map.len() >= 4096 {
+                    map.retain(|_, w| w.strong_count() > 0); // forget events nobody holds
+                }
+                map.insert(p.event_id.into_boxed_str(), Arc::downgrade(&env));
+                env
+            }
+        };
+        Pending { id: p.id.into(), envelope, attempts: p.attempts, due_ms: p.next_attempt_at_ms }
     }
 }

@@ -168,7 +168,7 @@ async fn bad_publishes_are_refused_and_create_no_deliveries() {
         (r#"{"data":{}}"#.into(), 400, "invalid_request"),
         (r#"{"event":"order.created","data":{}"#.into(), 400, "invalid_json"),
         ("".into(), 400, "invalid_json"),
-        (r#"{"event":"order.created","data":{},"idempotencyKey":""}"#.into(), 400, "invalid_data"),
+        (r#"{"event":"order.created","data":{},"idempotencyKey":""}"#.into(), 400, "invalid_idempotency_key"),
         (big, 413, "payload_too_large"),
     ];
     for (body, status, code) in &cases {

@@ -424,3 +424,36 @@ async fn a_restart_after_kill_9_with_a_new_node_id_delivers_at_once() {
     assert_eq!(resp.status().as_u16(), 202);
     receiver.wait_for(1, WAIT).await;
 }
+
+#[actix_web::test]
+async fn windows_of_all_endpoints_together_stay_within_the_byte_budget() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.delivery.window_bytes = 300 * 1024;
+    let app = TestApp::start_with(dir, s).await;
+    let receiver = TestReceiver::with(|_, _| Reply::Delayed(Duration::from_millis(20), 200));
+    for i in 0..4 {
+        app.register(json!({"url": receiver.url, "maxInFlight": 1, "headers": {"x-hook": i.to_string()}})).await;
+    }
+    let blob = "x".repeat(64 * 1024);
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (w, p) = (app.webhooks.clone(), peak.clone());
+    let sampler = actix_web::rt::spawn(async move {
+        loop {
+            p.fetch_max(w.window_bytes(), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    for i in 0..20 {
+        app.publish("order.created", json!({"n": i, "blob": blob})).await;
+    }
+    receiver.wait_for(80, WAIT).await; // every delivery of every endpoint: nobody starved
+    sampler.abort();
+    let peak = peak.load(Ordering::Relaxed);
+    // The budget, plus at most one delivery per endpoint that had nothing else in memory.
+    let bound = 300 * 1024 + 4 * (blob.len() + 200);
+    assert!(peak <= bound, "windows held {peak} bytes at the peak, more than {bound}");
+    assert!(peak >= 200 * 1024, "and they did fill up to near the budget: {peak}");
+    eventually(WAIT, "all bytes given back", || async { app.webhooks.window_bytes() == 0 }).await;
+    app.stop().await;
+}

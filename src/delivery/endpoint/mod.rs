@@ -15,7 +15,7 @@
 mod decide;
 mod headers;
 mod permits;
-mod window;
+pub(crate) mod window;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -179,7 +179,7 @@ pub(crate) struct EndpointActor {
 impl EndpointActor {
     pub(crate) fn new(start: EndpointStart, shared: Arc<Shared>) -> Self {
         let disabled = start.health.is_disabled();
-        let mut window = Window::new(shared.settings.delivery.window);
+        let mut window = Window::new(shared.settings.delivery.window, shared.window_bytes.clone());
         if start.has_backlog && !disabled {
             window.signal_store();
         }
@@ -701,7 +701,7 @@ impl EndpointActor {
         }
         match res {
             Ok(page) => {
-                let items: Vec<Pending> = page.items.into_iter().map(Pending::from).collect();
+                let items: Vec<Pending> = page.items.into_iter().map(|p| self.shared.envelopes.pending(p)).collect();
                 let n = self.window.on_page(items, limit, page.next_due_at_ms, now_ms());
                 tracing::debug!(webhook = %self.cfg.id, n, "paged in");
                 self.pump(ctx);
@@ -747,7 +747,7 @@ impl Supervised for EndpointActor {
         self.resume_after = Some((Duration::from_millis(100) * 2u32.pow(exp)).min(Duration::from_secs(30)));
         // Timers and in-flight futures are gone: start over from the store, after the ledger has
         // committed whatever the previous incarnation recorded.
-        self.window = Window::new(self.shared.settings.delivery.window);
+        self.window = Window::new(self.shared.settings.delivery.window, self.shared.window_bytes.clone());
         self.timer = None;
         self.lease_wait = None;
         self.running = 0;

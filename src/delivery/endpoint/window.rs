@@ -9,12 +9,58 @@
 //! a fresh owner). Both are safe to repeat: a delivery already held, or finished a moment ago, is
 //! never taken twice.
 //!
+//! Memory is bounded per window (`capacity` deliveries) and across all windows of the node (a
+//! shared [`ByteBudget`] charged with each held delivery's body size): a delivery that does not fit
+//! the budget stays in the store and is paged in later, except that an empty window always takes
+//! one, so every endpoint makes progress.
+//!
 //! Times are Unix ms, passed in; nothing here does I/O.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use crate::delivery::Pending;
+
+/// Body bytes held in windows across all endpoints of a node, against a limit.
+#[derive(Debug)]
+pub(crate) struct ByteBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ByteBudget {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self { used: AtomicUsize::new(0), limit }
+    }
+
+    /// Charges `n` bytes if they fit (or always, with `force`); false if they do not.
+    fn charge(&self, n: usize, force: bool) -> bool {
+        let mut used = self.used.load(AtomicOrdering::Relaxed);
+        loop {
+            if !force && used.saturating_add(n) > self.limit {
+                return false;
+            }
+            match self.used.compare_exchange_weak(used, used + n, AtomicOrdering::Relaxed, AtomicOrdering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    fn release(&self, n: usize) {
+        self.used.fetch_sub(n, AtomicOrdering::Relaxed);
+    }
+
+    /// Bytes held now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(AtomicOrdering::Relaxed)
+    }
+}
+
+/// After a page whose deliveries did not fit the byte budget, look again this much later.
+const BUDGET_RETRY_MS: i64 = 200;
 
 /// A delivery waiting for its retry time; ordered so that `BinaryHeap` pops the earliest first.
 struct Waiting {
@@ -68,8 +114,9 @@ pub(crate) struct Window {
     ready: VecDeque<Pending>,
     waiting: BinaryHeap<Waiting>,
     in_flight: usize,
-    /// Ids in `ready`, `waiting` or in flight.
-    held: HashSet<Box<str>>,
+    /// Ids in `ready`, `waiting` or in flight, with the bytes each is charged.
+    held: HashMap<Box<str>, usize>,
+    budget: Arc<ByteBudget>,
     /// Ids finished lately (bounded), so that a late duplicate offer is not attempted again.
     recent: VecDeque<Box<str>>,
     recent_set: HashSet<Box<str>>,
@@ -78,14 +125,15 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// An empty window of `capacity` deliveries (at least 1).
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// An empty window of `capacity` deliveries (at least 1), charging `budget`.
+    pub(crate) fn new(capacity: usize, budget: Arc<ByteBudget>) -> Self {
         Self {
             capacity: capacity.max(1),
             ready: VecDeque::new(),
             waiting: BinaryHeap::new(),
             in_flight: 0,
-            held: HashSet::new(),
+            held: HashMap::new(),
+            budget,
             recent: VecDeque::new(),
             recent_set: HashSet::new(),
             seq: 0,
@@ -109,11 +157,22 @@ impl Window {
     }
 
     fn knows(&self, id: &str) -> bool {
-        self.held.contains(id) || self.recent_set.contains(id)
+        self.held.contains_key(id) || self.recent_set.contains(id)
     }
 
-    fn admit(&mut self, p: Pending, now_ms: i64) {
-        self.held.insert(p.id.clone());
+    /// Takes a delivery if the byte budget allows (an empty window always takes one).
+    fn admit(&mut self, p: Pending, now_ms: i64) -> bool {
+        let bytes = p.envelope.body.len();
+        if !self.budget.charge(bytes, self.held.is_empty()) {
+            return false;
+        }
+        self.hold(p, bytes, now_ms);
+        true
+    }
+
+    /// Puts a delivery already charged for where it belongs.
+    fn hold(&mut self, p: Pending, bytes: usize, now_ms: i64) {
+        self.held.insert(p.id.clone(), bytes);
         if p.due_ms <= now_ms {
             self.ready.push_back(p);
         } else {
@@ -130,12 +189,12 @@ impl Window {
             if self.knows(&p.id) {
                 continue;
             }
-            if self.store.has_more || self.held.len() >= self.capacity {
-                // Older work may be waiting in the store, or there is no room: the store keeps it.
+            if self.store.has_more || self.held.len() >= self.capacity || !self.admit(p, now_ms) {
+                // Older work may be waiting in the store, or there is no room (in this window or
+                // in the node's byte budget): the store keeps it.
                 self.signal_store();
                 continue;
             }
-            self.admit(p, now_ms);
             taken += 1;
         }
         taken
@@ -173,7 +232,8 @@ impl Window {
     /// An attempt ended and the delivery is done (delivered or failed).
     pub(crate) fn finished(&mut self, id: &str) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(id) = self.held.take(id) {
+        if let Some((id, bytes)) = self.held.remove_entry(id) {
+            self.budget.release(bytes);
             self.recent_set.insert(id.clone());
             self.recent.push_back(id);
             while self.recent.len() > self.capacity {
@@ -187,8 +247,8 @@ impl Window {
     /// An attempt ended and the delivery retries at `p.due_ms`.
     pub(crate) fn retry(&mut self, p: Pending, now_ms: i64) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.held.remove(&p.id);
-        self.admit(p, now_ms);
+        let bytes = self.held.remove(&p.id).unwrap_or(0);
+        self.hold(p, bytes, now_ms); // keeps its charge
     }
 
     /// A page to load now, if the store may hold work and the window is at most half full.
@@ -199,7 +259,7 @@ impl Window {
         self.store.loading = true;
         self.store.missed = false;
         let limit = (self.capacity - self.held.len()).max(1) as u32;
-        Some(PageRequest { exclude: self.held.iter().map(|id| id.to_string()).collect(), limit })
+        Some(PageRequest { exclude: self.held.keys().map(|id| id.to_string()).collect(), limit })
     }
 
     /// A page arrived: takes what is not known, and works out whether the store holds more.
@@ -214,15 +274,24 @@ impl Window {
         self.store.loading = false;
         let full_page = items.len() >= limit as usize;
         let mut taken = 0;
+        let mut over_budget = false;
         for p in items {
-            if !self.knows(&p.id) {
-                self.admit(p, now_ms);
-                taken += 1;
+            if self.knows(&p.id) {
+                continue;
             }
+            if over_budget || !self.admit(p, now_ms) {
+                over_budget = true; // left in the store: paged in again when bytes free up
+                continue;
+            }
+            taken += 1;
         }
-        self.store.has_more = full_page || self.store.missed;
+        self.store.has_more = full_page || self.store.missed || over_budget;
         self.store.missed = false;
-        self.store.wake_at_ms = next_due_at_ms;
+        self.store.wake_at_ms = if over_budget {
+            Some(next_due_at_ms.map_or(now_ms + BUDGET_RETRY_MS, |t| t.min(now_ms + BUDGET_RETRY_MS)))
+        } else {
+            next_due_at_ms
+        };
         taken
     }
 
@@ -253,10 +322,19 @@ impl Window {
         let mut out: Vec<Pending> = self.ready.drain(..).collect();
         out.extend(self.waiting.drain().map(|w| w.pending));
         for p in &out {
-            self.held.remove(&p.id);
+            if let Some(bytes) = self.held.remove(&p.id) {
+                self.budget.release(bytes);
+            }
         }
         self.store = StoreSide::default();
         out
+    }
+}
+
+impl Drop for Window {
+    /// A window dropped (actor stopped or restarted) gives its bytes back to the node's budget.
+    fn drop(&mut self) {
+        self.budget.release(self.held.values().sum());
     }
 }
 
@@ -274,6 +352,10 @@ mod tests {
         Pending { id: id.into(), envelope: Arc::new(env), attempts: 0, due_ms }
     }
 
+    fn window(capacity: usize) -> Window {
+        Window::new(capacity, Arc::new(ByteBudget::new(usize::MAX)))
+    }
+
     fn ids(w: &mut Window) -> Vec<String> {
         let mut v = Vec::new();
         while let Some(p) = w.start_next() {
@@ -284,7 +366,7 @@ mod tests {
 
     #[test]
     fn offers_fill_the_window_and_the_rest_is_left_to_the_store() {
-        let mut w = Window::new(4);
+        let mut w = window(4);
         assert_eq!(w.offer((0..6).map(|i| p(&format!("d{i}"), 0)).collect(), 10), 4);
         assert_eq!(w.held(), 4);
         assert!(w.page_request().is_none(), "full: no page");
@@ -299,7 +381,7 @@ mod tests {
 
     #[test]
     fn once_the_store_has_older_work_new_offers_wait_behind_it() {
-        let mut w = Window::new(2);
+        let mut w = window(2);
         w.offer(vec![p("a", 0), p("b", 0), p("c", 0)], 1);
         w.start_next();
         w.start_next();
@@ -314,7 +396,7 @@ mod tests {
 
     #[test]
     fn nothing_is_taken_twice() {
-        let mut w = Window::new(8);
+        let mut w = window(8);
         w.offer(vec![p("a", 0), p("b", 0)], 1);
         assert_eq!(w.offer(vec![p("a", 0)], 1), 0, "already held");
         let a = w.start_next().unwrap();
@@ -330,7 +412,7 @@ mod tests {
 
     #[test]
     fn a_signal_during_a_page_query_keeps_the_store_side_awake() {
-        let mut w = Window::new(8);
+        let mut w = window(8);
         w.signal_store();
         let req = w.page_request().unwrap();
         w.signal_store(); // another node published while the query ran
@@ -340,7 +422,7 @@ mod tests {
 
     #[test]
     fn a_short_page_settles_the_store_side_until_its_next_due_time() {
-        let mut w = Window::new(8);
+        let mut w = window(8);
         w.signal_store();
         let req = w.page_request().unwrap();
         w.on_page(vec![p("a", 0)], req.limit, Some(500), 1);
@@ -354,7 +436,7 @@ mod tests {
 
     #[test]
     fn retries_wait_for_their_time_in_due_order() {
-        let mut w = Window::new(8);
+        let mut w = window(8);
         w.offer(vec![p("a", 0), p("b", 0)], 1);
         let a = w.start_next().unwrap();
         let b = w.start_next().unwrap();
@@ -372,7 +454,7 @@ mod tests {
 
     #[test]
     fn a_failed_page_is_retried_and_clear_forgets_everything() {
-        let mut w = Window::new(8);
+        let mut w = window(8);
         w.offer(vec![p("a", 0), p("b", 50)], 1);
         w.signal_store();
         w.page_request().unwrap();
@@ -385,5 +467,35 @@ mod tests {
         assert!(w.page_request().is_none(), "the store side is forgotten too");
         w.finished(&a.id);
         assert!(w.is_empty());
+    }
+
+    fn sized(id: &str, bytes: usize) -> Pending {
+        let env = Envelope::new("evt_1", "order.created", "t", Bytes::from(vec![b'x'; bytes]), 0);
+        Pending { id: id.into(), envelope: Arc::new(env), attempts: 0, due_ms: 0 }
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_all_windows_together_and_an_empty_one_always_takes_one() {
+        let budget = Arc::new(ByteBudget::new(1000));
+        let mut a = Window::new(100, budget.clone());
+        let mut b = Window::new(100, budget.clone());
+        assert_eq!(a.offer(vec![sized("a1", 400), sized("a2", 400), sized("a3", 400)], 1), 2);
+        assert_eq!(budget.used(), 800);
+        assert!(a.page_request().is_some(), "a3 was left to the store");
+        a.on_page(vec![], 100, None, 1);
+        assert_eq!(b.offer(vec![sized("b1", 400)], 1), 1, "an empty window takes one even over budget");
+        assert_eq!(budget.used(), 1200);
+        assert_eq!(b.offer(vec![sized("b2", 10)], 1), 0, "but not more");
+        let x = a.start_next().unwrap();
+        a.finished(&x.id);
+        assert_eq!(budget.used(), 800, "a finished delivery gives its bytes back");
+        // A page that does not fit keeps the rest in the store and looks again a bit later.
+        let req = b.page_request().unwrap();
+        assert_eq!(b.on_page(vec![sized("b2", 150), sized("b3", 150)], req.limit, None, 10), 1);
+        assert_eq!(b.next_due_ms(), Some(10 + BUDGET_RETRY_MS));
+        drop(b);
+        assert_eq!(budget.used(), 400, "a dropped window gives everything back");
+        a.clear();
+        assert_eq!(budget.used(), 0);
     }
 }
