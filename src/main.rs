@@ -114,6 +114,15 @@ struct ServeArgs {
     /// Seconds shutdown waits for in-flight attempts.
     #[arg(long, env = "WEBHOOKS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// A commit running this long counts as a stalled store (publishes get 503, attempts wait), ms.
+    #[arg(long, env = "WEBHOOKS_WRITE_STALL_MS", default_value_t = 5_000)]
+    write_stall_ms: u64,
+    /// Most operations that may wait for the store before publishes get 503.
+    #[arg(long, env = "WEBHOOKS_MAX_PENDING_WRITES", default_value_t = 50_000)]
+    max_pending_writes: usize,
+    /// Body bytes held in memory across all endpoint windows (the rest waits in the store).
+    #[arg(long, env = "WEBHOOKS_WINDOW_BYTES", default_value_t = 256 * 1024 * 1024)]
+    window_bytes: usize,
     /// PEM file of extra CA certificates trusted for https endpoints (private CAs).
     #[arg(long, env = "WEBHOOKS_EXTRA_CA_FILE")]
     extra_ca_file: Option<std::path::PathBuf>,
@@ -138,6 +147,8 @@ impl ServeArgs {
             sqlite_full_sync: self.sqlite_synchronous == "full",
             commit_interval: Duration::from_millis(self.commit_interval_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            write_stall_timeout: Duration::from_millis(self.write_stall_ms.max(1)),
+            max_pending_writes: self.max_pending_writes.max(1),
             seed_webhooks: seed_webhooks_from_env(|k| std::env::var(k).ok())?,
             node_id: self.node_id.clone().filter(|n| !n.is_empty()),
             ..Settings::default()
@@ -149,6 +160,7 @@ impl ServeArgs {
         s.delivery.user_agent = self.user_agent.clone();
         s.delivery.max_in_flight = self.max_in_flight.max(1);
         s.delivery.max_total_in_flight = self.max_total_in_flight.max(1);
+        s.delivery.window_bytes = self.window_bytes.max(1);
         s.delivery.request_timeout = Duration::from_millis(self.request_timeout_ms.max(1));
         s.delivery.connect_timeout = Duration::from_millis(self.connect_timeout_ms.max(1));
         s.breaker.failure_threshold = self.breaker_threshold.max(1);
