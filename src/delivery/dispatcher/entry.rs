@@ -32,7 +32,8 @@ pub(super) struct EndpointEntry {
     pub(super) disabled: bool,
     /// The health a new actor starts from (from the store at claim, from the actor at hibernation).
     pub(super) stored: StoredHealth,
-    pub(super) pending: Gauge,
+    /// `webhook_pending_deliveries{webhook}`, kept only while this node owns the webhook.
+    pub(super) pending: Option<Gauge>,
     /// Registry revision of `config`.
     pub(super) revision: u64,
     /// The arbiter the actor runs on.
@@ -52,7 +53,7 @@ impl EndpointEntry {
         let health = Arc::new(if disabled { Health::disabled() } else { Health::default() });
         Self {
             addr: None,
-            pending: label.pending(),
+            pending: None,
             config,
             label,
             subscription: subscription(record),
@@ -103,6 +104,31 @@ impl EndpointEntry {
             self.addr = Some(Supervisor::start_in_arbiter(&arbiters[self.slot], move |_| actor));
         }
         self.addr.as_ref()
+    }
+
+    /// Adds to the pending gauge (owning node only).
+    pub(super) fn add_pending(&self, n: f64) {
+        if let Some(g) = &self.pending {
+            g.increment(n);
+        }
+    }
+
+    /// Starts owning: the pending gauge appears with the store's count.
+    pub(super) fn owned(&mut self, fence: Fence, pending: u64) {
+        let gauge = self.label.pending();
+        gauge.set(pending as f64);
+        self.pending = Some(gauge);
+        self.lease = Some(fence);
+    }
+
+    /// Stops owning: the actor stops (its deliveries stay in the store) and the gauge goes (it is
+    /// the new owner's to report).
+    pub(super) fn disowned(&mut self) {
+        self.lease = None;
+        if let Some(g) = self.pending.take() {
+            g.set(0.0);
+        }
+        self.stop_actor();
     }
 
     /// Stops the actor, if any (its deliveries stay in the store).

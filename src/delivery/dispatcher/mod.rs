@@ -136,7 +136,14 @@ pub(crate) struct DispatcherActor {
     published: HashMap<Arc<str>, Counter>,
     /// Where endpoint actors ask to hibernate (this actor's own address).
     me: Option<Recipient<Hibernate>>,
+    /// Webhooks deleted lately, with their last revision: an older registration read before the
+    /// delete (a registry poll racing it) must not re-create them.
+    removed: HashMap<Arc<str>, (u64, std::time::Instant)>,
 }
+
+/// How long a deletion is remembered against stale registry answers (they are at most one
+/// registry poll old).
+const REMOVED_MEMORY: Duration = Duration::from_secs(60);
 
 impl DispatcherActor {
     /// Endpoint actors are spread round-robin over `arbiters` (one thread each).
@@ -150,6 +157,7 @@ impl DispatcherActor {
             starting: true,
             published: HashMap::new(),
             me: None,
+            removed: HashMap::new(),
         }
     }
 
@@ -220,7 +228,7 @@ impl DispatcherActor {
                     if entry.lease.is_none() {
                         continue; // owned by another node: it hears of it from the store
                     }
-                    entry.pending.increment(1.0);
+                    entry.add_pending(1.0);
                     per_endpoint.entry(d.webhook_id.clone()).or_default().push(Pending {
                         id: d.id.as_str().into(),
                         envelope: ticket.envelope.clone(),
@@ -252,6 +260,15 @@ impl DispatcherActor {
     }
 
     fn apply(&mut self, record: WebhookRecord) {
+        if let Some((revision, _)) = self.removed.get(record.id.as_str())
+            && record.revision != 0
+            && record.revision <= *revision
+        {
+            return; // an answer read before its deletion
+        }
+        if self.removed.len() > 1024 {
+            self.removed.retain(|_, (_, at)| at.elapsed() < REMOVED_MEMORY);
+        }
         let me = self.me();
         if let Some(entry) = self.endpoints.get_mut(record.id.as_str()) {
             if record.revision != 0 && record.revision <= entry.revision {
@@ -284,7 +301,7 @@ impl DispatcherActor {
                 continue; // already known
             }
             entry.stop_actor(); // an older tenure's actor, if any
-            entry.lease = Some(g.fence.clone());
+            entry.owned(g.fence.clone(), g.pending);
             entry.stored = g.stored.unwrap_or_default();
             if entry.stored.state == EndpointState::Disabled && !entry.disabled {
                 entry.stored.state = EndpointState::Healthy; // re-enabled since it was stored
@@ -292,7 +309,6 @@ impl DispatcherActor {
             if !entry.disabled {
                 entry.health.set_state(entry.stored.state);
             }
-            entry.pending.set(g.pending as f64);
             if g.pending > 0 && !entry.disabled {
                 self.wake_actor(&g.fence.webhook_id.clone(), true);
             }
@@ -304,9 +320,7 @@ impl DispatcherActor {
             let Some(entry) = self.endpoints.get_mut(&f.webhook_id) else { continue };
             if entry.lease.as_ref().is_some_and(|l| l.epoch <= f.epoch) {
                 tracing::warn!(node = %self.shared.node_id, webhook = %f.webhook_id, epoch = f.epoch, "lease lost; stopping the endpoint here");
-                entry.lease = None;
-                entry.stop_actor();
-                entry.pending.set(0.0);
+                entry.disowned();
             }
         }
     }
@@ -358,8 +372,9 @@ impl Handler<Remove> for DispatcherActor {
     fn handle(&mut self, msg: Remove, _: &mut Context<Self>) -> bool {
         match self.endpoints.remove(msg.0.as_str()) {
             Some(mut entry) => {
-                entry.pending.set(0.0);
-                entry.stop_actor();
+                entry.disowned();
+                // A registry answer read before the delete must not bring it back.
+                self.removed.insert(Arc::from(msg.0.as_str()), (entry.revision, std::time::Instant::now()));
                 true
             }
             None => false,
@@ -385,9 +400,9 @@ impl Handler<HandOff> for DispatcherActor {
     type Result = ResponseFuture<Option<Fence>>;
     fn handle(&mut self, msg: HandOff, _: &mut Context<Self>) -> Self::Result {
         let Some(entry) = self.endpoints.get_mut(&msg.0) else { return Box::pin(async { None }) };
-        let Some(fence) = entry.lease.take() else { return Box::pin(async { None }) };
-        entry.pending.set(0.0);
+        let Some(fence) = entry.lease.clone() else { return Box::pin(async { None }) };
         let addr = entry.addr.take();
+        entry.disowned(); // no actor any more (taken above), no fan-out to it, no gauge
         let ledger = self.shared.ledger.clone();
         Box::pin(async move {
             if let Some(addr) = addr {
@@ -413,7 +428,7 @@ impl Handler<Wake> for DispatcherActor {
             if entry.lease.is_none() || entry.disabled {
                 continue;
             }
-            entry.pending.increment(f64::from(n));
+            entry.add_pending(f64::from(n));
             if let Some(addr) = self.wake_actor(&webhook_id, true) {
                 addr.do_send(CheckStore);
                 if let Some(entry) = self.endpoints.get_mut(webhook_id.as_str()) {

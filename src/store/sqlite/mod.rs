@@ -37,7 +37,7 @@ fn json_list<S: AsRef<str>>(ids: &[S]) -> String {
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
-    writer: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
+    writer: Mutex<Option<mpsc::SyncSender<Box<dyn WriteJob>>>>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<ReadPool>,
 }
@@ -61,7 +61,8 @@ impl SqliteStore {
         let path = path_from_url(url)?;
         let full_sync = options.sqlite_full_sync;
         let (ready_tx, ready_rx) = oneshot::channel();
-        let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        // Bounded: a writer that falls behind refuses new jobs instead of queueing without end.
+        let (tx, rx) = mpsc::sync_channel::<Box<dyn WriteJob>>(WRITER_QUEUE);
         let writer_path = path.clone();
         let handle = std::thread::Builder::new()
             .name("webhooks-sqlite-writer".into())
@@ -110,7 +111,12 @@ impl SqliteStore {
         let (reply, rx) = oneshot::channel();
         let job: Box<dyn WriteJob> = Box::new(Job { f, result: None, reply });
         let sender = self.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        sender.ok_or(StoreError::Closed)?.send(job).map_err(|_| StoreError::Closed)?;
+        sender.ok_or(StoreError::Closed)?.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => {
+                StoreError::Unavailable(format!("the SQLite writer is behind ({WRITER_QUEUE} jobs queued)"))
+            }
+            mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
+        })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -135,6 +141,9 @@ impl SqliteStore {
         .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
     }
 }
+
+/// Write jobs that may wait for the writer thread (each may carry a whole ledger batch).
+const WRITER_QUEUE: usize = 1024;
 
 #[async_trait]
 impl Store for SqliteStore {
