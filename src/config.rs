@@ -14,9 +14,15 @@ pub struct Settings {
     /// `sqlite://path` (default `sqlite://webhooks.db`, one node), or `postgres://…` (several
     /// nodes sharing one database).
     pub database_url: String,
-    /// Bearer token for `/v1`; `None` leaves the admin API open (loopback only, enforced by `serve`).
-    /// 1 to 4096 visible ASCII characters.
+    /// Bearer token for `/v1` (1 to 4096 visible ASCII characters). Without one, `/v1` answers only
+    /// if [`Settings::open_admin_api`] says so.
     pub admin_token: Option<String>,
+    /// Answer `/v1` without a bearer token (`WEBHOOKS_OPEN_ADMIN_API`): a deliberate choice for a
+    /// server reachable only from loopback (still guarded against cross-site use and DNS
+    /// rebinding). Default `false`: an embedded subsystem without a token refuses `/v1`, so a host
+    /// bound on a public address never exposes it by accident. `serve` opens it when it binds to
+    /// loopback only and no token is set.
+    pub open_admin_api: bool,
     /// Without an admin token, the `Host` names (`WEBHOOKS_ALLOWED_HOSTS`) besides loopback under
     /// which `/v1` answers: `name` (any port) or `name:port`, e.g. `webhooks.internal:8080`.
     /// `localhost`, `127.0.0.1`, `[::1]` and the listener's own address, with the port the request
@@ -162,6 +168,7 @@ impl Default for Settings {
         Self {
             database_url: "sqlite://webhooks.db".into(),
             admin_token: None,
+            open_admin_api: false,
             allowed_hosts: Vec::new(),
             allow_private_targets: false,
             allowed_private_cidrs: Vec::new(),

@@ -210,7 +210,7 @@ fn log_filter(spec: &str) -> anyhow::Result<EnvFilter> {
 fn main() -> anyhow::Result<()> {
     let Command::Serve(args) = Cli::parse().command;
     tracing_subscriber::fmt().with_env_filter(log_filter(&args.log)?).init();
-    let settings = args.settings()?;
+    let mut settings = args.settings()?;
     let idle = Duration::from_secs(args.metrics_idle_timeout_secs);
     servio_webhooks::metrics::set_series_idle_timeout((!idle.is_zero()).then_some(idle));
     let addrs: Vec<SocketAddr> =
@@ -218,6 +218,8 @@ fn main() -> anyhow::Result<()> {
     if settings.admin_token.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
         bail!("WEBHOOKS_ADMIN_TOKEN is required when binding beyond loopback ({})", args.bind);
     }
+    // Loopback only and no token: the admin API is open to local callers (the curl walk-through).
+    settings.open_admin_api = settings.admin_token.is_none();
     let workers = args.http_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     actix_web::rt::System::new().block_on(async move {
         let webhooks = Webhooks::start(settings).await.context("could not start the webhook subsystem")?;

@@ -267,6 +267,7 @@ pub fn settings(db: &Path) -> Settings {
     Settings {
         database_url: format!("sqlite://{}", db.display()),
         allow_private_targets: true,
+        open_admin_api: true,
         shutdown_grace: Duration::from_secs(1),
         sqlite_full_sync: std::env::var("LOAD_SQLITE_SYNC").map_or(true, |v| v != "normal"),
         commit_interval: std::env::var("LOAD_COMMIT_INTERVAL_MS")

@@ -31,6 +31,7 @@ fn node_settings(url: &str, node: &str) -> Settings {
         database_url: url.to_string(),
         node_id: Some(node.to_string()),
         allow_private_targets: true,
+        open_admin_api: true,
         arbiters: 1,
         shutdown_grace: Duration::from_secs(5),
         cluster: cluster_settings(),

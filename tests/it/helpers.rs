@@ -167,6 +167,7 @@ pub fn http_client() -> reqwest::Client {
 pub fn settings(dir: &TempDir) -> Settings {
     let mut s = Settings {
         database_url: format!("sqlite://{}", dir.path().join("webhooks.db").display()),
+        open_admin_api: true,
         allow_private_targets: true,
         sqlite_full_sync: false,
         arbiters: 2,
