@@ -219,6 +219,7 @@ fn success_batch(events: &WriteBatch, leases: &HashMap<Arc<str>, Fence>) -> Writ
                 error: None,
                 response_body: Some("ok".into()),
             },
+            probes: 0,
             next: NextStep::Succeeded,
         })
         .collect();

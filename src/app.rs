@@ -346,17 +346,51 @@ impl Webhooks {
 
     /// One delivery with its attempt log.
     pub async fn delivery(&self, id: &str) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>, StoreError> {
-        self.inner.shared.store.get_delivery(id).await
+        let Some((mut record, log)) = self.inner.shared.store.get_delivery(id).await? else { return Ok(None) };
+        self.held_back_until(std::slice::from_mut(&mut record)).await?;
+        Ok(Some((record, log)))
     }
 
-    /// Deliveries, newest first, before the `before` id.
+    /// Deliveries, newest first, before the `before` id (without payloads).
     pub async fn deliveries(
         &self,
         filter: DeliveryFilter,
         before: Option<String>,
         limit: u32,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.inner.shared.store.list_deliveries(filter, before, limit).await
+        let mut records = self.inner.shared.store.list_deliveries(filter, before, limit).await?;
+        self.held_back_until(&mut records).await?;
+        Ok(records)
+    }
+
+    /// A pending delivery of a paused webhook goes out no earlier than the breaker's next probe:
+    /// that is its next attempt, not the (past) time it was scheduled for.
+    async fn held_back_until(&self, records: &mut [DeliveryRecord]) -> Result<(), StoreError> {
+        let mut ids: Vec<String> = records
+            .iter()
+            .filter(|r| r.status == crate::model::DeliveryStatus::Pending)
+            .map(|r| r.webhook_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        ids.sort();
+        ids.dedup();
+        let probes: std::collections::HashMap<String, i64> = self
+            .inner
+            .shared
+            .store
+            .stored_health(ids)
+            .await?
+            .into_iter()
+            .filter_map(|(id, h)| h.breaker.map(|b| (id, b.probe_at_ms)))
+            .collect();
+        for r in records.iter_mut() {
+            if let (Some(next), Some(probe)) = (r.next_attempt_at_ms, probes.get(&r.webhook_id)) {
+                r.next_attempt_at_ms = Some(next.max(*probe));
+            }
+        }
+        Ok(())
     }
 
     /// The event catalog.

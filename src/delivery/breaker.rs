@@ -64,6 +64,11 @@ impl Breaker {
         self.open.map(|o| BreakerRecord { probe_at_ms: o.probe_at_ms, cooldown_ms: o.cooldown.as_millis() as u64 })
     }
 
+    /// When the next probe may go out, while open.
+    pub(crate) fn probe_at_ms(&self) -> Option<i64> {
+        self.open.map(|o| o.probe_at_ms)
+    }
+
     /// First failure of the current streak, Unix ms.
     pub(crate) fn failing_since_ms(&self) -> Option<i64> {
         self.failing_since_ms

@@ -9,11 +9,13 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointState {
-    /// Last attempt succeeded (or none failed yet).
+    /// Nothing is held back (failures since the last success, if any, are in
+    /// `consecutiveFailures`; with the breaker still open, the next delivery goes out as its probe).
     Healthy,
-    /// Recent attempts failed; retries are scheduled with backoff.
+    /// Attempts failed and retries wait for their time.
     BackingOff,
-    /// The breaker is open: only single probes go out until one succeeds.
+    /// The breaker is open: deliveries wait without spending attempts while single probes test
+    /// the endpoint (or its cool-down runs).
     Paused,
     /// 410 Gone or failing too long; receives nothing until re-registered.
     Disabled,

@@ -94,6 +94,8 @@ pub(crate) struct Pending {
     pub(crate) envelope: Arc<Envelope>,
     /// Attempts already made.
     pub(crate) attempts: u32,
+    /// Of those, failed breaker probes (not counted against the retry budget).
+    pub(crate) probes: u32,
     /// When the next attempt is due, Unix ms.
     pub(crate) due_ms: i64,
 }
@@ -121,6 +123,6 @@ impl Envelopes {
                 env
             }
         };
-        Pending { id: p.id.into(), envelope, attempts: p.attempts, due_ms: p.next_attempt_at_ms }
+        Pending { id: p.id.into(), envelope, attempts: p.attempts, probes: p.probes, due_ms: p.next_attempt_at_ms }
     }
 }

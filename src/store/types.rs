@@ -107,6 +107,8 @@ pub struct AttemptUpdate {
     pub delivery_id: String,
     /// What the attempt produced.
     pub attempt: AttemptRecord,
+    /// The delivery's failed breaker probes after this attempt.
+    pub probes: u32,
     /// The delivery's new state.
     pub next: NextStep,
 }
@@ -266,6 +268,8 @@ pub struct PendingDelivery {
     pub timestamp: String,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Of those, failed breaker probes (they do not spend the retry budget).
+    pub probes: u32,
     /// When the next attempt is due, Unix ms.
     pub next_attempt_at_ms: i64,
     /// Publish time, Unix ms (for latency metrics).

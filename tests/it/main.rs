@@ -3,6 +3,7 @@
 #![allow(unreachable_pub, missing_docs)]
 
 mod api;
+mod breaker;
 mod cluster;
 mod delivery;
 mod durability;

@@ -233,6 +233,7 @@ impl DispatcherActor {
                         id: d.id.as_str().into(),
                         envelope: ticket.envelope.clone(),
                         attempts: 0,
+                        probes: 0,
                         due_ms: event.created_at_ms,
                     });
                 }

@@ -18,6 +18,8 @@ pub(crate) struct AttemptContext<'a> {
     pub(crate) retry_after_cap: Duration,
     /// The attempt's number (1-based).
     pub(crate) attempt: u32,
+    /// Failed probes among the delivery's earlier attempts (they do not spend its retry budget).
+    pub(crate) probes: u32,
     /// Whether it was the breaker's probe.
     pub(crate) probe: bool,
     /// When it ended, Unix ms.
@@ -50,6 +52,9 @@ pub(crate) struct Decision {
     pub(crate) disable: Option<Disable>,
     /// The `error_type` label of a failed attempt.
     pub(crate) error_type: Option<&'static str>,
+    /// A probe that failed and is retried at the next probe: it does not count against the
+    /// delivery's retry budget.
+    pub(crate) probe_failed: bool,
 }
 
 /// Decides, updating the breaker.
@@ -68,6 +73,7 @@ pub(crate) fn decide(outcome: &AttemptOutcome, ctx: AttemptContext<'_>, breaker:
             state: EndpointState::Healthy,
             disable: None,
             error_type: None,
+            probe_failed: false,
         };
     }
     let error = Some(match &verdict {
@@ -83,18 +89,26 @@ pub(crate) fn decide(outcome: &AttemptOutcome, ctx: AttemptContext<'_>, breaker:
     } else {
         None
     };
+    // A failed probe tested the endpoint, not the delivery: it goes again with the next probe
+    // and keeps its retry budget. Otherwise the schedule counts the attempts that were not probes.
+    let probe_retry = match (&verdict, breaker.probe_at_ms()) {
+        (Verdict::Retry { .. }, Some(at)) if ctx.probe && disable.is_none() => Some(at),
+        _ => None,
+    };
+    let counted = ctx.attempt.saturating_sub(ctx.probes).max(1);
     let retry_in = match &verdict {
-        Verdict::Retry { not_before, .. } if disable.is_none() => {
-            ctx.retry.delay(ctx.attempt, ctx.jitter_sample).map(|d| {
+        Verdict::Retry { not_before, .. } if disable.is_none() && probe_retry.is_none() => {
+            ctx.retry.delay(counted, ctx.jitter_sample).map(|d| {
                 let asked = not_before.unwrap_or_default().min(ctx.retry_after_cap);
                 d.max(asked)
             })
         }
         _ => None,
     };
-    let next = match retry_in {
-        Some(delay) => NextStep::RetryAt(ctx.now_ms + delay.as_millis() as i64),
-        None => NextStep::Failed,
+    let next = match (probe_retry, retry_in) {
+        (Some(at), _) => NextStep::RetryAt(at),
+        (None, Some(delay)) => NextStep::RetryAt(ctx.now_ms + delay.as_millis() as i64),
+        (None, None) => NextStep::Failed,
     };
     let state = if disable.is_some() {
         EndpointState::Disabled
@@ -103,7 +117,15 @@ pub(crate) fn decide(outcome: &AttemptOutcome, ctx: AttemptContext<'_>, breaker:
     } else {
         EndpointState::BackingOff
     };
-    Decision { status_code, error, next, state, disable, error_type: Some(error_type(outcome)) }
+    Decision {
+        status_code,
+        error,
+        next,
+        state,
+        disable,
+        error_type: Some(error_type(outcome)),
+        probe_failed: probe_retry.is_some(),
+    }
 }
 
 /// The `error_type` label of a failed attempt.
@@ -153,6 +175,7 @@ mod tests {
             retry: r,
             retry_after_cap: Duration::from_secs(30),
             attempt,
+            probes: 0,
             probe: false,
             now_ms,
             jitter_sample: 0.5,
@@ -207,6 +230,26 @@ mod tests {
         assert_eq!(d.next, NextStep::Failed);
         assert_eq!(d.state, EndpointState::Disabled);
         assert_eq!(d.disable.unwrap().kind, "gone");
+    }
+
+    #[test]
+    fn a_failed_probe_waits_for_the_next_probe_and_keeps_the_retry_budget() {
+        let r = retry(); // 1 + 2 attempts
+        let mut b = breaker(2);
+        decide(&status(500), ctx(&r, 1, 0), &mut b);
+        decide(&status(500), ctx(&r, 2, 10), &mut b); // opens the breaker, probe at 5 010
+        assert!(b.is_open());
+        b.probe_started();
+        let probe = AttemptContext { probe: true, ..ctx(&r, 3, 5_010) };
+        let d = decide(&status(503), probe, &mut b);
+        assert!(d.probe_failed);
+        assert_eq!(d.next, NextStep::RetryAt(15_010), "the next probe, after a doubled cool-down");
+        b.probe_started();
+        let d = decide(&status(503), AttemptContext { probe: true, probes: 1, ..ctx(&r, 4, 15_010) }, &mut b);
+        assert_eq!(d.next, NextStep::RetryAt(35_010), "probes never use the budget up");
+        // Attempt 5 after two failed probes counts as the delivery's third: the last one allowed.
+        let d = decide(&status(503), AttemptContext { probes: 2, ..ctx(&r, 5, 35_010) }, &mut b);
+        assert_eq!(d.next, NextStep::Failed);
     }
 
     #[test]

@@ -291,6 +291,13 @@ impl EndpointActor {
             let suspect = self.breaker.consecutive_failures() > 0;
             let limit =
                 if suspect { self.cfg.max_in_flight.min(SUSPECT_MAX_IN_FLIGHT) } else { self.cfg.max_in_flight };
+            if !self.draining
+                && !self.window.has_ready()
+                && self.breaker.permit(now, self.window.in_flight()) == Permit::Probe
+            {
+                // The probe goes at its time, with the delivery due next, not at that one's time.
+                self.window.promote_earliest();
+            }
             while !self.draining && self.window.in_flight() < limit && self.window.has_ready() {
                 let probe = match self.breaker.permit(now, self.window.in_flight()) {
                     Permit::Flow => false,
@@ -309,8 +316,30 @@ impl EndpointActor {
             self.permits.release_spares(); // nothing to use them for: give them back
         }
         self.maybe_page(ctx);
+        self.refresh_state(now);
         self.rearm(ctx, now);
         self.schedule_idle_check(ctx);
+    }
+
+    /// The state `GET /v1/webhooks/{id}` shows, from what the endpoint holds back right now:
+    /// `paused` while the breaker holds deliveries back (or its cool-down runs), `backing_off`
+    /// while retries wait after failures, `healthy` when nothing is held back (failures since the
+    /// last success stay in `consecutiveFailures`; with the breaker still open, the next delivery
+    /// goes out as its probe).
+    fn refresh_state(&mut self, now: i64) {
+        if self.disabled {
+            return;
+        }
+        let has_work = !self.window.is_empty();
+        let state = match self.breaker.probe_at_ms() {
+            Some(at) if has_work || now < at => EndpointState::Paused,
+            _ if has_work && self.breaker.consecutive_failures() > 0 => EndpointState::BackingOff,
+            _ => EndpointState::Healthy,
+        };
+        if self.health.snapshot().state != state {
+            self.set_state(state);
+            self.persist_health(Persist::Throttled);
+        }
     }
 
     fn wait_for_lease(&mut self, ctx: &mut Context<Self>) {
@@ -335,13 +364,9 @@ impl EndpointActor {
     }
 
     /// Nothing in memory, in flight, in the store or failing: the actor could stop without loss.
+    /// (A failing or paused endpoint may hibernate too: its breaker is stored and restored.)
     fn is_idle(&self) -> bool {
-        self.window.is_empty()
-            && self.running == 0
-            && !self.awaiting_permit
-            && !self.draining
-            && !self.retired
-            && (self.disabled || (!self.breaker.is_open() && self.breaker.consecutive_failures() == 0))
+        self.window.is_empty() && self.running == 0 && !self.awaiting_permit && !self.draining && !self.retired
     }
 
     /// After `idle_timeout` with nothing happening, asks the dispatcher to let it hibernate.
@@ -397,9 +422,11 @@ impl EndpointActor {
             return;
         }
         let mut next = self.window.next_due_ms();
-        if self.window.has_ready()
-            && let Permit::Wait { retry_at_ms } = self.breaker.permit(now, self.window.in_flight())
+        // While the breaker is open: wake at the probe time (to probe with whatever is held, or to
+        // show the endpoint as no longer paused when nothing is).
+        if let Permit::Wait { retry_at_ms } = self.breaker.permit(now, self.window.in_flight())
             && retry_at_ms != i64::MAX
+            && retry_at_ms > now
         {
             next = Some(next.map_or(retry_at_ms, |n| n.min(retry_at_ms)));
         }
@@ -490,6 +517,7 @@ impl EndpointActor {
             retry: &self.cfg.retry,
             retry_after_cap: self.shared.settings.delivery.retry_after_cap,
             attempt,
+            probes: p.probes,
             probe,
             now_ms: now,
             jitter_sample: rand::random::<f64>(),
@@ -507,9 +535,6 @@ impl EndpointActor {
                 self.health.record_failure(now, self.breaker.consecutive_failures());
             }
         }
-        if d.disable.is_none() {
-            self.set_state(d.state);
-        }
         let record = AttemptRecord {
             attempt,
             at_ms: started_ms,
@@ -519,9 +544,11 @@ impl EndpointActor {
             response_body: res.response_body,
         };
         let delivery_id = p.id.to_string();
+        let probes = p.probes + u32::from(d.probe_failed);
         match d.next {
             NextStep::RetryAt(due) => {
                 p.attempts = attempt;
+                p.probes = probes;
                 p.due_ms = due;
                 self.window.retry(p, now);
             }
@@ -534,6 +561,7 @@ impl EndpointActor {
             fence: self.fence.clone(),
             delivery_id,
             attempt: record,
+            probes,
             next: d.next,
         }));
         self.unflushed = true;
@@ -564,6 +592,7 @@ impl EndpointActor {
             fence: self.fence.clone(),
             delivery_id: p.id.to_string(),
             attempt: record,
+            probes: p.probes,
             next: NextStep::Succeeded,
         }));
         self.unflushed = true;

@@ -222,6 +222,18 @@ impl Window {
         }
     }
 
+    /// Brings the earliest waiting delivery forward to now (a breaker probe is due and nothing
+    /// else is ready: the probe should not wait for that delivery's own retry time).
+    pub(crate) fn promote_earliest(&mut self) -> bool {
+        match self.waiting.pop() {
+            Some(w) => {
+                self.ready.push_back(w.pending);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The next delivery to attempt, counted as in flight from now on.
     pub(crate) fn start_next(&mut self) -> Option<Pending> {
         let p = self.ready.pop_front()?;
@@ -349,7 +361,7 @@ mod tests {
 
     fn p(id: &str, due_ms: i64) -> Pending {
         let env = Envelope::new("evt_1", "order.created", "t", Bytes::from_static(b"{}"), 0);
-        Pending { id: id.into(), envelope: Arc::new(env), attempts: 0, due_ms }
+        Pending { id: id.into(), envelope: Arc::new(env), attempts: 0, probes: 0, due_ms }
     }
 
     fn window(capacity: usize) -> Window {
@@ -471,7 +483,7 @@ mod tests {
 
     fn sized(id: &str, bytes: usize) -> Pending {
         let env = Envelope::new("evt_1", "order.created", "t", Bytes::from(vec![b'x'; bytes]), 0);
-        Pending { id: id.into(), envelope: Arc::new(env), attempts: 0, due_ms: 0 }
+        Pending { id: id.into(), envelope: Arc::new(env), attempts: 0, probes: 0, due_ms: 0 }
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub(super) async fn load_due(
         query(
             &client,
             "SELECT d.id, d.event_id, e.event_type, e.payload, e.timestamp, d.attempts, d.next_attempt_at, \
-             d.created_at FROM deliveries d JOIN events e ON e.id = d.event_id \
+             d.created_at, d.probes FROM deliveries d JOIN events e ON e.id = d.event_id \
              WHERE d.webhook_id = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2 \
              AND NOT (d.id = ANY($3::text[])) ORDER BY d.next_attempt_at, d.id LIMIT $4",
             &due_params,
@@ -155,6 +155,7 @@ pub(super) async fn load_due(
                 payload: Bytes::from(col::<Vec<u8>>(r, 3)?),
                 timestamp: col(r, 4)?,
                 attempts: col::<i32>(r, 5)?.max(0) as u32,
+                probes: col::<i32>(r, 8)?.max(0) as u32,
                 next_attempt_at_ms: col(r, 6)?,
                 created_at_ms: col(r, 7)?,
             })

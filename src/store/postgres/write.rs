@@ -233,6 +233,7 @@ async fn write_attempts(tx: &Transaction<'_>, batch: &WriteBatch, check: &mut Fe
         let mut ids = Vec::with_capacity(round.len());
         let (mut status, mut attempt, mut next_at, mut at, mut completed) = (vec![], vec![], vec![], vec![], vec![]);
         let (mut code, mut error, mut duration, mut body) = (vec![], vec![], vec![], vec![]);
+        let mut probes = Vec::with_capacity(round.len());
         for u in round {
             let a = &u.attempt;
             let dur = i64::try_from(a.duration_ms).unwrap_or(i64::MAX);
@@ -252,13 +253,15 @@ async fn write_attempts(tx: &Transaction<'_>, batch: &WriteBatch, check: &mut Fe
             error.push(if u.next == NextStep::Succeeded { None } else { a.error.as_deref() });
             duration.push(dur);
             body.push(a.response_body.as_deref());
+            probes.push(i32::try_from(u.probes).unwrap_or(i32::MAX));
         }
         execute(
             tx,
             "WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], \
-             $6::bigint[], $7::int[], $8::text[], $9::bigint[], $10::text[]) \
-             AS x(id, status, attempt, next_at, at, completed, code, error, duration, body)), \
+             $6::bigint[], $7::int[], $8::text[], $9::bigint[], $10::text[], $11::int[]) \
+             AS x(id, status, attempt, next_at, at, completed, code, error, duration, body, probes)), \
              u AS (UPDATE deliveries d SET status = x.status, attempts = x.attempt, next_attempt_at = x.next_at, \
+             probes = CASE WHEN x.status = 'success' THEN d.probes ELSE x.probes END, \
              last_attempt_at = x.at, completed_at = x.completed, last_status_code = x.code, last_error = x.error, \
              last_duration_ms = CASE WHEN x.status = 'success' THEN x.duration ELSE d.last_duration_ms END, \
              last_response_body = CASE WHEN x.status = 'success' THEN x.body ELSE d.last_response_body END \
@@ -268,7 +271,7 @@ async fn write_attempts(tx: &Transaction<'_>, batch: &WriteBatch, check: &mut Fe
              SELECT id, attempt, at, duration, code, error, body FROM u WHERE status <> 'success' \
              ON CONFLICT (delivery_id, attempt) DO UPDATE SET at = excluded.at, duration_ms = excluded.duration_ms, \
              status_code = excluded.status_code, error = excluded.error, response_body = excluded.response_body",
-            &[&ids, &status, &attempt, &next_at, &at, &completed, &code, &error, &duration, &body],
+            &[&ids, &status, &attempt, &next_at, &at, &completed, &code, &error, &duration, &body, &probes],
         )
         .await?;
     }

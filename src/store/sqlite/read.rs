@@ -122,8 +122,8 @@ pub(super) fn load_due(
 ) -> StoreResult<DuePage> {
     let mut stmt = c
         .prepare_cached(
-            "SELECT d.id, d.event_id, e.event_type, e.payload, e.timestamp, d.attempts, d.next_attempt_at, d.created_at \
-             FROM deliveries d JOIN events e ON e.id = d.event_id \
+            "SELECT d.id, d.event_id, e.event_type, e.payload, e.timestamp, d.attempts, d.next_attempt_at, d.created_at, \
+             d.probes FROM deliveries d JOIN events e ON e.id = d.event_id \
              WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2 \
              AND d.id NOT IN (SELECT value FROM json_each(?3)) \
              ORDER BY d.next_attempt_at, d.id LIMIT ?4",
@@ -140,6 +140,7 @@ pub(super) fn load_due(
                 payload: Bytes::from(payload),
                 timestamp: r.get(4)?,
                 attempts: attempts.max(0) as u32,
+                probes: r.get::<_, i64>(8)?.max(0) as u32,
                 next_attempt_at_ms: r.get(6)?,
                 created_at_ms: r.get(7)?,
             })

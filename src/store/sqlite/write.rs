@@ -200,7 +200,7 @@ fn write_attempts(tx: &Transaction<'_>, batch: &WriteBatch, check: &mut FenceChe
     let mut upd = tx
         .prepare_cached(
             "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_attempt_at = ?5, \
-             completed_at = ?6, last_status_code = ?7, last_error = ?8 WHERE id = ?1 AND status = 'pending'",
+             completed_at = ?6, last_status_code = ?7, last_error = ?8, probes = ?9 WHERE id = ?1 AND status = 'pending'",
         )
         .map_err(unavailable)?;
     let mut succeeded = tx
@@ -238,7 +238,17 @@ fn write_attempts(tx: &Transaction<'_>, batch: &WriteBatch, check: &mut FenceChe
             _ => ("failed", None, Some(end)),
         };
         let changed = upd
-            .execute(params![u.delivery_id, status, a.attempt, next_at, a.at_ms, completed, a.status_code, a.error])
+            .execute(params![
+                u.delivery_id,
+                status,
+                a.attempt,
+                next_at,
+                a.at_ms,
+                completed,
+                a.status_code,
+                a.error,
+                u.probes
+            ])
             .map_err(unavailable)?;
         if changed == 1 {
             ins.execute(params![u.delivery_id, a.attempt, a.at_ms, duration, a.status_code, a.error, a.response_body])

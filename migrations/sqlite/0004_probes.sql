@@ -1,0 +1,3 @@
+-- Failed breaker probes per delivery: they are attempts (numbered, logged) that do not spend the
+-- delivery's retry budget (1 + maxRetries counts the others).
+ALTER TABLE deliveries ADD COLUMN probes INTEGER NOT NULL DEFAULT 0;
