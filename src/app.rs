@@ -110,6 +110,25 @@ fn snapshot_of(h: StoredHealth) -> HealthSnapshot {
 }
 
 /// Handle to a running webhook subsystem. Clone it freely; all clones drive the same actors.
+///
+/// ```no_run
+/// # async fn example() -> anyhow::Result<()> {
+/// use servio_webhooks::{Settings, WebhookSpec, Webhooks};
+///
+/// let webhooks = Webhooks::start(Settings::default()).await?; // inside an actix System
+/// let spec = WebhookSpec {
+///     url: "https://pos.example.com/hooks".into(),
+///     events: Some(vec!["order.created".into()]),
+///     ..WebhookSpec::default()
+/// };
+/// let (info, _) = webhooks.register(None, spec).await?;
+/// println!("registered {} with secret {}", info.record.id, info.record.secret);
+/// let receipt = webhooks.publish("order.created", serde_json::json!({"orderId": "ord_1"})).await?;
+/// assert_eq!(receipt.deliveries.len(), 1);
+/// webhooks.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Webhooks {
     inner: Arc<Inner>,

@@ -6,7 +6,48 @@
 //! and without one slow or dead endpoint holding back the others.
 //!
 //! It runs embedded in an actix-web application ([`Webhooks::start`], [`Webhooks::publish`],
-//! [`Webhooks::configure`]) or standalone (`servio-webhooks serve`).
+//! [`Webhooks::configure`]) or standalone (`servio-webhooks serve`), as one node on SQLite or as
+//! several nodes (the app's replicas) on one PostgreSQL database.
+//!
+//! ## Embedding
+//!
+//! ```no_run
+//! use actix_web::{App, HttpResponse, HttpServer, web};
+//! use servio_webhooks::{Settings, Webhooks};
+//!
+//! async fn create_order(webhooks: web::Data<Webhooks>) -> HttpResponse {
+//!     // Returns once the event and one delivery per subscribed webhook are committed.
+//!     match webhooks.publish("order.created", serde_json::json!({"orderId": "ord_1"})).await {
+//!         Ok(receipt) => HttpResponse::Created().json(receipt),
+//!         Err(e) if e.is_client_error() => HttpResponse::BadRequest().body(e.to_string()),
+//!         Err(e) => HttpResponse::ServiceUnavailable().body(e.to_string()),
+//!     }
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> anyhow::Result<()> {
+//!     let settings = Settings {
+//!         database_url: "sqlite://webhooks.db".into(),
+//!         admin_token: Some("change-me".into()), // /v1 needs `Authorization: Bearer change-me`
+//!         ..Settings::default()
+//!     };
+//!     let webhooks = Webhooks::start(settings).await?; // inside this app's actix System
+//!     let routes = webhooks.configure(); // /v1/…, /metrics, /healthz, /openapi.json
+//!     let data = web::Data::new(webhooks.clone());
+//!     let server = HttpServer::new(move || {
+//!         App::new().app_data(data.clone()).route("/orders", web::post().to(create_order)).configure(routes.clone())
+//!     })
+//!     .disable_signals() // let the subsystem drain on SIGTERM (see `app::shutdown_signal`)
+//!     .bind(("127.0.0.1", 3000))?
+//!     .run();
+//!     let handle = server.handle();
+//!     actix_web::rt::spawn(server);
+//!     servio_webhooks::app::shutdown_signal().await;
+//!     handle.stop(true).await;
+//!     webhooks.shutdown().await; // in-flight attempts finish, everything is committed
+//!     Ok(())
+//! }
+//! ```
 //!
 //! ## Module map
 //! - [`app`]: the [`Webhooks`] handle: start, publish, register, mount routes, shut down.

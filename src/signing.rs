@@ -342,3 +342,8 @@ mod tests {
         assert_eq!(verify_at(&secret, lookup, b"{}", at(1_700_000_000), DEFAULT_TOLERANCE), Ok(()));
     }
 }
+
+/// The receiver guide's Rust example compiles (`docs/receiving.md`).
+#[cfg(doctest)]
+#[doc = include_str!("../docs/receiving.md")]
+pub struct ReceivingGuide;

@@ -11,7 +11,7 @@
 //!     └── AttemptDone (fenced by the lease epoch) ──► LedgerActor
 //! ```
 //!
-//! Which webhooks this node owns is decided by [`crate::cluster`]'s node actor, which tells the
+//! Which webhooks this node owns is decided by `crate::cluster`'s node actor, which tells the
 //! dispatcher (own, release, lost) and wakes endpoints when the store holds work for them.
 //!
 //! - [`dispatcher`]: the registry (every webhook, and an endpoint actor for those this node owns)

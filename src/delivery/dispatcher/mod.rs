@@ -6,9 +6,9 @@
 //! node owns: one `Deliver` message per endpoint, never a wait on one. The owners of the others
 //! learn of their new work from the store (a notification, or their poll).
 //!
-//! Ownership itself is the node actor's business ([`crate::cluster`]): it tells the dispatcher
-//! when this node gains a lease ([`Own`]), must give one up after draining ([`HandOff`]), or has
-//! lost one ([`Revoke`]), and when the store holds work for an owned webhook ([`Wake`]).
+//! Ownership itself is the node actor's business (`crate::cluster`): it tells the dispatcher
+//! when this node gains a lease (`Own`), must give one up after draining (`HandOff`), or has
+//! lost one (`Revoke`), and when the store holds work for an owned webhook (`Wake`).
 
 mod entry;
 mod publish;

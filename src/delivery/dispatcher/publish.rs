@@ -68,6 +68,30 @@ pub enum PublishError {
     Unavailable(crate::delivery::write_health::Refusal),
 }
 
+impl PublishError {
+    /// Whether the caller's input is at fault (answer 4xx: do not retry as is), as opposed to the
+    /// subsystem being unavailable for now (answer 503: retry later, ideally with the same
+    /// idempotency key).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            PublishError::EventType(_)
+                | PublishError::InvalidData(_)
+                | PublishError::InvalidIdempotencyKey
+                | PublishError::PayloadTooLarge { .. }
+        )
+    }
+
+    /// When the caller may try again, for an unavailability (`None` for a client error).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            PublishError::Unavailable(r) => Some(r.retry_after),
+            PublishError::ShuttingDown | PublishError::Store(_) => Some(std::time::Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
 /// Publish a validated event.
 pub(crate) struct PublishRequest {
     pub(crate) event_type: Arc<str>,
@@ -133,6 +157,23 @@ mod tests {
 
     use super::*;
     use crate::store::{ExistingEvent, NewDelivery};
+
+    #[test]
+    fn publish_errors_say_whether_the_caller_or_the_subsystem_is_at_fault() {
+        let caller = [
+            PublishError::InvalidData("x".into()),
+            PublishError::InvalidIdempotencyKey,
+            PublishError::PayloadTooLarge { limit: 1 },
+            PublishError::EventType(crate::catalog::CatalogError::Unknown("x.y".into())),
+        ];
+        for e in caller {
+            assert!(e.is_client_error() && e.retry_after().is_none(), "{e}");
+        }
+        let unavailable = [PublishError::ShuttingDown, PublishError::Store(StoreError::Closed)];
+        for e in unavailable {
+            assert!(!e.is_client_error() && e.retry_after().is_some(), "{e}");
+        }
+    }
 
     #[test]
     fn body_is_the_seeds_payload_shape() {

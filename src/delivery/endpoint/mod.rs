@@ -1,9 +1,9 @@
 //! `EndpointActor`: the only thing that talks to one webhook endpoint, on the node that holds the
 //! webhook's lease.
 //!
-//! It keeps a bounded [`window`] of the endpoint's pending deliveries (the store holds the rest and
+//! It keeps a bounded `window` of the endpoint's pending deliveries (the store holds the rest and
 //! is paged by due time), starts attempts up to `maxInFlight` while the breaker and the node's lease
-//! allow, turns each outcome into a [`decide::Decision`], records it through the ledger under its
+//! allow, turns each outcome into a `decide::Decision`, records it through the ledger under its
 //! lease epoch (fencing), and keeps one `run_later` timer for the earliest of: the next retry, the
 //! store's next due time, the breaker's next probe.
 //!
