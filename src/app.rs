@@ -175,6 +175,8 @@ impl Webhooks {
     pub async fn start_with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
         settings.validate().map_err(|e| StartError::Config(e.to_string()))?;
         let catalog = EventCatalog::with_extra(&settings.event_types)?;
+        // The recorder is per process: the first subsystem started decides how long series stay.
+        crate::metrics::set_series_idle_timeout(settings.metrics_idle_timeout);
         let metrics = crate::metrics::handle();
         let node_id: Arc<str> = Arc::from(settings.node_id_or_generate());
 

@@ -1,15 +1,15 @@
 //! `servio-webhooks serve`: the standalone server. Flags mirror the `WEBHOOKS_*` environment
 //! variables; the seed's `WEBHOOK_URLS` registry is read from the environment at start.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::io::IsTerminal as _;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 
 use actix_web::{App, HttpServer, web};
 use anyhow::{Context as _, bail};
-use clap::builder::BoolishValueParser;
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use servio_webhooks::Webhooks;
-use servio_webhooks::config::{Settings, seed_webhooks_from_env};
+use servio_webhooks::config::Settings;
+use servio_webhooks::config::vars::{Kind, VARS};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
@@ -27,160 +27,61 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the webhook server (admin REST API, /metrics, /healthz, delivery).
+    /// Run the webhook server (admin REST API, /metrics, /healthz, delivery). Every setting is a
+    /// flag and a `WEBHOOKS_*` variable; an embedding host reads the same variables with
+    /// `Settings::from_env()`.
     Serve(ServeArgs),
 }
 
+/// The flags of `serve` alone; the settings' flags are added from [`VARS`] by [`setting_args`].
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "WEBHOOKS_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
-    /// `sqlite://path` (created if missing; one node), or `postgres://user@host/db` (several nodes
-    /// sharing one database).
-    #[arg(long, env = "WEBHOOKS_DATABASE_URL", default_value = "sqlite://webhooks.db", hide_env_values = true)]
-    database_url: String,
-    /// This node's id in the cluster (unique per node); generated when unset.
-    #[arg(long, env = "WEBHOOKS_NODE_ID")]
-    node_id: Option<String>,
-    /// How often the node heartbeats, renews its leases and rebalances, ms.
-    #[arg(long, env = "WEBHOOKS_HEARTBEAT_INTERVAL_MS", default_value_t = 1_000)]
-    heartbeat_interval_ms: u64,
-    /// How long a lease lasts without renewal, ms: a dead node's webhooks move after about this long.
-    #[arg(long, env = "WEBHOOKS_LEASE_TTL_MS", default_value_t = 10_000)]
-    lease_ttl_ms: u64,
-    /// How often an owner polls the store for due work it was not told about, ms.
-    #[arg(long, env = "WEBHOOKS_POLL_INTERVAL_MS", default_value_t = 5_000)]
-    poll_interval_ms: u64,
-    /// Bearer token for /v1; required when binding beyond loopback.
-    #[arg(long, env = "WEBHOOKS_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// Without an admin token: Host names besides localhost, 127.0.0.1 and [::1] under which /v1
-    /// answers (`name` for any port, or `name:port`), comma separated.
-    #[arg(long, env = "WEBHOOKS_ALLOWED_HOSTS", value_delimiter = ',')]
-    allowed_hosts: Vec<String>,
-    /// Allow deliveries to loopback and private addresses (development, tests).
-    #[arg(long, env = "WEBHOOKS_ALLOW_PRIVATE_TARGETS", value_parser = BoolishValueParser::new(),
-          default_value = "false", num_args = 0..=1, default_missing_value = "true")]
-    allow_private_targets: bool,
-    /// Non-public address blocks deliveries may go to anyway (deliberate internal targets), comma
-    /// separated: `10.20.0.0/16`, `fd00:1::/64`, or single addresses.
-    #[arg(long, env = "WEBHOOKS_ALLOWED_PRIVATE_CIDRS", value_delimiter = ',')]
-    allowed_private_cidrs: Vec<String>,
-    /// Extra event types, comma separated, each `name` or `name:description`.
-    #[arg(long, env = "WEBHOOKS_EVENT_TYPES", value_delimiter = ',')]
-    event_types: Vec<String>,
-    /// User-Agent of every delivery attempt.
-    #[arg(long, env = "WEBHOOKS_USER_AGENT", default_value = "Servio-Webhook/1.0")]
-    user_agent: String,
-    /// Default concurrent attempts per endpoint (a webhook's maxInFlight overrides it).
-    #[arg(long, env = "WEBHOOKS_MAX_IN_FLIGHT", default_value_t = 16)]
-    max_in_flight: u32,
-    /// Attempts in flight across all endpoints (bounds sockets and memory for huge fleets).
-    #[arg(long, env = "WEBHOOKS_MAX_TOTAL_IN_FLIGHT", default_value_t = 8192)]
-    max_total_in_flight: usize,
-    /// Whole-attempt timeout, ms.
-    #[arg(long, env = "WEBHOOKS_REQUEST_TIMEOUT_MS", default_value_t = 15_000)]
-    request_timeout_ms: u64,
-    /// Connect timeout, ms.
-    #[arg(long, env = "WEBHOOKS_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
-    connect_timeout_ms: u64,
-    /// Consecutive failed attempts that pause an endpoint.
-    #[arg(long, env = "WEBHOOKS_BREAKER_THRESHOLD", default_value_t = 5)]
-    breaker_threshold: u32,
-    /// Disable an endpoint failing without success for this many seconds (default 5 days).
-    #[arg(long, env = "WEBHOOKS_DISABLE_AFTER_SECS", default_value_t = 5 * 24 * 3600)]
-    disable_after_secs: u64,
-    /// Largest accepted event payload, bytes.
-    #[arg(long, env = "WEBHOOKS_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
-    max_payload_bytes: usize,
-    /// Label delivery metrics with the webhook id (switch off for large fleets).
-    #[arg(long, env = "WEBHOOKS_METRICS_WEBHOOK_LABEL", value_parser = BoolishValueParser::new(),
-          default_value = "true", num_args = 0..=1, default_missing_value = "true")]
-    metrics_webhook_label: bool,
-    /// Seconds a webhook's metric series stay in /metrics after its endpoint stops running on
-    /// this node (deleted, moved, or idle) without updates; 0 keeps every series forever.
-    #[arg(long, env = "WEBHOOKS_METRICS_IDLE_TIMEOUT_SECS", default_value_t = 600)]
-    metrics_idle_timeout_secs: u64,
-    /// SQLite durability: `full` (fsync per commit, survives power loss) or `normal` (survives crashes).
-    #[arg(long, env = "WEBHOOKS_SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
-    sqlite_synchronous: String,
-    /// Least milliseconds between two ledger commits under load (batching vs publish latency).
-    #[arg(long, env = "WEBHOOKS_COMMIT_INTERVAL_MS", default_value_t = 5)]
-    commit_interval_ms: u64,
     /// HTTP worker threads for the API (default: one per core).
     #[arg(long, env = "WEBHOOKS_HTTP_WORKERS")]
     http_workers: Option<usize>,
-    /// Seconds shutdown waits for in-flight attempts.
-    #[arg(long, env = "WEBHOOKS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
-    shutdown_grace_secs: u64,
-    /// A commit running this long counts as a stalled store (publishes get 503, attempts wait), ms.
-    #[arg(long, env = "WEBHOOKS_WRITE_STALL_MS", default_value_t = 5_000)]
-    write_stall_ms: u64,
-    /// Most operations that may wait for the store before publishes get 503.
-    #[arg(long, env = "WEBHOOKS_MAX_PENDING_WRITES", default_value_t = 50_000)]
-    max_pending_writes: usize,
-    /// Body bytes held in memory across all endpoint windows (the rest waits in the store).
-    #[arg(long, env = "WEBHOOKS_WINDOW_BYTES", default_value_t = 256 * 1024 * 1024)]
-    window_bytes: usize,
-    /// PEM file of extra CA certificates trusted for https endpoints (private CAs).
-    #[arg(long, env = "WEBHOOKS_EXTRA_CA_FILE")]
-    extra_ca_file: Option<std::path::PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `servio_webhooks=debug`. Unless it is
     /// `debug` or `trace` or names `actix_http`, actix-http's per-connection errors (a malformed
     /// request is logged at ERROR) are left out.
     #[arg(long, env = "WEBHOOKS_LOG", default_value = "info")]
     log: String,
+    /// `text` (colored on a terminal) or `json` (one object per line, for log collectors).
+    #[arg(long, env = "WEBHOOKS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
-impl ServeArgs {
-    fn settings(&self) -> anyhow::Result<Settings> {
-        let mut s = Settings {
-            database_url: self.database_url.clone(),
-            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
-            allowed_hosts: entries(&self.allowed_hosts),
-            allow_private_targets: self.allow_private_targets,
-            allowed_private_cidrs: entries(&self.allowed_private_cidrs),
-            event_types: self.event_types.clone(),
-            max_payload_bytes: self.max_payload_bytes,
-            metrics_webhook_label: self.metrics_webhook_label,
-            sqlite_full_sync: self.sqlite_synchronous == "full",
-            commit_interval: Duration::from_millis(self.commit_interval_ms),
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
-            write_stall_timeout: Duration::from_millis(self.write_stall_ms.max(1)),
-            max_pending_writes: self.max_pending_writes.max(1),
-            seed_webhooks: seed_webhooks_from_env(|k| std::env::var(k).ok())?,
-            node_id: self.node_id.clone().filter(|n| !n.is_empty()),
-            ..Settings::default()
-        };
-        s.cluster.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms);
-        s.cluster.lease_ttl = Duration::from_millis(self.lease_ttl_ms);
-        s.cluster.poll_interval = Duration::from_millis(self.poll_interval_ms);
-        s.validate()?;
-        s.delivery.user_agent = self.user_agent.clone();
-        s.delivery.max_in_flight = self.max_in_flight.max(1);
-        s.delivery.max_total_in_flight = self.max_total_in_flight.max(1);
-        s.delivery.window_bytes = self.window_bytes.max(1);
-        s.delivery.request_timeout = Duration::from_millis(self.request_timeout_ms.max(1));
-        s.delivery.connect_timeout = Duration::from_millis(self.connect_timeout_ms.max(1));
-        s.breaker.failure_threshold = self.breaker_threshold.max(1);
-        if let Some(path) = &self.extra_ca_file {
-            use rustls::pki_types::{CertificateDer, pem::PemObject};
-            let certs = CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("cannot read WEBHOOKS_EXTRA_CA_FILE {}", path.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("invalid PEM in {}", path.display()))?;
-            anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
-            s.delivery.extra_root_certs = certs.into_iter().map(|c| c.to_vec()).collect();
+/// One flag per setting variable, reading the variable when the flag is absent.
+fn setting_args(serve: clap::Command) -> clap::Command {
+    serve.args(VARS.iter().map(|var| {
+        let arg = clap::Arg::new(var.flag).long(var.flag).env(var.name).help(var.help).action(ArgAction::Set);
+        match var.kind {
+            Kind::Bool => arg.num_args(0..=1).default_missing_value("true").value_name("BOOL"),
+            Kind::List => arg.value_name("LIST"),
+            Kind::Secret => arg.hide_env_values(true).value_name("SECRET"),
+            Kind::Value => arg.value_name("VALUE"),
         }
-        s.breaker.disable_after = Duration::from_secs(self.disable_after_secs);
-        Ok(s)
-    }
+    }))
 }
 
-/// Comma-separated entries, trimmed, empty ones dropped.
-fn entries(list: &[String]) -> Vec<String> {
-    list.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect()
+/// The settings from the flags (or their variables) over the defaults, through the same table as
+/// `Settings::from_env`; the seed's `WEBHOOK_URLS` registry from the environment.
+/// An error about a value given as a flag names the flag.
+fn settings(matches: &ArgMatches) -> anyhow::Result<Settings> {
+    let var = |name: &str| VARS.iter().find(|v| v.name == name);
+    Settings::from_vars(|name| match var(name) {
+        Some(var) => matches.get_one::<String>(var.flag).cloned(),
+        None => std::env::var(name).ok(),
+    })
+    .map_err(|mut e| {
+        if let Some(v) = var(&e.name)
+            && matches.value_source(v.flag) == Some(clap::parser::ValueSource::CommandLine)
+        {
+            e.name = format!("--{}", v.flag);
+        }
+        e.into()
+    })
 }
 
 /// Where actix-http logs, at ERROR, what a client can cause at will: a malformed request
@@ -207,33 +108,52 @@ fn log_filter(spec: &str) -> anyhow::Result<EnvFilter> {
     Ok(filter)
 }
 
+fn init_logging(args: &ServeArgs) -> anyhow::Result<()> {
+    let filter = log_filter(&args.log)?;
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        logs.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        logs.with_ansi(std::io::stdout().is_terminal()).init();
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
-    let Command::Serve(args) = Cli::parse().command;
-    tracing_subscriber::fmt().with_env_filter(log_filter(&args.log)?).init();
-    let mut settings = args.settings()?;
-    let idle = Duration::from_secs(args.metrics_idle_timeout_secs);
-    servio_webhooks::metrics::set_series_idle_timeout((!idle.is_zero()).then_some(idle));
+    let matches = Cli::command().mut_subcommand("serve", setting_args).get_matches();
+    let Command::Serve(args) = Cli::from_arg_matches(&matches)?.command;
+    let serve_matches = matches.subcommand_matches("serve").context("no subcommand")?;
+    init_logging(&args)?;
+    let mut settings = settings(serve_matches)?;
     let addrs: Vec<SocketAddr> =
         args.bind.to_socket_addrs().with_context(|| format!("cannot resolve bind address `{}`", args.bind))?.collect();
     if settings.admin_token.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
         bail!("WEBHOOKS_ADMIN_TOKEN is required when binding beyond loopback ({})", args.bind);
     }
     // Loopback only and no token: the admin API is open to local callers (the curl walk-through).
-    settings.open_admin_api = settings.admin_token.is_none();
+    if settings.admin_token.is_none() && serve_matches.value_source("open-admin-api").is_none() {
+        settings.open_admin_api = true;
+    }
+    // Listen before the store is opened: a taken port fails at once and touches nothing.
+    let listeners = addrs
+        .iter()
+        .map(|a| TcpListener::bind(a).with_context(|| format!("cannot listen on {a}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let workers = args.http_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     actix_web::rt::System::new().block_on(async move {
         let webhooks = Webhooks::start(settings).await.context("could not start the webhook subsystem")?;
         let routes = webhooks.configure();
-        let server = HttpServer::new(move || {
+        let mut server = HttpServer::new(move || {
             App::new().configure(routes.clone()).default_service(web::to(servio_webhooks::api::not_found))
         })
         .workers(workers)
         .shutdown_timeout(5)
         // actix-server's own signal handling stops the whole actix System, which would kill the
         // delivery actors before they drain; we handle the signals ourselves below.
-        .disable_signals()
-        .bind(&addrs[..])
-        .with_context(|| format!("cannot listen on {}", args.bind))?;
+        .disable_signals();
+        for listener in listeners {
+            server = server.listen(listener).context("cannot serve on the listener")?;
+        }
         for a in server.addrs() {
             tracing::info!(address = %a, "listening");
         }

@@ -156,7 +156,8 @@ pub enum SpecError {
     /// A loopback, private, link-local or other non-public target the policy does not allow.
     #[error(
         "url targets a non-public address ({0}); an operator can allow it with \
-         WEBHOOKS_ALLOWED_PRIVATE_CIDRS or WEBHOOKS_ALLOW_PRIVATE_TARGETS=true"
+         WEBHOOKS_ALLOWED_PRIVATE_CIDRS (Settings::allowed_private_cidrs when embedded) or \
+         WEBHOOKS_ALLOW_PRIVATE_TARGETS=true (Settings::allow_private_targets)"
     )]
     PrivateTarget(String),
     /// Unusable secret.

@@ -4,6 +4,7 @@
 
 mod api;
 mod breaker;
+mod cli;
 mod cluster;
 mod delivery;
 mod durability;

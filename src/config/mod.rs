@@ -1,7 +1,11 @@
 //! Runtime settings with documented defaults, and the seed's `WEBHOOK_URLS` environment registry.
 //!
-//! The library takes a [`Settings`] value (tests shrink its delays to milliseconds); the binary
-//! fills it from flags and `WEBHOOKS_*` environment variables (see `main.rs`).
+//! The library takes a [`Settings`] value (tests shrink its delays to milliseconds). Hosts and the
+//! binary fill it from the `WEBHOOKS_*` environment variables with one parser, [`vars`]:
+//! [`Settings::from_env`] for an embedded subsystem, and `serve`, whose flags mirror the same
+//! variables, so every variable means the same in both.
+
+pub mod vars;
 
 use std::time::Duration;
 
@@ -55,6 +59,10 @@ pub struct Settings {
     pub arbiters: usize,
     /// How long shutdown waits for in-flight attempts before handing them back to the store.
     pub shutdown_grace: Duration,
+    /// How long a webhook's metric series stay in `/metrics` after its endpoint stopped running on
+    /// this node (deleted, moved, or idle) without updates; `None` keeps every series. The
+    /// recorder is one per process: the first subsystem started in a process sets it.
+    pub metrics_idle_timeout: Option<Duration>,
     /// A commit running this long counts as a stalled store: publishes are refused (503) and
     /// endpoints start no attempt until it returns.
     pub write_stall_timeout: Duration,
@@ -98,6 +106,27 @@ impl Default for ClusterSettings {
 }
 
 impl Settings {
+    /// The settings the `WEBHOOKS_*` environment variables (and the seed's `WEBHOOK_URLS`) give,
+    /// on top of the defaults, checked: what `servio-webhooks serve` runs with, for a host that
+    /// embeds the subsystem. Errors name the variable.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`Settings::from_env`] with the variables looked up by `var` (tests, or a host with its
+    /// own configuration source).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let mut s = Settings::default();
+        for v in vars::VARS {
+            if let Some(value) = var(v.name) {
+                (v.apply)(&mut s, &value).map_err(|message| config_error(v.name, message))?;
+            }
+        }
+        s.seed_webhooks = seed_webhooks_from_env(&var)?;
+        s.validate()?;
+        Ok(s)
+    }
+
     /// Checks the settings that cannot be checked by their types.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(token) = &self.admin_token
@@ -181,6 +210,7 @@ impl Default for Settings {
             commit_interval: Duration::from_millis(5),
             arbiters: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             shutdown_grace: Duration::from_secs(10),
+            metrics_idle_timeout: Some(Duration::from_secs(600)),
             write_stall_timeout: Duration::from_secs(5),
             max_pending_writes: 50_000,
             seed_webhooks: Vec::new(),
@@ -273,7 +303,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-fn config_error(name: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn config_error(name: &str, message: impl Into<String>) -> ConfigError {
     ConfigError { name: name.to_string(), message: message.into() }
 }
 
