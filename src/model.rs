@@ -317,6 +317,10 @@ impl WebhookSpec {
                 "events is empty: omit it (or use [\"*\"]) to subscribe to every event type, or list the types".into(),
             ));
         }
+        // Every name must be a known type, `"*"` among them or not.
+        for name in self.events.iter().flatten().filter(|e| *e != "*") {
+            catalog.resolve(name)?;
+        }
         let events = match catalog.subscription(self.events.as_deref())? {
             Subscription::All => None,
             Subscription::Only(names) => Some(names.iter().map(|n| n.to_string()).collect()),
@@ -497,6 +501,19 @@ mod tests {
         let mut s = spec("https://example.com");
         s.events = Some(vec!["order.nope".into()]);
         assert!(matches!(s.into_record("a".into(), &c, &TargetPolicy::default(), None), Err(SpecError::Events(_))));
+
+        let mut s = spec("https://example.com");
+        s.events = Some(vec!["*".into(), "order.nope".into()]);
+        assert!(matches!(s.into_record("a".into(), &c, &TargetPolicy::default(), None), Err(SpecError::Events(_))));
+
+        let mut s = spec("https://example.com");
+        s.events = Some(vec![]);
+        let err = s.into_record("a".into(), &c, &TargetPolicy::default(), None).unwrap_err();
+        assert!(matches!(&err, SpecError::Invalid(m) if m.contains(r#"["*"]"#)), "{err}");
+
+        // Unknown fields are refused, naming the field.
+        let err = serde_json::from_str::<WebhookSpec>(r#"{"url":"https://example.com","evnts":[]}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `evnts`"), "{err}");
 
         let mut s = spec("https://example.com");
         s.secret = Some("whsec_".into());

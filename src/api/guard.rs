@@ -18,10 +18,12 @@
 //!    explicitly (`Settings::open_admin_api`) answers; otherwise every request is refused, telling
 //!    to set a token or open the API, so that a host app bound on a public address never exposes
 //!    it by accident.
-//! 4. **JSON bodies** (415 `unsupported_media_type`): `POST`, `PUT` and any request with a
-//!    body need `Content-Type: application/json` or an `application/*+json` type, with an optional
+//! 4. **JSON bodies** (415 `unsupported_media_type`): any request with a body needs
+//!    `Content-Type: application/json` or an `application/*+json` type, with an optional
 //!    `charset=utf-8`. Form posts and `text/plain`, which a browser sends cross-site without asking,
-//!    are refused before anything reads the body.
+//!    are refused before anything reads the body: here for other methods, and for `POST` and `PUT`
+//!    (which need a JSON content type even without a body) by the scope's JSON extractor settings,
+//!    after routing, so that a method the path does not take gets its 405 first.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -177,7 +179,10 @@ impl AdminGuard {
         }
         let has_body = headers.contains_key(header::TRANSFER_ENCODING)
             || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
-        if (matches!(*method, Method::POST | Method::PUT) || has_body)
+        // `POST` and `PUT` bodies are the JSON extractor's to refuse (the same 415, before it reads
+        // anything), so that a method a path does not take is answered 405 first.
+        if has_body
+            && !matches!(*method, Method::POST | Method::PUT)
             && !headers.get(header::CONTENT_TYPE).is_some_and(is_json_content_type)
         {
             return Err(Refusal::MediaType);
@@ -488,7 +493,9 @@ mod tests {
         let json = ("content-type", "application/json");
         assert_eq!(check(&[auth, json], Method::POST), Ok(()));
         assert_eq!(check(&[auth], Method::GET), Ok(()));
-        assert_eq!(check(&[auth], Method::POST), Err(Refusal::MediaType));
+        // POST and PUT are left to the JSON extractor (415 after routing, 405 for other paths).
+        assert_eq!(check(&[auth], Method::POST), Ok(()));
+        assert_eq!(check(&[auth, ("content-type", "text/plain"), ("content-length", "3")], Method::PUT), Ok(()));
         assert_eq!(check(&[auth, ("content-length", "3")], Method::DELETE), Err(Refusal::MediaType));
         assert_eq!(check(&[json], Method::POST), Err(Refusal::Unauthorized { token_given: false }));
         assert_eq!(

@@ -70,7 +70,7 @@ pub struct WebhookIn {
     #[serde(default)]
     description: Option<String>,
     /// Concurrent attempts to this endpoint, 1 to 1024 (default from the server's settings, 16).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 1024)]
     max_in_flight: Option<u32>,
 }
@@ -127,8 +127,15 @@ impl WebhookIn {
                     "invalid retryConfig: jitter must be true, false, \"none\", \"proportional\" or \"full\"",
                 ));
             }
-            Some(v) => Some(
-                serde_json::from_value::<RetryConfig>(v)
+            Some(mut v) => Some(
+                serde_json::from_value::<RetryConfig>({
+                    for field in ["maxRetries", "initialDelay", "maxDelay"] {
+                        if let Some(n) = v.get_mut(field) {
+                            *n = whole(n.take());
+                        }
+                    }
+                    v
+                })
                     .map_err(|e| ApiError::bad_request("invalid_retry_config", format!("invalid retryConfig: {e}")))?,
             ),
         };
@@ -142,6 +149,27 @@ impl WebhookIn {
             max_in_flight: self.max_in_flight,
         })
     }
+}
+
+/// A JSON number with no fraction (`487.0`) as the integer it is: JSON Schema's `integer` takes it,
+/// so the API does too. Anything else is returned as it was, for serde to judge.
+fn whole(v: serde_json::Value) -> serde_json::Value {
+    match v.as_f64() {
+        Some(f) if !v.is_u64() && !v.is_i64() && f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f) => {
+            serde_json::Value::from(f as u64)
+        }
+        _ => v,
+    }
+}
+
+/// Deserializes an optional integer field from any JSON number without a fraction (see [`whole`]).
+fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    v.map(|v| serde_json::from_value(whole(v)).map_err(serde::de::Error::custom)).transpose()
 }
 
 /// The strings `jitter` takes (besides `true` and `false`), exactly as written.

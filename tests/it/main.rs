@@ -4,6 +4,7 @@
 
 mod api;
 mod cluster;
+mod contract;
 mod delivery;
 mod durability;
 mod helpers;
