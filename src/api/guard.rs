@@ -21,9 +21,9 @@
 //! 4. **JSON bodies** (415 `unsupported_media_type`): any request with a body needs
 //!    `Content-Type: application/json` or an `application/*+json` type, with an optional
 //!    `charset=utf-8`. Form posts and `text/plain`, which a browser sends cross-site without asking,
-//!    are refused before anything reads the body: here for other methods, and for `POST` and `PUT`
-//!    (which need a JSON content type even without a body) by the scope's JSON extractor settings,
-//!    after routing, so that a method the path does not take gets its 405 first.
+//!    are refused before anything reads the body. A `POST` or `PUT` without any content type is
+//!    left to the scope's JSON extractor settings (the same 415, after routing), so that a method
+//!    the path does not take gets its 405 first.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -179,13 +179,13 @@ impl AdminGuard {
         }
         let has_body = headers.contains_key(header::TRANSFER_ENCODING)
             || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
-        // `POST` and `PUT` bodies are the JSON extractor's to refuse (the same 415, before it reads
-        // anything), so that a method a path does not take is answered 405 first.
-        if has_body
-            && !matches!(*method, Method::POST | Method::PUT)
-            && !headers.get(header::CONTENT_TYPE).is_some_and(is_json_content_type)
-        {
-            return Err(Refusal::MediaType);
+        let takes_body = matches!(*method, Method::POST | Method::PUT);
+        match headers.get(header::CONTENT_TYPE) {
+            Some(ct) if (has_body || takes_body) && !is_json_content_type(ct) => return Err(Refusal::MediaType),
+            // A `POST` or `PUT` without a content type is the JSON extractor's to refuse (the same
+            // 415, before it reads anything), so that a method the path does not take gets its 405.
+            None if has_body && !takes_body => return Err(Refusal::MediaType),
+            _ => {}
         }
         Ok(())
     }
@@ -493,9 +493,11 @@ mod tests {
         let json = ("content-type", "application/json");
         assert_eq!(check(&[auth, json], Method::POST), Ok(()));
         assert_eq!(check(&[auth], Method::GET), Ok(()));
-        // POST and PUT are left to the JSON extractor (415 after routing, 405 for other paths).
+        // POST and PUT without a content type are left to the JSON extractor (415 after routing,
+        // 405 for paths that do not take them); with another content type they are refused here.
         assert_eq!(check(&[auth], Method::POST), Ok(()));
-        assert_eq!(check(&[auth, ("content-type", "text/plain"), ("content-length", "3")], Method::PUT), Ok(()));
+        assert_eq!(check(&[auth, ("content-type", "text/plain")], Method::PUT), Err(Refusal::MediaType));
+        assert_eq!(check(&[auth, ("content-type", "text/json")], Method::POST), Err(Refusal::MediaType));
         assert_eq!(check(&[auth, ("content-length", "3")], Method::DELETE), Err(Refusal::MediaType));
         assert_eq!(check(&[json], Method::POST), Err(Refusal::Unauthorized { token_given: false }));
         assert_eq!(

@@ -199,6 +199,21 @@ async fn bad_queries_and_unknown_routes_get_json_errors() {
     }
     let (s, json) = app.request("PATCH", "/v1/webhooks", None).await;
     assert_eq!((s, json["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    // A method the path does not take is 405 (with `Allow`) before any content-type question.
+    for (method, path, allow) in [("PUT", "/v1/nodes", "GET"), ("POST", "/v1/webhooks/x", "GET, PUT, DELETE")] {
+        let resp = app
+            .http
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+    }
+    let (s, json) = app.request_with("POST", "/v1/webhooks", None, &[("content-type", "text/plain")]).await;
+    assert_eq!((s, json["error"]["code"].as_str()), (415, Some("unsupported_media_type")));
+    let (s, json) = app.request("POST", "/v1/webhooks", None).await;
+    assert_eq!((s, json["error"]["code"].as_str()), (415, Some("unsupported_media_type")), "no content type");
     app.stop().await;
 }
 
