@@ -196,7 +196,9 @@ impl AdminGuard {
 enum Refusal {
     CrossOrigin(String),
     BadHost,
-    Unauthorized { token_given: bool },
+    Unauthorized {
+        token_given: bool,
+    },
     /// No token and not opened explicitly.
     Closed,
     MediaType,

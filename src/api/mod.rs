@@ -165,8 +165,7 @@ impl Routes {
     /// When two of the mounted paths are equal.
     pub fn into_configure(self) -> impl Fn(&mut web::ServiceConfig) + Clone + 'static {
         let mounts = self.mounts();
-        let singles: Vec<&String> =
-            [&mounts.metrics, &mounts.healthz, &mounts.openapi].into_iter().flatten().collect();
+        let singles: Vec<&String> = [&mounts.metrics, &mounts.healthz, &mounts.openapi].into_iter().flatten().collect();
         for (i, a) in singles.iter().enumerate() {
             assert!(!singles[i + 1..].contains(a), "servio-webhooks: `{a}` is mounted twice");
         }

@@ -136,7 +136,7 @@ impl WebhookIn {
                     }
                     v
                 })
-                    .map_err(|e| ApiError::bad_request("invalid_retry_config", format!("invalid retryConfig: {e}")))?,
+                .map_err(|e| ApiError::bad_request("invalid_retry_config", format!("invalid retryConfig: {e}")))?,
             ),
         };
         Ok(WebhookSpec {

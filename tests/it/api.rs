@@ -466,8 +466,16 @@ async fn openapi_document_follows_the_configuration() {
     assert!(subscribable.as_array().unwrap().contains(&json!("reservation.created")), "{subscribable}");
     assert!(subscribable.as_array().unwrap().contains(&json!("*")), "{subscribable}");
     // What /openapi.json serves is the same document.
-    let served: Value =
-        app.http.get(format!("{}/openapi.json", app.base)).send().await.unwrap().text().await.map(|t| serde_json::from_str::<Value>(&t).unwrap()).unwrap();
+    let served: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+        .unwrap();
     assert_eq!(served, doc);
 
     let mounted: Value = serde_json::from_str(
@@ -518,7 +526,8 @@ async fn admin_api_without_token_is_closed_unless_opened() {
         ("DELETE", "/v1/webhooks/x", None),
         ("GET", "/v1/nothing-here", None),
     ] {
-        let mut req = app.http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base));
+        let mut req =
+            app.http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base));
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
         }
@@ -568,7 +577,8 @@ async fn unknown_fields_are_refused_naming_the_field() {
         assert!(message.contains(&format!("unknown field `{field}`")), "{message}");
     }
     // Inside retryConfig, as before, with its own code.
-    let (status, json) = app.post("/v1/webhooks", json!({"url": "https://example.com", "retryConfig": {"retries": 3}})).await;
+    let (status, json) =
+        app.post("/v1/webhooks", json!({"url": "https://example.com", "retryConfig": {"retries": 3}})).await;
     assert_eq!((status, json["error"]["code"].as_str()), (400, Some("invalid_retry_config")), "{json}");
     assert!(json["error"]["message"].as_str().unwrap().contains("unknown field `retries`"), "{json}");
     let (_, list) = app.get("/v1/webhooks").await;
@@ -681,15 +691,14 @@ fn host_app(
     use actix_web::{App, HttpServer, web};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = HttpServer::new(move || {
-        App::new().route("/orders", web::post().to(host_orders)).configure(configure.clone())
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(0)
-    .listen(listener)
-    .unwrap()
-    .run();
+    let server =
+        HttpServer::new(move || App::new().route("/orders", web::post().to(host_orders)).configure(configure.clone()))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(0)
+            .listen(listener)
+            .unwrap()
+            .run();
     let handle = server.handle();
     actix_web::rt::spawn(server);
     (base, handle)
@@ -760,20 +769,23 @@ async fn mounting_leaves_the_hosts_routes_alone() {
         assert_eq!(resp.status().as_u16(), 404, "{path}");
         assert_eq!(resp.text().await.unwrap(), "", "{path} is the host's 404");
     }
-    let doc: Value = http.get(format!("{base}/hooks-admin/openapi.json")).send().await.unwrap().text().await.map(|t| serde_json::from_str::<Value>(&t).unwrap()).unwrap();
+    let doc: Value = http
+        .get(format!("{base}/hooks-admin/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+        .unwrap();
     assert!(doc["paths"].get("/hooks-admin/events").is_some() && doc["paths"].get("/internal/metrics").is_some());
     assert!(doc["paths"].get("/healthz").is_none());
     server.stop(false).await;
 
     // The default mounting, next to the same host route: unchanged for the host too.
     let (base, server) = host_app(webhooks.configure());
-    let resp = http
-        .post(format!("{base}/orders"))
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        http.post(format!("{base}/orders")).header("content-type", "application/json").body(big).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     for path in ["/metrics", "/healthz", "/openapi.json", "/v1/webhooks"] {
         let resp = http.get(format!("{base}{path}")).send().await.unwrap();

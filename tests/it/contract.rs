@@ -128,7 +128,8 @@ fn run(st: &Path, token: Option<&str>, examples: &str, seed: &str) -> Run {
     let port = free_port();
     let started = Instant::now();
     let mut cmd = Command::new("timeout");
-    cmd.args(["300", "unshare", "-n", "bash", "-c", SCRIPT])
+    // schemathesis keeps a cache in its working directory: the temporary one, not the checkout.
+    cmd.current_dir(dir.path()).args(["300", "unshare", "-n", "bash", "-c", SCRIPT])
         .env("BIN", binary())
         .env("ST", st)
         .env("DIR", dir.path())
@@ -181,11 +182,8 @@ fn schemathesis_finds_no_contract_violations() {
         let label = if token.is_some() { "with an admin token" } else { "open, without a token" };
         let run = run(&st, token, &examples, &seed);
         // The binary lives in a target directory that builds of other checkouts may share.
-        let settings = Settings {
-            admin_token: token.map(String::from),
-            open_admin_api: token.is_none(),
-            ..Settings::default()
-        };
+        let settings =
+            Settings { admin_token: token.map(String::from), open_admin_api: token.is_none(), ..Settings::default() };
         let expected = document(&settings, &catalog, &Mounts::default());
         assert!(
             run.served.as_ref() == Some(&expected),
