@@ -271,7 +271,9 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
         return Err(refuse());
     }
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| refuse())?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    // Ids are ASCII: a position that is not UTF-8, or holds NUL (which PostgreSQL's text refuses),
+    // sorts as well with replacement characters.
+    Ok(String::from_utf8_lossy(&bytes).replace('\0', "\u{fffd}"))
 }
 
 /// Turns `limit + 1` fetched rows into one page and the cursor of the next (none on the last page):

@@ -11,6 +11,10 @@
 //! Needs schemathesis (`WEBHOOKS_SCHEMATHESIS` = its `st` executable, else `schemathesis` on the
 //! `PATH`; `.ci/run` installs it into a virtualenv under `target/`) and root for `unshare`. Without
 //! either the test prints `skipped: …` and passes, except under `CI=true`, where it fails.
+//! A third run (open) stores in PostgreSQL, in a fresh schema of the server at
+//! `WEBHOOKS_TEST_DATABASE_URL`, reached from inside the namespace through its Unix socket; where
+//! there is no such socket it prints `skipped: …` for that run.
+//!
 //! `WEBHOOKS_CONTRACT_EXAMPLES` (default 20) sets the examples per operation,
 //! `WEBHOOKS_CONTRACT_SEED` (default fixed) the seed, and `WEBHOOKS_CONTRACT_BIN` another server
 //! binary than the one cargo built (a copy, where other checkouts share the target directory and
@@ -121,7 +125,23 @@ fn binary() -> PathBuf {
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_servio-webhooks")), PathBuf::from)
 }
 
-fn run(st: &Path, token: Option<&str>, examples: &str, seed: &str) -> Run {
+/// `url` (a PostgreSQL server on this machine over TCP) through the server's Unix socket, which
+/// a process in another network namespace still reaches; `None` when there is none.
+fn through_socket(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+        return None;
+    }
+    let port = parsed.port().unwrap_or(5432);
+    let dir = ["/var/run/postgresql", "/run/postgresql", "/tmp"]
+        .into_iter()
+        .find(|d| Path::new(&format!("{d}/.s.PGSQL.{port}")).exists())?;
+    let encoded = dir.replace('/', "%2F");
+    Some(url.replacen(&format!("@{host}:{port}"), &format!("@{encoded}:{port}"), 1)).filter(|u| u != url)
+}
+
+fn run(st: &Path, token: Option<&str>, database_url: Option<&str>, examples: &str, seed: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let hooks = dir.path().join("contract_hooks.py");
     std::fs::write(&hooks, HOOKS).unwrap();
@@ -129,7 +149,8 @@ fn run(st: &Path, token: Option<&str>, examples: &str, seed: &str) -> Run {
     let started = Instant::now();
     let mut cmd = Command::new("timeout");
     // schemathesis keeps a cache in its working directory: the temporary one, not the checkout.
-    cmd.current_dir(dir.path()).args(["300", "unshare", "-n", "bash", "-c", SCRIPT])
+    cmd.current_dir(dir.path())
+        .args(["300", "unshare", "-n", "bash", "-c", SCRIPT])
         .env("BIN", binary())
         .env("ST", st)
         .env("DIR", dir.path())
@@ -140,7 +161,10 @@ fn run(st: &Path, token: Option<&str>, examples: &str, seed: &str) -> Run {
         .env("SCHEMATHESIS_HOOKS", "contract_hooks")
         .env("PYTHONPATH", dir.path())
         .env("WEBHOOKS_BIND", format!("127.0.0.1:{port}"))
-        .env("WEBHOOKS_DATABASE_URL", format!("sqlite://{}", dir.path().join("contract.db").display()))
+        .env(
+            "WEBHOOKS_DATABASE_URL",
+            database_url.map_or_else(|| format!("sqlite://{}", dir.path().join("contract.db").display()), String::from),
+        )
         .env("WEBHOOKS_SQLITE_SYNCHRONOUS", "normal")
         .env("WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
         .env("WEBHOOKS_LOG", "error")
@@ -166,7 +190,8 @@ fn run(st: &Path, token: Option<&str>, examples: &str, seed: &str) -> Run {
 }
 
 /// schemathesis, all checks, against the open API (no token, as `serve` runs on loopback) and
-/// against the API with an admin token (credentials sent; `ignored_auth` sends none).
+/// against the API with an admin token (credentials sent; `ignored_auth` sends none), on SQLite;
+/// then the open API on PostgreSQL, whose text columns take less than SQLite's.
 #[test]
 fn schemathesis_finds_no_contract_violations() {
     let Some(st) = schemathesis() else {
@@ -178,9 +203,25 @@ fn schemathesis_finds_no_contract_violations() {
     let examples = std::env::var("WEBHOOKS_CONTRACT_EXAMPLES").unwrap_or_else(|_| "20".into());
     let seed = std::env::var("WEBHOOKS_CONTRACT_SEED").unwrap_or_else(|_| "20261129".into());
     let catalog = EventCatalog::default();
-    for token in [None, Some("contract-admin-token")] {
-        let label = if token.is_some() { "with an admin token" } else { "open, without a token" };
-        let run = run(&st, token, &examples, &seed);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let schema = runtime.block_on(crate::pg::schema());
+    let postgres = schema.as_ref().and_then(|s| {
+        let url = through_socket(&s.url);
+        if url.is_none() {
+            println!("skipped: the contract run on PostgreSQL (no Unix socket for {})", crate::pg::base_url());
+        }
+        url
+    });
+    let runs = [
+        (None, None, "open, without a token"),
+        (Some("contract-admin-token"), None, "with an admin token"),
+        (None, postgres.as_deref(), "open, on PostgreSQL"),
+    ];
+    for (token, database_url, label) in runs {
+        if label.ends_with("PostgreSQL") && database_url.is_none() {
+            continue;
+        }
+        let run = run(&st, token, database_url, &examples, &seed);
         // The binary lives in a target directory that builds of other checkouts may share.
         let settings =
             Settings { admin_token: token.map(String::from), open_admin_api: token.is_none(), ..Settings::default() };
