@@ -300,3 +300,28 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 pub(crate) fn time(ms: Option<i64>) -> Option<String> {
     ms.map(crate::model::rfc3339)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_paths_are_normalised_or_refused() {
+        assert_eq!(mount_path("x", "/hooks-admin/"), "/hooks-admin");
+        assert_eq!(mount_path("x", "/a/b"), "/a/b");
+        assert_eq!(mount_path("x", "/"), "/");
+        for bad in ["", "hooks", "/a b", "/{id}", "/a?b", "/a#b"] {
+            assert!(std::panic::catch_unwind(|| mount_path("x", bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_take_any_position() {
+        assert_eq!(decode_cursor(&encode_cursor("wh_1")).unwrap(), "wh_1");
+        assert_eq!(decode_cursor("AAA").unwrap(), "\u{fffd}\u{fffd}");
+        assert!(decode_cursor("A").is_err());
+        assert!(decode_cursor("AB").is_err(), "not canonical");
+        assert!(decode_cursor("AA==").is_err(), "padded");
+        assert!(decode_cursor(&"A".repeat(rules::CURSOR_LEN + 4)).is_err());
+    }
+}

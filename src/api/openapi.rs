@@ -406,8 +406,10 @@ mod tests {
     use crate::model::spec_limits;
     use crate::retry::policy::limits;
 
+    /// The document of the default test configuration (no token, the API opened).
     fn doc() -> Value {
-        document(&Settings::default(), &EventCatalog::default(), &Mounts::default())
+        let settings = Settings { open_admin_api: true, ..Settings::default() };
+        document(&settings, &EventCatalog::default(), &Mounts::default())
     }
 
     /// The bounds written as literals in `#[schema(...)]` attributes are the ones the code enforces.
@@ -446,5 +448,56 @@ mod tests {
         for s in strings {
             assert!(serde_json::from_value::<Jitter>(s.clone()).is_ok(), "{s}");
         }
+    }
+
+    /// The shapes the handlers check are in the document, where clients and schemathesis read them.
+    #[test]
+    fn documented_shapes_are_the_checked_ones() {
+        let doc = doc();
+        let webhook = &doc["components"]["schemas"]["WebhookIn"];
+        assert_eq!(webhook["additionalProperties"], json!(false));
+        assert_eq!(doc["components"]["schemas"]["PublishIn"]["additionalProperties"], json!(false));
+        let props = &webhook["properties"];
+        assert_eq!(props["url"]["pattern"], json!(rules::url_pattern()));
+        assert_eq!(props["secret"]["pattern"], json!(rules::SECRET_PATTERN));
+        assert_eq!(props["events"]["minItems"], json!(1));
+        let events = props["events"]["items"]["enum"].as_array().unwrap();
+        assert_eq!(events.len(), EventCatalog::default().types().len() + 1);
+        assert_eq!(props["headers"]["propertyNames"]["pattern"], json!(rules::header_name_pattern()));
+        assert_eq!(props["headers"]["maxProperties"], json!(crate::model::spec_limits::HEADERS));
+        let status = doc["paths"]["/v1/deliveries"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "status")
+            .unwrap()["schema"]["enum"]
+            .clone();
+        for s in status.as_array().unwrap() {
+            assert!(crate::model::DeliveryStatus::parse(s.as_str().unwrap()).is_some(), "{s}");
+        }
+        let header = &doc["paths"]["/v1/events"]["post"]["parameters"][0];
+        assert_eq!(header["name"], "Idempotency-Key");
+        assert_eq!(header["schema"]["pattern"], json!(rules::IDEMPOTENCY_KEY_PATTERN));
+        // The default test configuration (no token, opened) asks for no credentials.
+        assert!(doc["components"].get("securitySchemes").is_none());
+        assert!(doc["paths"]["/v1/webhooks"]["post"].get("security").is_none());
+    }
+
+    /// Every mount is where the builder put it; a closed API keeps the bearer scheme, explained.
+    #[test]
+    fn mounts_and_access_shape_the_document() {
+        let mounts = Mounts {
+            prefix: "/admin".into(),
+            metrics: None,
+            healthz: Some("/health".into()),
+            openapi: Some("/admin/openapi.json".into()),
+        };
+        let settings = Settings { open_admin_api: false, ..Settings::default() };
+        let doc = document(&settings, &EventCatalog::default(), &mounts);
+        let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+        assert!(paths.iter().all(|p| p.starts_with("/admin/") || *p == "/health"), "{paths:?}");
+        assert_eq!(doc["paths"]["/admin/webhooks"]["get"]["security"], json!([{"bearer": []}]));
+        let scheme = doc["components"]["securitySchemes"]["bearer"]["description"].as_str().unwrap();
+        assert!(scheme.contains("refused"), "{scheme}");
     }
 }
