@@ -691,14 +691,24 @@ fn host_app(
     use actix_web::{App, HttpServer, web};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let server =
-        HttpServer::new(move || App::new().route("/orders", web::post().to(host_orders)).configure(configure.clone()))
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(0)
-            .listen(listener)
-            .unwrap()
-            .run();
+    let server = HttpServer::new(move || {
+        // The host's own JSON error format, App-wide; its limit stays actix's default.
+        let json = web::JsonConfig::default().error_handler(|err, _| {
+            let body = json!({"hostError": err.to_string()});
+            actix_web::error::InternalError::from_response(
+                err,
+                actix_web::HttpResponse::UnprocessableEntity().json(body),
+            )
+            .into()
+        });
+        App::new().app_data(json).route("/orders", web::post().to(host_orders)).configure(configure.clone())
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(0)
+    .listen(listener)
+    .unwrap()
+    .run();
     let handle = server.handle();
     actix_web::rt::spawn(server);
     (base, handle)
@@ -730,11 +740,12 @@ async fn mounting_leaves_the_hosts_routes_alone() {
     let big = json!({"blob": "x".repeat(300 * 1024)}).to_string();
     let resp = post("/orders", big.clone()).await.unwrap();
     assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await.unwrap());
-    // The host's errors are actix's, not the subsystem's JSON.
+    // The host's errors are its own, not the subsystem's.
     let resp = post("/orders", "{not json".into()).await.unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.status().as_u16(), 422);
     let text = resp.text().await.unwrap();
-    assert!(serde_json::from_str::<Value>(&text).map_or(true, |v| v.get("error").is_none()), "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert!(body.get("hostError").is_some() && body.get("error").is_none(), "{text}");
     let resp = http.get(format!("{base}/no-such-host-route")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     assert_eq!(resp.text().await.unwrap(), "", "actix's own 404");
@@ -790,6 +801,21 @@ async fn mounting_leaves_the_hosts_routes_alone() {
     for path in ["/metrics", "/healthz", "/openapi.json", "/v1/webhooks"] {
         let resp = http.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    server.stop(false).await;
+
+    // No metrics and no document at all, the health check elsewhere.
+    let routes = webhooks.routes().metrics(None).openapi(None).healthz(Some("/ops/webhooks-health"));
+    let (base, server) = host_app(routes.into_configure());
+    for (path, status) in [
+        ("/metrics", 404),
+        ("/openapi.json", 404),
+        ("/healthz", 404),
+        ("/ops/webhooks-health", 200),
+        ("/v1/webhooks", 200),
+    ] {
+        let resp = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
     }
     server.stop(false).await;
     webhooks.shutdown().await;
