@@ -303,7 +303,7 @@ async fn create(webhooks: web::Data<Webhooks>, body: web::Json<WebhookIn>) -> Re
     path = "/v1/webhooks/{id}",
     tag = "webhooks",
     operation_id = "putWebhook",
-    params(("id" = String, Path, description = "Caller-chosen id: 1 to 128 characters of `[A-Za-z0-9_.:-]`.")),
+    params(("id" = String, Path, description = "Caller-chosen id: 1 to 128 characters of `[A-Za-z0-9_.:-]`, not `.` or `..` (400 `invalid_request`).")),
     request_body = WebhookIn,
     responses(
         (status = 200, description = "Replaced; the secret is kept unless one is given.", body = WebhookOut),
