@@ -1,11 +1,16 @@
 //! A tiny Servio-like application that embeds the webhook subsystem.
 //!
-//! Its own `POST /orders` creates an order and publishes `order.created`; the admin REST API,
-//! `/metrics` and `/healthz` of servio-webhooks are mounted into the same `App`.
+//! Its own `POST /orders` creates an order and publishes `order.created`; the admin REST API of
+//! servio-webhooks is mounted into the same `App` under `/webhooks/v1`, its metrics at
+//! `/internal/metrics`, its OpenAPI document at `/webhooks/openapi.json`, and its health check
+//! not at all (the app has its own `/healthz`).
+//!
+//! The app listens on loopback only, so without `WEBHOOKS_ADMIN_TOKEN` it opens the admin API to
+//! local callers (`Settings::open_admin_api`); with a token, send it as a bearer token.
 //!
 //! ```sh
 //! WEBHOOKS_ALLOW_PRIVATE_TARGETS=true cargo run --example servio_app
-//! curl -s -XPOST localhost:3000/v1/webhooks -H 'content-type: application/json' -d '{"url":"http://127.0.0.1:9000/hook"}'
+//! curl -s -XPOST localhost:3000/webhooks/v1/webhooks -H 'content-type: application/json' -d '{"url":"http://127.0.0.1:9000/hook"}'
 //! curl -s -XPOST localhost:3000/orders -H 'content-type: application/json' -d '{"table":"T4","items":[{"sku":"burger","qty":2}]}'
 //! ```
 
@@ -60,18 +65,33 @@ async fn create_order(webhooks: web::Data<Webhooks>, body: web::Json<NewOrder>) 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").init();
+    let admin_token = std::env::var("WEBHOOKS_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let settings = Settings {
         database_url: std::env::var("WEBHOOKS_DATABASE_URL")
             .unwrap_or_else(|_| "sqlite://servio-app-webhooks.db".into()),
         allow_private_targets: std::env::var("WEBHOOKS_ALLOW_PRIVATE_TARGETS").is_ok_and(|v| v == "true"),
+        // Bound to 127.0.0.1 below: without a token, answering local admin calls is a safe choice
+        // (a host on a public address would set a token instead).
+        open_admin_api: admin_token.is_none(),
+        admin_token,
         ..Settings::default()
     };
     // Start the subsystem inside this app's actix System.
     let webhooks = Webhooks::start(settings).await?;
-    let routes = webhooks.configure();
+    let routes = webhooks
+        .routes()
+        .prefix("/webhooks/v1")
+        .metrics(Some("/internal/metrics"))
+        .healthz(None)
+        .openapi(Some("/webhooks/openapi.json"))
+        .into_configure();
     let data = web::Data::new(webhooks.clone());
     let server = HttpServer::new(move || {
-        App::new().app_data(data.clone()).route("/orders", web::post().to(create_order)).configure(routes.clone()) // /v1/..., /metrics, /healthz
+        App::new()
+            .app_data(data.clone())
+            .route("/orders", web::post().to(create_order))
+            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+            .configure(routes.clone())
     })
     // Let the webhook subsystem drain on SIGTERM instead of actix-server stopping the System.
     .disable_signals()

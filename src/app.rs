@@ -434,11 +434,25 @@ impl Webhooks {
         &self.inner.shared.store
     }
 
-    /// Mounts `/v1/…` (admin REST, behind the bearer token if one is set), `/metrics` and `/healthz`
-    /// into a host's `App`: `App::new().configure(webhooks.configure())`.
+    /// The default mounting, `webhooks.routes().into_configure()`: the admin API under `/v1`
+    /// (behind the admin-token policy and the cross-site guard), `/metrics`, `/healthz` and
+    /// `/openapi.json`, for `App::new().configure(webhooks.configure())`. Nothing is registered
+    /// App-wide: the host's own routes keep their extractor settings and error handlers.
     pub fn configure(&self) -> impl Fn(&mut ServiceConfig) + Clone + 'static {
-        let this = self.clone();
-        move |cfg: &mut ServiceConfig| crate::api::configure(cfg, this.clone())
+        self.routes().into_configure()
+    }
+
+    /// A builder for mounting the routes elsewhere: the admin API's prefix, and whether and where
+    /// `/metrics`, `/healthz` and `/openapi.json` go.
+    ///
+    /// ```no_run
+    /// # async fn f(webhooks: servio_webhooks::Webhooks) {
+    /// let routes = webhooks.routes().prefix("/hooks-admin").metrics(Some("/internal/metrics")).healthz(None);
+    /// let app = actix_web::App::new().configure(routes.into_configure());
+    /// # }
+    /// ```
+    pub fn routes(&self) -> crate::api::Routes {
+        crate::api::Routes::new(self.clone())
     }
 
     /// Graceful stop: refuse new publishes, let in-flight attempts finish (up to

@@ -90,15 +90,19 @@ impl DeliveryStatus {
 
 /// A webhook registration as submitted: the body of `POST /v1/webhooks` and `PUT /v1/webhooks/{id}`,
 /// and what the seed's `WEBHOOK_URLS` environment registry produces.
+///
+/// Unknown fields are refused (`deny_unknown_fields`): a misspelt `evnts` would otherwise register
+/// a webhook for every event type.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSpec {
     /// Target URL, `http` or `https`.
     pub url: String,
     /// `whsec_…` or a plain string; generated when absent.
     #[serde(default)]
     pub secret: Option<String>,
-    /// Subscribed event types; absent, empty or `["*"]` means all.
+    /// Subscribed event types; absent (or `null`) or containing `"*"` means all. An empty list is
+    /// refused: it reads as "none" but used to mean "all".
     #[serde(default)]
     pub events: Option<Vec<String>>,
     /// Extra headers sent with every attempt; they may not override the signed ones.
@@ -189,6 +193,8 @@ pub mod spec_limits {
     pub const MAX_IN_FLIGHT: u32 = 1024;
     /// Longest caller-chosen id.
     pub const ID_LEN: usize = 128;
+    /// Longest secret, in characters.
+    pub const SECRET_LEN: usize = 512;
 }
 
 /// Headers a webhook's custom headers may not set: the ones the sender owns (framing, the
@@ -197,7 +203,7 @@ pub mod spec_limits {
 /// `expect`, and credentials: `authorization`, `proxy-authorization` and `cookie` would be stored
 /// with the registration and shown in every `GET` of it; receivers authenticate the sender by the
 /// signature instead.
-const RESERVED_HEADERS: &[&str] = &[
+pub(crate) const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "content-length",
     "content-encoding",
@@ -296,14 +302,26 @@ impl WebhookSpec {
         let url = validate_url(&self.url, policy)?;
         let secret = match self.secret {
             Some(s) => {
-                if s.len() > 512 {
-                    return Err(SpecError::Invalid("secret is longer than 512 characters".into()));
+                if s.chars().count() > spec_limits::SECRET_LEN {
+                    return Err(SpecError::Invalid(format!(
+                        "secret is longer than {} characters",
+                        spec_limits::SECRET_LEN
+                    )));
                 }
                 SigningKey::from_secret(&s)?;
                 s
             }
             None => existing.map(|e| e.secret.clone()).unwrap_or_else(generate_secret),
         };
+        if self.events.as_ref().is_some_and(Vec::is_empty) {
+            return Err(SpecError::Invalid(
+                "events is empty: omit it (or use [\"*\"]) to subscribe to every event type, or list the types".into(),
+            ));
+        }
+        // Every name must be a known type, `"*"` among them or not.
+        for name in self.events.iter().flatten().filter(|e| *e != "*") {
+            catalog.resolve(name)?;
+        }
         let events = match catalog.subscription(self.events.as_deref())? {
             Subscription::All => None,
             Subscription::Only(names) => Some(names.iter().map(|n| n.to_string()).collect()),
@@ -484,6 +502,19 @@ mod tests {
         let mut s = spec("https://example.com");
         s.events = Some(vec!["order.nope".into()]);
         assert!(matches!(s.into_record("a".into(), &c, &TargetPolicy::default(), None), Err(SpecError::Events(_))));
+
+        let mut s = spec("https://example.com");
+        s.events = Some(vec!["*".into(), "order.nope".into()]);
+        assert!(matches!(s.into_record("a".into(), &c, &TargetPolicy::default(), None), Err(SpecError::Events(_))));
+
+        let mut s = spec("https://example.com");
+        s.events = Some(vec![]);
+        let err = s.into_record("a".into(), &c, &TargetPolicy::default(), None).unwrap_err();
+        assert!(matches!(&err, SpecError::Invalid(m) if m.contains(r#"["*"]"#)), "{err}");
+
+        // Unknown fields are refused, naming the field.
+        let err = serde_json::from_str::<WebhookSpec>(r#"{"url":"https://example.com","evnts":[]}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `evnts`"), "{err}");
 
         let mut s = spec("https://example.com");
         s.secret = Some("whsec_".into());

@@ -13,8 +13,8 @@ use crate::model::DeliveryStatus;
 use crate::store::{AttemptRecord, DeliveryFilter, DeliveryRecord};
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/deliveries").get(list).default_service(web::to(super::method_not_allowed)))
-        .service(web::resource("/deliveries/{id}").get(get).default_service(web::to(super::method_not_allowed)));
+    cfg.service(web::resource("/deliveries").get(list).default_service(web::to(super::allow("GET"))))
+        .service(web::resource("/deliveries/{id}").get(get).default_service(web::to(super::allow("GET"))));
 }
 
 /// A delivery: the seed's `WebhookDelivery` fields, plus `attemptLog` on the single-delivery route.
@@ -128,15 +128,17 @@ impl DeliveryOut {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
-    /// Only deliveries to this webhook.
+    /// Only deliveries to this webhook (empty: all webhooks).
     webhook_id: Option<String>,
     /// Only deliveries in this status: `pending`, `success` or `failed` (`succeeded` and
-    /// `delivered` are accepted for `success`).
+    /// `delivered` are accepted for `success`, `failure` for `failed`); anything else is 400
+    /// `invalid_query`.
     status: Option<String>,
     /// Page size, 1 to 250 (default 50).
     #[param(minimum = 1, maximum = 250)]
     limit: Option<u32>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page: opaque, canonical unpadded base64url of at most 512
+    /// characters (else 400 `invalid_cursor`).
     cursor: Option<String>,
 }
 
@@ -158,14 +160,19 @@ pub struct DeliveryQuery {
 async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let limit = page_limit(q.limit)?;
-    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+    let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request("invalid_query", format!("unknown status `{s}`: use pending, success or failed"))
         })?),
     };
     let before = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let filter = DeliveryFilter { webhook_id: q.webhook_id.filter(|w| !w.is_empty()), status };
+    let webhook_id = q.webhook_id.filter(|w| !w.is_empty());
+    // No webhook has an id that is not one: nothing to ask the store (which may not take every string).
+    if webhook_id.as_deref().is_some_and(|w| crate::model::validate_webhook_id(w).is_err()) {
+        return Ok(HttpResponse::Ok().json(Page::<DeliveryOut> { data: Vec::new(), next_cursor: None }));
+    }
+    let filter = DeliveryFilter { webhook_id, status };
     let rows = webhooks.deliveries(filter, before, limit + 1).await?;
     let (rows, next_cursor) = paginate(rows, limit, |d| &d.id);
     let data = rows.into_iter().map(|d| DeliveryOut::new(d, None)).collect();
@@ -188,6 +195,10 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -
     security(("bearer" = []))
 )]
 async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    // Delivery ids are ASCII; a NUL would only upset the store.
+    if id.contains('\0') {
+        return Err(ApiError::not_found(&format!("delivery `{}`", id.escape_debug())));
+    }
     match webhooks.delivery(&id).await? {
         Some((d, log)) => Ok(HttpResponse::Ok().json(DeliveryOut::new(d, Some(log)))),
         None => Err(ApiError::not_found(&format!("delivery `{id}`"))),

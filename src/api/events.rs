@@ -11,12 +11,13 @@ use crate::app::Webhooks;
 use crate::delivery::dispatcher::PublishReceipt;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/events").post(publish).default_service(web::to(super::method_not_allowed)));
+    cfg.service(web::resource("/events").post(publish).default_service(web::to(super::allow("POST"))));
 }
 
 /// Request body of `POST /v1/events`. `data` is kept as raw JSON: it goes on the wire byte for byte.
+/// Unknown fields are refused (400 `invalid_request` naming the field).
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({"event": "order.created", "data": {"orderId": "ord_1", "total": 25.07, "currency": "EUR"}}))]
 pub struct PublishIn {
     /// A known event type (see `GET /v1/event-types`).
@@ -26,7 +27,9 @@ pub struct PublishIn {
     #[schema(value_type = Object, required = true)]
     data: Option<Box<RawValue>>,
     /// Deduplicates publishes: a repeated key returns the first receipt with `"duplicate": true`.
-    /// The `Idempotency-Key` header works too; this field wins when both are given.
+    /// 1 to 255 visible ASCII characters, spaces allowed inside only (else 400
+    /// `invalid_idempotency_key`). The `Idempotency-Key` header works too; this field wins when
+    /// both are given.
     #[serde(default)]
     idempotency_key: Option<String>,
 }
@@ -66,8 +69,7 @@ async fn publish(
     Ok(HttpResponse::Accepted().json(receipt))
 }
 
-/// Longest idempotency key.
-const IDEMPOTENCY_KEY_LEN: usize = 255;
+use super::rules::IDEMPOTENCY_KEY_LEN;
 
 /// The `Idempotency-Key` header, if given: exactly one, 1 to 255 visible ASCII characters (spaces
 /// allowed between them; HTTP strips them at the ends).

@@ -11,14 +11,19 @@
 //!    rebinding: a page on `attacker.example` whose name is re-pointed at 127.0.0.1 is same-origin
 //!    for the browser, but its requests carry `Host: attacker.example`. A request without `Host`
 //!    (HTTP/1.0 tools) is not from a browser and passes.
-//! 3. **The bearer token** (401 `unauthorized` with `WWW-Authenticate: Bearer …`), when one is set:
-//!    `Authorization: Bearer <token>` with the scheme in any case and any spaces or tabs after it;
-//!    compared as SHA-256 digests in constant time, so neither the content nor the length of the
-//!    token leaks through timing.
-//! 4. **JSON bodies** (415 `unsupported_media_type`): `POST`, `PUT` and any request with a
-//!    body need `Content-Type: application/json` or an `application/*+json` type, with an optional
+//! 3. **The admin-token policy** (401 `unauthorized` with `WWW-Authenticate: Bearer …`): with a
+//!    token, `Authorization: Bearer <token>` with the scheme in any case and any spaces or tabs
+//!    after it, compared as SHA-256 digests in constant time, so neither the content nor the length
+//!    of the token leaks through timing. Without a token, only a server that opened its admin API
+//!    explicitly (`Settings::open_admin_api`) answers; otherwise every request is refused, telling
+//!    to set a token or open the API, so that a host app bound on a public address never exposes
+//!    it by accident.
+//! 4. **JSON bodies** (415 `unsupported_media_type`): any request with a body needs
+//!    `Content-Type: application/json` or an `application/*+json` type, with an optional
 //!    `charset=utf-8`. Form posts and `text/plain`, which a browser sends cross-site without asking,
-//!    are refused before anything reads the body.
+//!    are refused before anything reads the body. A `POST` or `PUT` without any content type is
+//!    left to the scope's JSON extractor settings (the same 415, after routing), so that a method
+//!    the path does not take gets its 405 first.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -36,6 +41,8 @@ use crate::config::Settings;
 
 /// The realm named in `WWW-Authenticate`.
 const REALM: &str = "servio-webhooks";
+/// The challenge of a 401 without a token given.
+const CHALLENGE: &str = "Bearer realm=\"servio-webhooks\"";
 
 /// A host in a `Host` header or an allowed-hosts entry: an address or a lower-case name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +113,8 @@ impl HostPattern {
 #[derive(Debug)]
 pub(crate) struct AdminGuard {
     token_digest: Option<[u8; 32]>,
+    /// Answer without a token (`Settings::open_admin_api`); only read when there is none.
+    open: bool,
     allowed_hosts: Vec<HostPattern>,
 }
 
@@ -113,6 +122,7 @@ impl AdminGuard {
     pub(crate) fn new(settings: &Settings) -> Self {
         Self {
             token_digest: settings.admin_token.as_deref().map(|t| digest(t.as_bytes())),
+            open: settings.open_admin_api,
             // Entries that do not parse were refused by `Settings::validate` at start.
             allowed_hosts: settings.allowed_hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect(),
         }
@@ -151,6 +161,7 @@ impl AdminGuard {
             }
         }
         match &self.token_digest {
+            None if !self.open => return Err(Refusal::Closed),
             None => match &host {
                 Ok(Some(h)) if !host_allowed(h, local, &self.allowed_hosts) => return Err(Refusal::BadHost),
                 Err(()) => return Err(Refusal::BadHost),
@@ -168,10 +179,13 @@ impl AdminGuard {
         }
         let has_body = headers.contains_key(header::TRANSFER_ENCODING)
             || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
-        if (matches!(*method, Method::POST | Method::PUT) || has_body)
-            && !headers.get(header::CONTENT_TYPE).is_some_and(is_json_content_type)
-        {
-            return Err(Refusal::MediaType);
+        let takes_body = matches!(*method, Method::POST | Method::PUT);
+        match headers.get(header::CONTENT_TYPE) {
+            Some(ct) if (has_body || takes_body) && !is_json_content_type(ct) => return Err(Refusal::MediaType),
+            // A `POST` or `PUT` without a content type is the JSON extractor's to refuse (the same
+            // 415, before it reads anything), so that a method the path does not take gets its 405.
+            None if has_body && !takes_body => return Err(Refusal::MediaType),
+            _ => {}
         }
         Ok(())
     }
@@ -182,7 +196,11 @@ impl AdminGuard {
 enum Refusal {
     CrossOrigin(String),
     BadHost,
-    Unauthorized { token_given: bool },
+    Unauthorized {
+        token_given: bool,
+    },
+    /// No token and not opened explicitly.
+    Closed,
     MediaType,
 }
 
@@ -212,6 +230,18 @@ impl Refusal {
                 if let Ok(v) = HeaderValue::from_str(&challenge) {
                     resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
+                resp
+            }
+            Refusal::Closed => {
+                let mut resp = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the admin API is closed: no admin token is set; set one (WEBHOOKS_ADMIN_TOKEN, \
+                     Settings::admin_token) and send it as `Authorization: Bearer <token>`, or open the API \
+                     explicitly for loopback callers (WEBHOOKS_OPEN_ADMIN_API=true, Settings::open_admin_api)",
+                )
+                .error_response();
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
                 resp
             }
             Refusal::MediaType => media_type_error().error_response(),
@@ -465,7 +495,11 @@ mod tests {
         let json = ("content-type", "application/json");
         assert_eq!(check(&[auth, json], Method::POST), Ok(()));
         assert_eq!(check(&[auth], Method::GET), Ok(()));
-        assert_eq!(check(&[auth], Method::POST), Err(Refusal::MediaType));
+        // POST and PUT without a content type are left to the JSON extractor (415 after routing,
+        // 405 for paths that do not take them); with another content type they are refused here.
+        assert_eq!(check(&[auth], Method::POST), Ok(()));
+        assert_eq!(check(&[auth, ("content-type", "text/plain")], Method::PUT), Err(Refusal::MediaType));
+        assert_eq!(check(&[auth, ("content-type", "text/json")], Method::POST), Err(Refusal::MediaType));
         assert_eq!(check(&[auth, ("content-length", "3")], Method::DELETE), Err(Refusal::MediaType));
         assert_eq!(check(&[json], Method::POST), Err(Refusal::Unauthorized { token_given: false }));
         assert_eq!(
@@ -483,7 +517,16 @@ mod tests {
         assert!(matches!(check(&[auth, ("sec-fetch-site", "cross-site")], Method::GET), Err(Refusal::CrossOrigin(_))));
         // With a token, any Host is fine (behind a proxy, say); without one it is checked.
         assert_eq!(check(&[auth, ("host", "webhooks.example.com")], Method::GET), Ok(()));
-        let open = AdminGuard::new(&Settings::default());
+        let closed = AdminGuard::new(&Settings::default());
+        for h in [&[][..], &[("host", "localhost:8080")], &[auth]] {
+            assert_eq!(closed.check(&headers(h), &Method::GET, None, local), Err(Refusal::Closed), "{h:?}");
+        }
+        // Cross-origin refusals still come first.
+        assert!(matches!(
+            closed.check(&headers(&[("sec-fetch-site", "cross-site")]), &Method::GET, None, local),
+            Err(Refusal::CrossOrigin(_))
+        ));
+        let open = AdminGuard::new(&Settings { open_admin_api: true, ..Settings::default() });
         let check = |h: &[(&str, &str)]| open.check(&headers(h), &Method::GET, None, local);
         assert_eq!(check(&[("host", "webhooks.example.com")]), Err(Refusal::BadHost));
         assert_eq!(check(&[("host", "localhost:8080"), ("origin", "http://localhost:8080")]), Ok(()));

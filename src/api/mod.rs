@@ -1,7 +1,8 @@
-//! The REST API (docs/architecture.md, "REST"): admin routes under `/v1` behind [`guard`]'s checks
-//! (cross-origin requests, `Host` names, an optional bearer token, JSON bodies), plus
-//! open `/metrics`, `/healthz` and `/openapi.json`. One module per resource, each with its DTOs and
-//! `configure`; [`openapi`] describes them all.
+//! The REST API (docs/architecture.md, "REST"): admin routes under a prefix (`/v1` by default)
+//! behind [`guard`]'s checks (cross-origin requests, `Host` names, the admin-token policy, JSON
+//! bodies), plus `/metrics`, `/healthz` and `/openapi.json`, which the host decides whether and
+//! where to mount ([`Routes`]). One module per resource, each with its DTOs and `configure`;
+//! [`openapi`] describes them all, as mounted.
 
 pub mod deliveries;
 pub mod error;
@@ -10,9 +11,11 @@ pub mod guard;
 pub mod nodes;
 pub mod openapi;
 pub mod ops;
+pub mod rules;
 pub mod webhooks;
 
 use actix_web::http::StatusCode;
+use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine as _;
@@ -27,16 +30,177 @@ pub const DEFAULT_LIMIT: u32 = 50;
 /// Largest page size.
 pub const MAX_LIMIT: u32 = 250;
 
-/// Mounts every route into `cfg` (what [`Webhooks::configure`] returns).
+/// Where the subsystem's routes go in a host's `App`: what [`Webhooks::routes`] returns.
 ///
-/// `/v1` is behind [`guard`]'s checks (cross-origin requests, `Host` names when there is no admin
-/// token, the bearer token when there is one, JSON bodies). Its JSON and query settings are
-/// scoped to `/v1`, so a host application's own routes keep theirs.
-pub fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks) {
+/// Everything the subsystem mounts (the admin API under [`Routes::prefix`], and `/metrics`,
+/// `/healthz` and `/openapi.json` where [`Routes::metrics`], [`Routes::healthz`] and
+/// [`Routes::openapi`] say) carries its own handle, JSON and query settings, error handlers and
+/// middleware; nothing is registered App-wide, so the host's own routes keep actix's defaults and
+/// their own error format. The served OpenAPI document names the paths as mounted.
+///
+/// ```no_run
+/// # use actix_web::App;
+/// # async fn f(webhooks: servio_webhooks::Webhooks) {
+/// let routes = webhooks
+///     .routes()
+///     .prefix("/hooks-admin")                  // the admin API: /hooks-admin/webhooks, …
+///     .metrics(Some("/internal/metrics"))      // Prometheus text here
+///     .healthz(None)                           // the host has its own health check
+///     .openapi(Some("/hooks-admin/openapi.json"))
+///     .into_configure();
+/// let app = App::new().configure(routes);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Routes {
+    webhooks: Webhooks,
+    prefix: String,
+    metrics: Option<String>,
+    healthz: Option<String>,
+    openapi: Option<String>,
+}
+
+/// The paths a [`Routes`] mounts, as the OpenAPI document describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mounts {
+    /// The admin API's prefix, e.g. `/v1`.
+    pub prefix: String,
+    /// Where `GET` answers with the Prometheus exposition, if anywhere.
+    pub metrics: Option<String>,
+    /// Where the health check is, if anywhere.
+    pub healthz: Option<String>,
+    /// Where the OpenAPI document is served, if anywhere.
+    pub openapi: Option<String>,
+}
+
+impl Default for Mounts {
+    /// `/v1`, `/metrics`, `/healthz`, `/openapi.json`: what `servio-webhooks serve` mounts.
+    fn default() -> Self {
+        Self {
+            prefix: "/v1".into(),
+            metrics: Some("/metrics".into()),
+            healthz: Some("/healthz".into()),
+            openapi: Some("/openapi.json".into()),
+        }
+    }
+}
+
+/// A mount path: leading `/`, no trailing `/` (unless it is `/` itself), no `{`, `}` or whitespace.
+fn mount_path(what: &str, path: &str) -> String {
+    let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    assert!(
+        trimmed.starts_with('/') && !trimmed.contains(['{', '}', '?', '#']) && !trimmed.contains(char::is_whitespace),
+        "servio-webhooks: the {what} path `{path}` must start with `/` and hold no `{{`, `}}`, `?`, `#` or spaces"
+    );
+    trimmed.to_string()
+}
+
+impl Routes {
+    /// The default mounting: the admin API under `/v1`, and `/metrics`, `/healthz`,
+    /// `/openapi.json` at the root.
+    pub fn new(webhooks: Webhooks) -> Self {
+        let m = Mounts::default();
+        Self { webhooks, prefix: m.prefix, metrics: m.metrics, healthz: m.healthz, openapi: m.openapi }
+    }
+
+    /// Mounts the admin API under `prefix` (default `/v1`): `{prefix}/webhooks`, `{prefix}/events`…
+    /// Everything under the prefix belongs to the subsystem (unknown paths there get its JSON 404).
+    ///
+    /// # Panics
+    /// When `prefix` is `/` or empty (the subsystem would take every path of the host), does not
+    /// start with `/`, or holds `{`, `}`, `?`, `#` or whitespace.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        let p = mount_path("admin API prefix", prefix);
+        assert!(p != "/", "servio-webhooks: the admin API needs a prefix other than `/`");
+        self.prefix = p;
+        self
+    }
+
+    /// Where `GET` serves the Prometheus text exposition (default `/metrics`); `None` mounts it
+    /// nowhere (the host may serve [`crate::metrics::render`] itself).
+    ///
+    /// # Panics
+    /// When the path does not start with `/` or holds `{`, `}`, `?`, `#` or whitespace.
+    pub fn metrics(mut self, path: Option<&str>) -> Self {
+        self.metrics = path.map(|p| mount_path("metrics", p));
+        self
+    }
+
+    /// Where `GET` answers the health check (default `/healthz`); `None` mounts it nowhere.
+    ///
+    /// # Panics
+    /// As [`Routes::metrics`].
+    pub fn healthz(mut self, path: Option<&str>) -> Self {
+        self.healthz = path.map(|p| mount_path("health check", p));
+        self
+    }
+
+    /// Where `GET` serves the OpenAPI document (default `/openapi.json`); `None` mounts it nowhere.
+    ///
+    /// # Panics
+    /// As [`Routes::metrics`].
+    pub fn openapi(mut self, path: Option<&str>) -> Self {
+        self.openapi = path.map(|p| mount_path("OpenAPI document", p));
+        self
+    }
+
+    /// The paths this mounting uses.
+    pub fn mounts(&self) -> Mounts {
+        Mounts {
+            prefix: self.prefix.clone(),
+            metrics: self.metrics.clone(),
+            healthz: self.healthz.clone(),
+            openapi: self.openapi.clone(),
+        }
+    }
+
+    /// The OpenAPI document of the API as this mounting serves it (paths, security, event types).
+    pub fn openapi_document(&self) -> String {
+        openapi::document_json(self.webhooks.settings(), self.webhooks.catalog(), &self.mounts())
+    }
+
+    /// The function to pass to `App::configure` (or `ServiceConfig::configure`).
+    ///
+    /// # Panics
+    /// When two of the mounted paths are equal.
+    pub fn into_configure(self) -> impl Fn(&mut web::ServiceConfig) + Clone + 'static {
+        let mounts = self.mounts();
+        let singles: Vec<&String> = [&mounts.metrics, &mounts.healthz, &mounts.openapi].into_iter().flatten().collect();
+        for (i, a) in singles.iter().enumerate() {
+            assert!(!singles[i + 1..].contains(a), "servio-webhooks: `{a}` is mounted twice");
+        }
+        let doc = web::Bytes::from(self.openapi_document());
+        let webhooks = self.webhooks;
+        move |cfg: &mut web::ServiceConfig| configure(cfg, webhooks.clone(), &mounts, doc.clone())
+    }
+}
+
+/// Mounts every route of `mounts` into `cfg` (see [`Routes`]).
+///
+/// The admin API is one scope behind [`guard`]'s checks (cross-origin requests, `Host` names when
+/// there is no admin token, the admin-token policy, JSON bodies); its data, JSON and query settings
+/// and error handlers are scoped to it, and so are those of the single routes, so a host
+/// application's own routes keep theirs.
+fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks, mounts: &Mounts, doc: web::Bytes) {
     let max_body = webhooks.settings().max_payload_bytes + 4096;
     let guard = web::Data::new(guard::AdminGuard::new(webhooks.settings()));
-    cfg.app_data(web::Data::new(webhooks)).configure(ops::configure).service(
-        web::scope("/v1")
+    let data = web::Data::new(webhooks);
+    if let Some(path) = &mounts.healthz {
+        cfg.service(single(path, data.clone()).route(web::get().to(ops::healthz)));
+    }
+    if let Some(path) = &mounts.metrics {
+        cfg.service(single(path, data.clone()).route(web::get().to(ops::metrics)));
+    }
+    if let Some(path) = &mounts.openapi {
+        cfg.service(
+            single(path, data.clone())
+                .app_data(web::Data::new(openapi::Served(doc)))
+                .route(web::get().to(openapi::openapi_json)),
+        );
+    }
+    cfg.service(
+        web::scope(&mounts.prefix)
+            .app_data(data)
             .app_data(guard)
             .app_data(
                 web::JsonConfig::default()
@@ -56,34 +220,60 @@ pub fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks) {
     );
 }
 
+/// A `GET`-only resource outside the admin scope, with the subsystem's handle and a 405 with
+/// `Allow: GET` for other methods.
+fn single(path: &str, data: web::Data<Webhooks>) -> actix_web::Resource {
+    web::resource(path).app_data(data).default_service(web::to(allow("GET")))
+}
+
 /// JSON 404 for unknown paths.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {} {}", req.method(), req.path()))
         .error_response()
 }
 
-/// JSON 405 for known paths with another method.
-pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{} is not allowed on {}", req.method(), req.path()),
-    )
-    .error_response()
+/// A handler answering 405 `method_not_allowed` with `Allow: {methods}`: the default service of a
+/// resource whose routes serve `methods`.
+pub(crate) fn allow(
+    methods: &'static str,
+) -> impl Fn(HttpRequest) -> std::future::Ready<HttpResponse> + Clone + 'static {
+    move |req: HttpRequest| {
+        let mut resp = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not allowed on {}; allowed: {methods}", req.method(), req.path()),
+        )
+        .error_response();
+        resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(methods));
+        std::future::ready(resp)
+    }
 }
 
-/// Opaque cursor from the last id of a page.
+/// Opaque cursor from the last id of a page: the id in unpadded base64url.
 pub fn encode_cursor(id: &str) -> String {
     URL_SAFE_NO_PAD.encode(id)
 }
 
-/// The id inside a cursor, or a 400.
+/// The position inside a cursor, or a 400 `invalid_cursor`: any canonical unpadded base64url
+/// string of at most [`rules::CURSOR_LEN`] characters is one (see [`rules::CURSOR_PATTERN`]); one
+/// this API did not return just positions the page somewhere.
 pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
+    let refuse = || {
+        ApiError::bad_request(
+            "invalid_cursor",
+            format!(
+                "cursor is not one this API returned (unpadded base64url, at most {} characters)",
+                rules::CURSOR_LEN
+            ),
+        )
+    };
+    if cursor.len() > rules::CURSOR_LEN {
+        return Err(refuse());
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| refuse())?;
+    // Ids are ASCII: a position that is not UTF-8, or holds NUL (which PostgreSQL's text refuses),
+    // sorts as well with replacement characters.
+    Ok(String::from_utf8_lossy(&bytes).replace('\0', "\u{fffd}"))
 }
 
 /// Turns `limit + 1` fetched rows into one page and the cursor of the next (none on the last page):
@@ -109,4 +299,29 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 /// Formats optional Unix ms as RFC 3339.
 pub(crate) fn time(ms: Option<i64>) -> Option<String> {
     ms.map(crate::model::rfc3339)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_paths_are_normalised_or_refused() {
+        assert_eq!(mount_path("x", "/hooks-admin/"), "/hooks-admin");
+        assert_eq!(mount_path("x", "/a/b"), "/a/b");
+        assert_eq!(mount_path("x", "/"), "/");
+        for bad in ["", "hooks", "/a b", "/{id}", "/a?b", "/a#b"] {
+            assert!(std::panic::catch_unwind(|| mount_path("x", bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_take_any_position() {
+        assert_eq!(decode_cursor(&encode_cursor("wh_1")).unwrap(), "wh_1");
+        assert_eq!(decode_cursor("AAA").unwrap(), "\u{fffd}\u{fffd}");
+        assert!(decode_cursor("A").is_err());
+        assert!(decode_cursor("AB").is_err(), "not canonical");
+        assert!(decode_cursor("AA==").is_err(), "padded");
+        assert!(decode_cursor(&"A".repeat(rules::CURSOR_LEN + 4)).is_err());
+    }
 }

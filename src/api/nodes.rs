@@ -10,7 +10,7 @@ use crate::app::Webhooks;
 use crate::store::NodeRecord;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/nodes").get(list).default_service(web::to(super::method_not_allowed)));
+    cfg.service(web::resource("/nodes").get(list).default_service(web::to(super::allow("GET"))));
 }
 
 /// One node.

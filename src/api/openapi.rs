@@ -1,12 +1,15 @@
 //! The OpenAPI 3.1 document of the REST API, generated from the handlers' `#[utoipa::path]`
-//! attributes and the DTOs' `ToSchema` derives, and served at `GET /openapi.json`.
+//! attributes and the DTOs' `ToSchema` derives, then fitted to the running server by [`document`]:
+//! the paths where [`super::Routes`] mounts them, the security the admin-token policy makes (none
+//! when the API is open without a token), the configured event types, and the exact shapes
+//! [`super::rules`] checks. Served wherever the host mounts it (`GET /openapi.json` by default).
 //!
-//! `docs/openapi.json` is a copy of it for readers without a running server; a test fails when the
-//! two differ (`UPDATE_OPENAPI=1 cargo test --test it openapi` rewrites the file).
+//! `docs/openapi.json` is the document of the default test configuration (`/v1`, no token, the
+//! API opened explicitly); a test fails when the two differ (`UPDATE_OPENAPI=1 cargo test --test
+//! it openapi` rewrites the file).
 
-use std::sync::OnceLock;
-
-use actix_web::HttpResponse;
+use actix_web::{HttpResponse, web};
+use serde_json::{Value, json};
 use utoipa::openapi::header::Header;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ArrayItems, Schema};
@@ -20,7 +23,9 @@ use super::events::{self, PublishIn};
 use super::nodes::{self, NodeList, NodeOut};
 use super::ops::{self, EventTypeList, HealthOut};
 use super::webhooks::{self, WebhookIn, WebhookOut};
-use crate::catalog::EventType;
+use super::{Mounts, rules};
+use crate::catalog::{EventCatalog, EventType};
+use crate::config::Settings;
 use crate::delivery::dispatcher::{DeliveryRef, PublishReceipt};
 use crate::delivery::health::EndpointState;
 use crate::model::DeliveryStatus;
@@ -34,11 +39,12 @@ use crate::retry::{Jitter, RetryConfig};
         version = env!("CARGO_PKG_VERSION"),
         description = "Admin API of the Servio outgoing-webhook service: register endpoints, publish \
             events, inspect deliveries and their attempt logs. JSON with camelCase fields; errors are \
-            `{\"error\": {\"code\", \"message\"}}`. `/v1` requires `Authorization: Bearer \
-            <WEBHOOKS_ADMIN_TOKEN>` when a token is set, refuses cross-origin browser requests (403 \
+            `{\"error\": {\"code\", \"message\"}}`; request bodies with unknown fields are refused \
+            (400 `invalid_request`). The admin API refuses cross-origin browser requests (403 \
             `cross_origin_refused`), answers only the server's own or allowed `Host` names when no \
-            token is set (403 `host_not_allowed`), and takes only JSON bodies (415 \
-            `unsupported_media_type`); `/metrics`, `/healthz` and `/openapi.json` are open."
+            token is set (403 `host_not_allowed`), takes only JSON bodies (415 \
+            `unsupported_media_type`), and answers other methods with 405 and `Allow`; \
+            `/metrics`, `/healthz` and `/openapi.json` are open."
     ),
     paths(
         webhooks::create,
@@ -172,11 +178,213 @@ impl Modify for RefPageItems {
     }
 }
 
-/// The document as JSON, built once.
-pub fn openapi_json_string() -> &'static str {
-    static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes"))
+/// How the admin API is guarded, as the document describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// An admin token is set: bearer authentication.
+    Bearer,
+    /// No token, opened explicitly (`Settings::open_admin_api`): no authentication.
+    Open,
+    /// No token and not opened: every request is refused with 401.
+    Closed,
 }
+
+/// The document for a server running with `settings` and `catalog`, mounted as `mounts`.
+pub fn document(settings: &Settings, catalog: &EventCatalog, mounts: &Mounts) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    apply_rules(&mut doc, catalog);
+    let access = match (&settings.admin_token, settings.open_admin_api) {
+        (Some(_), _) => Access::Bearer,
+        (None, true) => Access::Open,
+        (None, false) => Access::Closed,
+    };
+    apply_access(&mut doc, access);
+    apply_mounts(&mut doc, mounts);
+    doc
+}
+
+/// [`document`], pretty-printed.
+pub fn document_json(settings: &Settings, catalog: &EventCatalog, mounts: &Mounts) -> String {
+    serde_json::to_string_pretty(&document(settings, catalog, mounts)).expect("the OpenAPI document serializes")
+}
+
+/// The JSON object at `pointer`, which the generated document must have.
+fn at<'a>(doc: &'a mut Value, pointer: &str) -> &'a mut serde_json::Map<String, Value> {
+    doc.pointer_mut(pointer)
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("the generated OpenAPI document has no object at {pointer}"))
+}
+
+/// Merges `fields` into the object at `pointer`.
+fn set(doc: &mut Value, pointer: &str, fields: Value) {
+    let object = at(doc, pointer);
+    for (k, v) in fields.as_object().expect("fields are an object") {
+        object.insert(k.clone(), v.clone());
+    }
+}
+
+/// The schema of the parameter `name` of the operation at `op` (`/paths/~1v1~1…/get`).
+fn param_schema(doc: &mut Value, op: &str, name: &str, fields: Value) {
+    let params = doc
+        .pointer_mut(&format!("{op}/parameters"))
+        .and_then(Value::as_array_mut)
+        .unwrap_or_else(|| panic!("{op} has no parameters"));
+    let index = params.iter().position(|p| p["name"] == name).unwrap_or_else(|| panic!("{op} has no `{name}`"));
+    set(doc, &format!("{op}/parameters/{index}/schema"), fields);
+}
+
+/// Writes into the document the shapes the handlers check (see [`super::rules`]) and the bounds
+/// of types the schemas derive from elsewhere.
+fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
+    let names: Vec<Value> = catalog.types().iter().map(|t| json!(t.name)).collect();
+    let mut subscribable = names.clone();
+    subscribable.push(json!("*"));
+    let limits = |n: usize| json!(n);
+
+    let webhook = "/components/schemas/WebhookIn";
+    set(doc, webhook, json!({"additionalProperties": false}));
+    set(
+        doc,
+        &format!("{webhook}/properties/url"),
+        json!({"pattern": rules::url_pattern(), "maxLength": limits(rules::URL_LEN)}),
+    );
+    set(
+        doc,
+        &format!("{webhook}/properties/secret"),
+        json!({"pattern": rules::SECRET_PATTERN, "minLength": 1, "maxLength": limits(rules::SECRET_LEN)}),
+    );
+    set(
+        doc,
+        &format!("{webhook}/properties/events"),
+        json!({"minItems": 1, "items": {"type": "string", "enum": subscribable}}),
+    );
+    set(
+        doc,
+        &format!("{webhook}/properties/headers"),
+        json!({
+            "maxProperties": limits(crate::model::spec_limits::HEADERS),
+            "propertyNames": {"type": "string", "pattern": rules::header_name_pattern()},
+            "additionalProperties": {
+                "type": "string",
+                "pattern": rules::HEADER_VALUE_PATTERN,
+                "maxLength": limits(rules::HEADER_VALUE_LEN),
+            },
+        }),
+    );
+    set(
+        doc,
+        &format!("{webhook}/properties/description"),
+        json!({"pattern": rules::NO_NUL_PATTERN, "maxLength": limits(crate::model::spec_limits::DESCRIPTION_LEN)}),
+    );
+
+    let publish = "/components/schemas/PublishIn";
+    set(doc, publish, json!({"additionalProperties": false}));
+    set(doc, &format!("{publish}/properties/event"), json!({"enum": names}));
+    let key = json!({
+        "pattern": rules::IDEMPOTENCY_KEY_PATTERN,
+        "minLength": 1,
+        "maxLength": limits(rules::IDEMPOTENCY_KEY_LEN),
+    });
+    set(doc, &format!("{publish}/properties/idempotencyKey"), key.clone());
+    param_schema(doc, "/paths/~1v1~1events/post", "Idempotency-Key", key);
+
+    set(
+        doc,
+        "/components/schemas/EventType/properties/name",
+        json!({"pattern": rules::EVENT_NAME_PATTERN, "maxLength": 128}),
+    );
+
+    let id = json!({"pattern": rules::WEBHOOK_ID_PATTERN, "maxLength": limits(crate::model::spec_limits::ID_LEN)});
+    for method in ["get", "put", "delete"] {
+        param_schema(doc, &format!("/paths/~1v1~1webhooks~1{{id}}/{method}"), "id", id.clone());
+    }
+    let cursor = json!({"pattern": rules::CURSOR_PATTERN, "maxLength": limits(rules::CURSOR_LEN)});
+    param_schema(doc, "/paths/~1v1~1webhooks/get", "cursor", cursor.clone());
+    param_schema(doc, "/paths/~1v1~1deliveries/get", "cursor", cursor);
+    param_schema(
+        doc,
+        "/paths/~1v1~1deliveries/get",
+        "status",
+        json!({"enum": ["pending", "success", "failed", "succeeded", "delivered", "failure"]}),
+    );
+}
+
+/// Security as configured: the bearer scheme with a token, none when the API is open without one,
+/// and a scheme nobody can satisfy when it is closed.
+fn apply_access(doc: &mut Value, access: Access) {
+    match access {
+        Access::Bearer => {}
+        Access::Closed => {
+            set(
+                doc,
+                "/components/securitySchemes/bearer",
+                json!({"description": "This server has no admin token and its admin API is not open \
+                    (`WEBHOOKS_OPEN_ADMIN_API`, `Settings::open_admin_api`): every admin request is refused with 401 `unauthorized`."}),
+            );
+        }
+        Access::Open => {
+            if let Some(components) = doc.pointer_mut("/components").and_then(Value::as_object_mut) {
+                components.remove("securitySchemes");
+            }
+            for item in at(doc, "/paths").values_mut() {
+                for op in item.as_object_mut().into_iter().flat_map(|i| i.values_mut()) {
+                    if let Some(op) = op.as_object_mut() {
+                        op.remove("security");
+                        if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                            responses.remove("401");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let sentence = match access {
+        Access::Bearer => "This server requires `Authorization: Bearer <admin token>` on the admin API.",
+        Access::Open => {
+            "This server has no admin token and answers the admin API without authentication (opened \
+             explicitly for loopback callers; still guarded against cross-site use and DNS rebinding)."
+        }
+        Access::Closed => {
+            "This server has no admin token and its admin API is closed: every admin request gets 401 \
+             `unauthorized` until a token is set or the API is opened explicitly."
+        }
+    };
+    let description = at(doc, "/info").entry("description").or_insert(json!(""));
+    *description = json!(format!("{} {sentence}", description.as_str().unwrap_or_default()));
+}
+
+/// Moves the paths to where they are mounted, and drops the routes that are not.
+fn apply_mounts(doc: &mut Value, mounts: &Mounts) {
+    let paths = std::mem::take(at(doc, "/paths"));
+    let mut mounted = serde_json::Map::new();
+    for (path, item) in paths {
+        let to = if let Some(rest) = path.strip_prefix("/v1/") {
+            Some(format!("{}/{rest}", mounts.prefix))
+        } else {
+            match path.as_str() {
+                "/metrics" => mounts.metrics.clone(),
+                "/healthz" => mounts.healthz.clone(),
+                "/openapi.json" => mounts.openapi.clone(),
+                other => Some(other.to_string()),
+            }
+        };
+        if let Some(to) = to {
+            mounted.insert(to, item);
+        }
+    }
+    *at(doc, "/paths") = mounted;
+    if mounts.prefix != "/v1" {
+        let description = at(doc, "/info").entry("description").or_insert(json!(""));
+        *description = json!(format!(
+            "{} The admin API is mounted under `{}`: descriptions that say `/v1` mean that prefix.",
+            description.as_str().unwrap_or_default(),
+            mounts.prefix
+        ));
+    }
+}
+
+/// The document a route serves (app data of the `/openapi.json` resource).
+pub(crate) struct Served(pub(crate) web::Bytes);
 
 /// This document.
 #[utoipa::path(
@@ -185,23 +393,23 @@ pub fn openapi_json_string() -> &'static str {
     tag = "ops",
     operation_id = "openapi",
     responses(
-        (status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object, content_type = "application/json"),
+        (status = 200, description = "The OpenAPI 3.1 document of this API, as this server is configured and mounted.", body = Object, content_type = "application/json"),
     )
 )]
-pub(crate) async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(openapi_json_string())
+pub(crate) async fn openapi_json(doc: web::Data<Served>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(doc.0.clone())
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Value, json};
-
     use super::*;
     use crate::model::spec_limits;
     use crate::retry::policy::limits;
 
+    /// The document of the default test configuration (no token, the API opened).
     fn doc() -> Value {
-        serde_json::from_str(openapi_json_string()).unwrap()
+        let settings = Settings { open_admin_api: true, ..Settings::default() };
+        document(&settings, &EventCatalog::default(), &Mounts::default())
     }
 
     /// The bounds written as literals in `#[schema(...)]` attributes are the ones the code enforces.
@@ -240,5 +448,56 @@ mod tests {
         for s in strings {
             assert!(serde_json::from_value::<Jitter>(s.clone()).is_ok(), "{s}");
         }
+    }
+
+    /// The shapes the handlers check are in the document, where clients and schemathesis read them.
+    #[test]
+    fn documented_shapes_are_the_checked_ones() {
+        let doc = doc();
+        let webhook = &doc["components"]["schemas"]["WebhookIn"];
+        assert_eq!(webhook["additionalProperties"], json!(false));
+        assert_eq!(doc["components"]["schemas"]["PublishIn"]["additionalProperties"], json!(false));
+        let props = &webhook["properties"];
+        assert_eq!(props["url"]["pattern"], json!(rules::url_pattern()));
+        assert_eq!(props["secret"]["pattern"], json!(rules::SECRET_PATTERN));
+        assert_eq!(props["events"]["minItems"], json!(1));
+        let events = props["events"]["items"]["enum"].as_array().unwrap();
+        assert_eq!(events.len(), EventCatalog::default().types().len() + 1);
+        assert_eq!(props["headers"]["propertyNames"]["pattern"], json!(rules::header_name_pattern()));
+        assert_eq!(props["headers"]["maxProperties"], json!(crate::model::spec_limits::HEADERS));
+        let status = doc["paths"]["/v1/deliveries"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "status")
+            .unwrap()["schema"]["enum"]
+            .clone();
+        for s in status.as_array().unwrap() {
+            assert!(crate::model::DeliveryStatus::parse(s.as_str().unwrap()).is_some(), "{s}");
+        }
+        let header = &doc["paths"]["/v1/events"]["post"]["parameters"][0];
+        assert_eq!(header["name"], "Idempotency-Key");
+        assert_eq!(header["schema"]["pattern"], json!(rules::IDEMPOTENCY_KEY_PATTERN));
+        // The default test configuration (no token, opened) asks for no credentials.
+        assert!(doc["components"].get("securitySchemes").is_none());
+        assert!(doc["paths"]["/v1/webhooks"]["post"].get("security").is_none());
+    }
+
+    /// Every mount is where the builder put it; a closed API keeps the bearer scheme, explained.
+    #[test]
+    fn mounts_and_access_shape_the_document() {
+        let mounts = Mounts {
+            prefix: "/admin".into(),
+            metrics: None,
+            healthz: Some("/health".into()),
+            openapi: Some("/admin/openapi.json".into()),
+        };
+        let settings = Settings { open_admin_api: false, ..Settings::default() };
+        let doc = document(&settings, &EventCatalog::default(), &mounts);
+        let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+        assert!(paths.iter().all(|p| p.starts_with("/admin/") || *p == "/health"), "{paths:?}");
+        assert_eq!(doc["paths"]["/admin/webhooks"]["get"]["security"], json!([{"bearer": []}]));
+        let scheme = doc["components"]["securitySchemes"]["bearer"]["description"].as_str().unwrap();
+        assert!(scheme.contains("refused"), "{scheme}");
     }
 }

@@ -1,4 +1,5 @@
-//! Operational routes: `/healthz`, `/metrics`, `/openapi.json` (open by default) and `/v1/event-types`.
+//! Operational routes: `/healthz` and `/metrics` (open, mounted where the host says; see
+//! [`super::Routes`]) and `/v1/event-types`.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -10,14 +11,8 @@ use super::error::ErrorResponse;
 use crate::app::Webhooks;
 use crate::catalog::EventType;
 
-pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/openapi.json", web::get().to(super::openapi::openapi_json));
-}
-
 pub(crate) fn configure_v1(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/event-types").get(event_types).default_service(web::to(super::method_not_allowed)));
+    cfg.service(web::resource("/event-types").get(event_types).default_service(web::to(super::allow("GET"))));
 }
 
 /// Body of a healthy `GET /healthz`.
@@ -51,7 +46,7 @@ pub struct EventTypeList<'a> {
         (status = 503, description = "The store does not answer, refuses writes, or is behind (`store_unavailable`; `Retry-After` says when to look again).", body = ErrorResponse),
     )
 )]
-async fn healthz(webhooks: web::Data<Webhooks>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn healthz(webhooks: web::Data<Webhooks>) -> Result<HttpResponse, ApiError> {
     if let Err(e) = webhooks.store().ping().await {
         tracing::warn!(error = %e, "health check: the store does not answer");
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store does not answer")
@@ -78,7 +73,7 @@ async fn healthz(webhooks: web::Data<Webhooks>) -> Result<HttpResponse, ApiError
         (status = 200, description = "Prometheus text exposition format 0.0.4 (`webhook_*` metrics).", body = String, content_type = "text/plain; version=0.0.4"),
     )
 )]
-async fn metrics(webhooks: web::Data<Webhooks>) -> HttpResponse {
+pub(crate) async fn metrics(webhooks: web::Data<Webhooks>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::metrics::render(webhooks.metrics()))
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorResponse;
-use super::{ApiError, decode_cursor, page_limit, paginate, time};
+use super::{ApiError, decode_cursor, page_limit, paginate, rules, time};
 use crate::app::{WebhookInfo, Webhooks};
 use crate::delivery::health::EndpointState;
 use crate::model::WebhookSpec;
@@ -16,38 +16,49 @@ use crate::retry::RetryConfig;
 use crate::store::Upserted;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/webhooks").post(create).get(list).default_service(web::to(super::method_not_allowed)))
+    cfg.service(web::resource("/webhooks").post(create).get(list).default_service(web::to(super::allow("GET, POST"))))
         .service(
             web::resource("/webhooks/{id}")
                 .get(get)
                 .put(replace)
                 .delete(delete)
-                .default_service(web::to(super::method_not_allowed)),
+                .default_service(web::to(super::allow("GET, PUT, DELETE"))),
         );
 }
 
 /// Request body of `POST /v1/webhooks` and `PUT /v1/webhooks/{id}`.
 ///
 /// `retryConfig` is taken raw and parsed separately so that a bad one gets its own error code.
+/// Unknown fields are refused (400 `invalid_request` naming the field).
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(example = json!({
     "url": "https://example.com/hooks",
     "events": ["order.created"],
     "retryConfig": {"maxRetries": 3}
 }))]
 pub struct WebhookIn {
-    /// Target URL, `http` or `https`, at most 2048 characters. Loopback, private and link-local
-    /// targets are refused unless the server allows them.
+    /// Target URL, at most 2048 characters: `http` or `https`, a host name (ASCII letters, digits
+    /// and `-`; the last label starts with a letter; no `xn--` labels), a dotted-quad IPv4 or a
+    /// bracketed IPv6 address, an optional port (1 to 65535), then optionally a path, query or
+    /// fragment of visible ASCII (no spaces, no user info; percent-encode anything else) (400
+    /// `invalid_url`). Loopback, private and other non-public targets are refused (400
+    /// `private_target_not_allowed`) unless the server allows them.
     url: String,
-    /// `whsec_<base64>` (Standard Webhooks) or any other string up to 512 characters. Generated
-    /// when absent on create; kept when absent on replace.
+    /// `whsec_` and base64 of at least one byte (Standard Webhooks), or any other string of 1 to 512
+    /// characters without NUL that does not start with `whsec_` (400 `invalid_secret`). Generated
+    /// when absent (or `null`) on create; kept when absent on replace.
     #[serde(default)]
     secret: Option<String>,
-    /// Subscribed event types (see `GET /v1/event-types`); absent, empty or `["*"]` means all.
+    /// Subscribed event types (see `GET /v1/event-types`), at least one; `"*"` in the list, or no
+    /// list at all (absent or `null`), subscribes to every event type, including ones added
+    /// later. An empty list is refused (400 `invalid_request`): omit the field or send `["*"]`.
     #[serde(default)]
     events: Option<Vec<String>>,
-    /// Extra headers sent with every attempt (at most 32); they may not override the signed ones.
+    /// Extra headers sent with every attempt, at most 32. Names are HTTP tokens of at most 256
+    /// characters and may not be ones the sender sets (`content-type`, the signature headers…),
+    /// hop-by-hop headers or credentials; values are at most 4096 characters without control
+    /// characters other than tab (400 `invalid_header`).
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
     /// Retry schedule; absent fields take the defaults, so `{"maxRetries": 3}` is complete. Taken as
@@ -55,25 +66,77 @@ pub struct WebhookIn {
     #[serde(default)]
     #[schema(value_type = Option<RetryConfig>)]
     retry_config: Option<serde_json::Value>,
-    /// Free text for admins, at most 1024 characters.
+    /// Free text for admins, at most 1024 characters, without NUL.
     #[serde(default)]
     description: Option<String>,
     /// Concurrent attempts to this endpoint, 1 to 1024 (default from the server's settings, 16).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 1024)]
     max_in_flight: Option<u32>,
 }
 
 impl WebhookIn {
-    fn into_spec(self) -> Result<WebhookSpec, ApiError> {
+    /// The registration, after the checks that make the API accept exactly what its document
+    /// describes (see [`super::rules`]); the rest is [`WebhookSpec::into_record`]'s.
+    fn into_spec(self, webhooks: &Webhooks) -> Result<WebhookSpec, ApiError> {
+        if !rules::url_ok(&self.url) {
+            // The registration's own check names a refused target more precisely.
+            let policy = webhooks.settings().target_policy();
+            crate::model::validate_url(&self.url, &policy)?;
+            return Err(ApiError::bad_request(
+                "invalid_url",
+                "invalid url: use http(s)://host[:port][/path][?query] with an ASCII host name, a dotted-quad \
+                 IPv4 or a bracketed IPv6 address, no user info and no spaces (percent-encode other characters)",
+            ));
+        }
+        if self.secret.as_deref().is_some_and(|s| s.contains('\0')) {
+            return Err(ApiError::bad_request("invalid_secret", "invalid secret: it contains NUL"));
+        }
+        if self.description.as_deref().is_some_and(|d| d.contains('\0')) {
+            return Err(ApiError::bad_request("invalid_request", "description contains NUL"));
+        }
+        for (name, value) in self.headers.iter().flatten() {
+            if !rules::header_name_ok(name) {
+                return Err(ApiError::bad_request(
+                    "invalid_header",
+                    format!(
+                        "invalid header: `{name}` is not a header name (an HTTP token of 1 to {} characters)",
+                        rules::HEADER_NAME_LEN
+                    ),
+                ));
+            }
+            if !rules::header_value_ok(value) {
+                return Err(ApiError::bad_request(
+                    "invalid_header",
+                    format!(
+                        "invalid header: the value of `{name}` must be at most {} characters without control \
+                         characters other than tab",
+                        rules::HEADER_VALUE_LEN
+                    ),
+                ));
+            }
+        }
         let retry_config = match self.retry_config {
             None | Some(serde_json::Value::Null) => None,
             Some(v) if !v.is_object() => {
                 return Err(ApiError::bad_request("invalid_retry_config", "invalid retryConfig: expected an object"));
             }
-            Some(v) => Some(
-                serde_json::from_value::<RetryConfig>(v)
-                    .map_err(|e| ApiError::bad_request("invalid_retry_config", format!("invalid retryConfig: {e}")))?,
+            Some(v) if v.get("jitter").and_then(|j| j.as_str()).is_some_and(|j| !JITTER_STRINGS.contains(&j)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_retry_config",
+                    "invalid retryConfig: jitter must be true, false, \"none\", \"proportional\" or \"full\"",
+                ));
+            }
+            Some(mut v) => Some(
+                serde_json::from_value::<RetryConfig>({
+                    for field in ["maxRetries", "initialDelay", "maxDelay"] {
+                        if let Some(n) = v.get_mut(field) {
+                            *n = whole(n.take());
+                        }
+                    }
+                    v
+                })
+                .map_err(|e| ApiError::bad_request("invalid_retry_config", format!("invalid retryConfig: {e}")))?,
             ),
         };
         Ok(WebhookSpec {
@@ -87,6 +150,30 @@ impl WebhookIn {
         })
     }
 }
+
+/// A JSON number with no fraction (`487.0`) as the integer it is: JSON Schema's `integer` takes it,
+/// so the API does too. Anything else is returned as it was, for serde to judge.
+fn whole(v: serde_json::Value) -> serde_json::Value {
+    match v.as_f64() {
+        Some(f) if !v.is_u64() && !v.is_i64() && f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f) => {
+            serde_json::Value::from(f as u64)
+        }
+        _ => v,
+    }
+}
+
+/// Deserializes an optional integer field from any JSON number without a fraction (see [`whole`]).
+fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    v.map(|v| serde_json::from_value(whole(v)).map_err(serde::de::Error::custom)).transpose()
+}
+
+/// The strings `jitter` takes (besides `true` and `false`), exactly as written.
+const JITTER_STRINGS: &[&str] = &["none", "proportional", "full"];
 
 /// A webhook as the API returns it: the registration plus live endpoint health.
 #[derive(Debug, Serialize, ToSchema)]
@@ -183,7 +270,8 @@ pub struct ListQuery {
     /// Page size, 1 to 250 (default 50).
     #[param(minimum = 1, maximum = 250)]
     limit: Option<u32>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page: opaque, canonical unpadded base64url of at most 512
+    /// characters (else 400 `invalid_cursor`).
     cursor: Option<String>,
 }
 
@@ -204,7 +292,7 @@ pub struct ListQuery {
     security(("bearer" = []))
 )]
 async fn create(webhooks: web::Data<Webhooks>, body: web::Json<WebhookIn>) -> Result<HttpResponse, ApiError> {
-    let spec = body.into_inner().into_spec()?;
+    let spec = body.into_inner().into_spec(&webhooks)?;
     let (info, _) = webhooks.register(None, spec).await?;
     Ok(HttpResponse::Created().json(WebhookOut::from(info)))
 }
@@ -215,7 +303,7 @@ async fn create(webhooks: web::Data<Webhooks>, body: web::Json<WebhookIn>) -> Re
     path = "/v1/webhooks/{id}",
     tag = "webhooks",
     operation_id = "putWebhook",
-    params(("id" = String, Path, description = "Caller-chosen id: 1 to 128 characters of `[A-Za-z0-9_.:-]`.")),
+    params(("id" = String, Path, description = "Caller-chosen id: 1 to 128 characters of `[A-Za-z0-9_.:-]`, not `.` or `..` (400 `invalid_request`).")),
     request_body = WebhookIn,
     responses(
         (status = 200, description = "Replaced; the secret is kept unless one is given.", body = WebhookOut),
@@ -232,8 +320,15 @@ async fn replace(
     id: web::Path<String>,
     body: web::Json<WebhookIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let spec = body.into_inner().into_spec()?;
-    let (info, upserted) = webhooks.register(Some(id.into_inner()), spec).await?;
+    let id = id.into_inner();
+    if id == "." || id == ".." {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("invalid webhook id `{id}`: `.` and `..` are path segments, not ids"),
+        ));
+    }
+    let spec = body.into_inner().into_spec(&webhooks)?;
+    let (info, upserted) = webhooks.register(Some(id), spec).await?;
     let status = if upserted == Upserted::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(HttpResponse::build(status).json(WebhookOut::from(info)))
 }
@@ -278,6 +373,9 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<ListQuery>) -> Re
     security(("bearer" = []))
 )]
 async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    if crate::model::validate_webhook_id(&id).is_err() {
+        return Err(ApiError::not_found(&format!("webhook `{id}`")));
+    }
     match webhooks.webhook(&id).await? {
         Some(info) => Ok(HttpResponse::Ok().json(WebhookOut::from(info))),
         None => Err(ApiError::not_found(&format!("webhook `{id}`"))),
@@ -300,7 +398,7 @@ async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<Htt
     security(("bearer" = []))
 )]
 async fn delete(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    if webhooks.unregister(&id).await? {
+    if crate::model::validate_webhook_id(&id).is_ok() && webhooks.unregister(&id).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::not_found(&format!("webhook `{id}`")))

@@ -199,6 +199,21 @@ async fn bad_queries_and_unknown_routes_get_json_errors() {
     }
     let (s, json) = app.request("PATCH", "/v1/webhooks", None).await;
     assert_eq!((s, json["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    // A method the path does not take is 405 (with `Allow`) before any content-type question.
+    for (method, path, allow) in [("PUT", "/v1/nodes", "GET"), ("POST", "/v1/webhooks/x", "GET, PUT, DELETE")] {
+        let resp = app
+            .http
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+    }
+    let (s, json) = app.request_with("POST", "/v1/webhooks", None, &[("content-type", "text/plain")]).await;
+    assert_eq!((s, json["error"]["code"].as_str()), (415, Some("unsupported_media_type")));
+    let (s, json) = app.request("POST", "/v1/webhooks", None).await;
+    assert_eq!((s, json["error"]["code"].as_str()), (415, Some("unsupported_media_type")), "no content type");
     app.stop().await;
 }
 
@@ -306,14 +321,15 @@ async fn openapi_document_describes_every_route() {
         let documented: Vec<&str> = METHODS.iter().copied().filter(|m| item.get(*m).is_some()).collect();
         assert_eq!(&documented, methods, "methods of {path}");
         for m in *methods {
-            let op = &item[*m];
-            let secured = op["security"].as_array().is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
-            assert_eq!(secured, path.starts_with("/v1/"), "bearer security of {m} {path}");
+            // The test server has no token and opens its admin API explicitly: the document asks
+            // for no credentials (see `openapi_document_follows_the_configuration`).
+            assert!(item[*m].get("security").is_none(), "security of {m} {path}: {}", item[*m]);
+            assert!(item[*m]["responses"].get("401").is_none(), "401 of {m} {path}");
         }
     }
     let extra: Vec<&String> = paths.keys().filter(|p| !ROUTES.iter().any(|(r, _)| r == p)).collect();
     assert!(extra.is_empty(), "documented but not in ROUTES: {extra:?}");
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(doc["components"].get("securitySchemes").is_none(), "{}", doc["components"]["securitySchemes"]);
 
     let webhook = &doc["components"]["schemas"]["WebhookOut"]["properties"];
     for field in
@@ -341,10 +357,21 @@ async fn openapi_document_describes_every_route() {
                     op["responses"].get(status.to_string()).is_some(),
                     "{m} {url} answered {status}, which /openapi.json does not document: {json}"
                 ),
-                None => assert!(
-                    status == 404 || status == 405,
-                    "{m} {url} answered {status}, but /openapi.json does not document it"
-                ),
+                None => {
+                    assert_eq!(status, 405, "{m} {url} answered {status}, but /openapi.json does not document it");
+                    let documented: Vec<String> =
+                        METHODS.iter().filter(|d| item.get(**d).is_some()).map(|d| d.to_uppercase()).collect();
+                    let mut req = app.http.request(
+                        reqwest::Method::from_bytes(m.to_uppercase().as_bytes()).unwrap(),
+                        format!("{}{url}", app.base),
+                    );
+                    if let Some(b) = body {
+                        req = req.header("content-type", "application/json").body(b);
+                    }
+                    let resp = req.send().await.unwrap();
+                    let allow = resp.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+                    assert_eq!(allow, Some(documented.join(", ")), "Allow of {m} {url}");
+                }
             }
         }
     }
@@ -417,4 +444,379 @@ async fn delivery_lists_leave_payloads_out_so_parallel_pages_stay_small() {
     let grown = rss_bytes().saturating_sub(before);
     assert!(grown < 64 * 1024 * 1024, "20 parallel pages grew the process by {} MiB", grown / (1024 * 1024));
     app.stop().await;
+}
+
+/// The document describes the server as configured: the bearer scheme with a token, none when the
+/// API is open without one, a scheme nobody can satisfy when it is closed; the paths where the host
+/// mounted the routes; the configured event types.
+#[actix_web::test]
+async fn openapi_document_follows_the_configuration() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.admin_token = Some("tok".into());
+    s.event_types = vec!["reservation.created".into()];
+    let app = TestApp::start_with(dir, s).await;
+    let doc: Value = serde_json::from_str(&app.webhooks.routes().openapi_document()).unwrap();
+    let op = &doc["paths"]["/v1/webhooks"]["post"];
+    assert_eq!(op["security"], json!([{"bearer": []}]));
+    assert!(op["responses"].get("401").is_some());
+    assert!(doc["paths"]["/healthz"]["get"].get("security").is_none());
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let subscribable = &doc["components"]["schemas"]["WebhookIn"]["properties"]["events"]["items"]["enum"];
+    assert!(subscribable.as_array().unwrap().contains(&json!("reservation.created")), "{subscribable}");
+    assert!(subscribable.as_array().unwrap().contains(&json!("*")), "{subscribable}");
+    // What /openapi.json serves is the same document.
+    let served: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+        .unwrap();
+    assert_eq!(served, doc);
+
+    let mounted: Value = serde_json::from_str(
+        &app.webhooks
+            .routes()
+            .prefix("/hooks-admin/")
+            .metrics(Some("/internal/metrics"))
+            .healthz(None)
+            .openapi(Some("/hooks-admin/openapi.json"))
+            .openapi_document(),
+    )
+    .unwrap();
+    let paths: Vec<&String> = mounted["paths"].as_object().unwrap().keys().collect();
+    for p in ["/hooks-admin/webhooks", "/hooks-admin/webhooks/{id}", "/hooks-admin/events", "/internal/metrics"] {
+        assert!(paths.contains(&&p.to_string()), "{p} missing from {paths:?}");
+    }
+    for p in ["/v1/webhooks", "/metrics", "/healthz", "/openapi.json"] {
+        assert!(!paths.contains(&&p.to_string()), "{p} still in {paths:?}");
+    }
+    app.stop().await;
+
+    // Closed: no token, not opened.
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.open_admin_api = false;
+    let app = TestApp::start_with(dir, s).await;
+    let doc: Value = serde_json::from_str(&app.webhooks.routes().openapi_document()).unwrap();
+    assert_eq!(doc["paths"]["/v1/webhooks"]["get"]["security"], json!([{"bearer": []}]));
+    let scheme = doc["components"]["securitySchemes"]["bearer"]["description"].as_str().unwrap();
+    assert!(scheme.contains("refused"), "{scheme}");
+    app.stop().await;
+}
+
+/// `Settings::open_admin_api` holds wherever the routes are mounted: without a token and without
+/// opening the API, every admin request is refused with a 401 that says what to do; the open routes
+/// stay open.
+#[actix_web::test]
+async fn admin_api_without_token_is_closed_unless_opened() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.open_admin_api = false;
+    let app = TestApp::start_with(dir, s).await;
+    for (method, path, body) in [
+        ("GET", "/v1/webhooks", None),
+        ("POST", "/v1/webhooks", Some(r#"{"url":"https://example.com"}"#)),
+        ("POST", "/v1/events", Some(r#"{"event":"order.created","data":{}}"#)),
+        ("GET", "/v1/deliveries", None),
+        ("DELETE", "/v1/webhooks/x", None),
+        ("GET", "/v1/nothing-here", None),
+    ] {
+        let mut req =
+            app.http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{method} {path}");
+        assert_eq!(
+            resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"servio-webhooks\""),
+            "{method} {path}"
+        );
+        let json: Value = resp.text().await.map(|t| serde_json::from_str::<Value>(&t).unwrap()).unwrap();
+        assert_eq!(json["error"]["code"], "unauthorized", "{method} {path}: {json}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("admin token") && message.contains("open_admin_api"), "{message}");
+    }
+    // A bearer token does not open it either: there is none to compare with.
+    let (status, _) = app.request_with("GET", "/v1/webhooks", None, &[("authorization", "Bearer x")]).await;
+    assert_eq!(status, 401);
+    for path in ["/healthz", "/metrics", "/openapi.json"] {
+        let resp = app.http.get(format!("{}{path}", app.base)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    assert!(app.webhooks.webhooks(None, 10).await.unwrap().is_empty(), "nothing was registered");
+    app.stop().await;
+
+    // Opened explicitly (what `settings()` does): loopback callers are answered, other Host names
+    // are not.
+    let app = TestApp::start().await;
+    let (status, _) = app.get("/v1/webhooks").await;
+    assert_eq!(status, 200);
+    let (status, json) = app.request_with("GET", "/v1/webhooks", None, &[("host", "attacker.example")]).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (403, Some("host_not_allowed")));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn unknown_fields_are_refused_naming_the_field() {
+    let app = TestApp::start().await;
+    for (method, path, body, field) in [
+        ("POST", "/v1/webhooks", r#"{"url":"https://example.com","evnts":["order.created"]}"#, "evnts"),
+        ("PUT", "/v1/webhooks/pos-1", r#"{"url":"https://example.com","secrets":"x"}"#, "secrets"),
+        ("POST", "/v1/events", r#"{"event":"order.created","data":{},"idempotency_key":"k-1"}"#, "idempotency_key"),
+    ] {
+        let (status, json) = app.request(method, path, Some(body)).await;
+        assert_eq!((status, json["error"]["code"].as_str()), (400, Some("invalid_request")), "{path}: {json}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("unknown field `{field}`")), "{message}");
+    }
+    // Inside retryConfig, as before, with its own code.
+    let (status, json) =
+        app.post("/v1/webhooks", json!({"url": "https://example.com", "retryConfig": {"retries": 3}})).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (400, Some("invalid_retry_config")), "{json}");
+    assert!(json["error"]["message"].as_str().unwrap().contains("unknown field `retries`"), "{json}");
+    let (_, list) = app.get("/v1/webhooks").await;
+    assert_eq!(list["data"], json!([]), "nothing was stored");
+    let (_, deliveries) = app.get("/v1/deliveries").await;
+    assert_eq!(deliveries["data"], json!([]));
+    app.stop().await;
+}
+
+/// `events: []` used to subscribe to everything; it is refused now, with what to send instead.
+#[actix_web::test]
+async fn an_empty_event_list_is_refused() {
+    let app = TestApp::start().await;
+    for (method, path) in [("POST", "/v1/webhooks"), ("PUT", "/v1/webhooks/pos-1")] {
+        let (status, json) = app.request(method, path, Some(r#"{"url":"https://example.com","events":[]}"#)).await;
+        assert_eq!((status, json["error"]["code"].as_str()), (400, Some("invalid_request")), "{json}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("omit") && message.contains(r#"["*"]"#), "{message}");
+    }
+    let (_, list) = app.get("/v1/webhooks").await;
+    assert_eq!(list["data"], json!([]), "nothing was stored");
+    let all = app.register(json!({"url": "https://example.com", "events": ["*"]})).await;
+    assert_eq!(all["events"], Value::Null, "[\"*\"] = every event type");
+    let all = app.register(json!({"url": "https://example.com", "events": null})).await;
+    assert_eq!(all["events"], Value::Null);
+    app.stop().await;
+}
+
+/// Values outside what the document describes are refused even where the lower layers would have
+/// taken them; values inside it are taken.
+#[actix_web::test]
+async fn registrations_are_held_to_the_documented_shapes() {
+    let app = TestApp::start().await;
+    for (body, code) in [
+        (json!({"url": "https://exa mple.com/"}), "invalid_url"),
+        (json!({"url": "https://example.com/a b"}), "invalid_url"),
+        (json!({"url": "https://user:pw@example.com/"}), "invalid_url"),
+        (json!({"url": "https://example.com:0/"}), "invalid_url"),
+        (json!({"url": "HTTP:example.com"}), "invalid_url"),
+        (json!({"url": "https://example.com", "secret": "a\u{0}b"}), "invalid_secret"),
+        (json!({"url": "https://example.com", "description": "a\u{0}b"}), "invalid_request"),
+        (json!({"url": "https://example.com", "headers": {"X-Long": "v".repeat(4097)}}), "invalid_header"),
+        (json!({"url": "https://example.com", "headers": {"x".repeat(257): "v"}}), "invalid_header"),
+        (json!({"url": "https://example.com", "headers": {"X-Ctl": "a\u{1}"}}), "invalid_header"),
+        (json!({"url": "https://example.com", "retryConfig": {"jitter": "FULL"}}), "invalid_retry_config"),
+        (json!({"url": "https://example.com", "retryConfig": {"jitter": "true"}}), "invalid_retry_config"),
+    ] {
+        let (status, json) = app.post("/v1/webhooks", body.clone()).await;
+        assert_eq!((status, json["error"]["code"].as_str()), (400, Some(code)), "{body}: {json}");
+    }
+    // HTTP clients turn `.` and `..` into other paths, so send them as they are.
+    for id in [".", ".."] {
+        let body = r#"{"url":"https://example.com"}"#;
+        let request = format!(
+            "PUT /v1/webhooks/{id} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let response = raw_exchange(&app.base, request).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{id}: {response}");
+        assert!(response.contains("invalid_request"), "{id}: {response}");
+    }
+    let (status, json) = app.get("/v1/deliveries?status=").await;
+    assert_eq!((status, json["error"]["code"].as_str()), (400, Some("invalid_query")), "{json}");
+    // Any canonical unpadded base64url is a cursor, UTF-8 or not.
+    let (status, json) = app.get("/v1/webhooks?cursor=__8").await;
+    assert_eq!(status, 200, "{json}");
+    let (status, json) = app.get(&format!("/v1/webhooks?cursor={}", "A".repeat(516))).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (400, Some("invalid_cursor")), "{json}");
+    let (_, list) = app.get("/v1/webhooks").await;
+    assert_eq!(list["data"], json!([]), "nothing was stored");
+    let ok = app
+        .register(json!({
+            "url": "HTTPS://Example.COM.:8443/hook?x=1#f",
+            "secret": "whsec_AAAA==",
+            "headers": {"X-Tenant": "servio-1 \t é"},
+            "retryConfig": {"jitter": "none"},
+            "description": "",
+        }))
+        .await;
+    assert_eq!(ok["retryConfig"]["jitter"], false);
+    app.stop().await;
+}
+
+/// Sends `request` as is to `base` (`http://127.0.0.1:port`) and returns the whole response.
+async fn raw_exchange(base: &str, request: String) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+/// A host app's own route: a JSON body and a query, with actix's extractor defaults.
+async fn host_orders(body: actix_web::web::Json<Value>) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Created().json(json!({"bytes": body.to_string().len()}))
+}
+
+/// Serves `configure` next to the host's own `POST /orders`, as a host app would.
+fn host_app(
+    configure: impl Fn(&mut actix_web::web::ServiceConfig) + Clone + Send + 'static,
+) -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{App, HttpServer, web};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = HttpServer::new(move || {
+        // The host's own JSON error format, App-wide; its limit stays actix's default.
+        let json = web::JsonConfig::default().error_handler(|err, _| {
+            let body = json!({"hostError": err.to_string()});
+            actix_web::error::InternalError::from_response(
+                err,
+                actix_web::HttpResponse::UnprocessableEntity().json(body),
+            )
+            .into()
+        });
+        App::new().app_data(json).route("/orders", web::post().to(host_orders)).configure(configure.clone())
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(0)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (base, handle)
+}
+
+/// Mounting the subsystem changes none of the host's own routes: they keep actix's extractor
+/// defaults (a 2 MiB JSON limit in actix-web 4.18) and its error format, while the subsystem's
+/// routes, under the prefix the host chose, keep their limit and JSON errors; `/metrics`,
+/// `/healthz` and `/openapi.json` are where the host put them, or nowhere.
+#[actix_web::test]
+async fn mounting_leaves_the_hosts_routes_alone() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let webhooks = servio_webhooks::Webhooks::start(settings(&dir)).await.unwrap();
+    let http = http_client();
+    let routes = webhooks
+        .routes()
+        .prefix("/hooks-admin")
+        .metrics(Some("/internal/metrics"))
+        .healthz(None)
+        .openapi(Some("/hooks-admin/openapi.json"))
+        .into_configure();
+    let (base, server) = host_app(routes);
+    let post = |path: &str, body: String| {
+        http.post(format!("{base}{path}")).header("content-type", "application/json").body(body).send()
+    };
+
+    // 300 KB to the host's route: above the subsystem's limit (max_payload_bytes + 4 KiB), below
+    // actix's default.
+    let big = json!({"blob": "x".repeat(300 * 1024)}).to_string();
+    let resp = post("/orders", big.clone()).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await.unwrap());
+    // The host's errors are its own, not the subsystem's.
+    let resp = post("/orders", "{not json".into()).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    let text = resp.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert!(body.get("hostError").is_some() && body.get("error").is_none(), "{text}");
+    let resp = http.get(format!("{base}/no-such-host-route")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(resp.text().await.unwrap(), "", "actix's own 404");
+
+    // The subsystem's routes under its prefix keep theirs.
+    let publish = json!({"event": "order.created", "data": {"blob": "x".repeat(300 * 1024)}}).to_string();
+    let resp = post("/hooks-admin/events", publish).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let json: Value = resp.text().await.map(|t| serde_json::from_str::<Value>(&t).unwrap()).unwrap();
+    assert_eq!(json["error"]["code"], "payload_too_large", "{json}");
+    let resp = post("/hooks-admin/webhooks", "{not json".into()).await.unwrap();
+    let json: Value = resp.text().await.map(|t| serde_json::from_str::<Value>(&t).unwrap()).unwrap();
+    assert_eq!(json["error"]["code"], "invalid_json", "{json}");
+    let resp = http.get(format!("{base}/hooks-admin/deliveries?limit=x")).send().await.unwrap();
+    let json: Value = resp.text().await.map(|t| serde_json::from_str::<Value>(&t).unwrap()).unwrap();
+    assert_eq!(json["error"]["code"], "invalid_query", "{json}");
+    let resp = post("/hooks-admin/webhooks", json!({"url": "https://example.com"}).to_string()).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let resp = http.get(format!("{base}/hooks-admin/webhooks")).send().await.unwrap();
+    let list: Value = resp.text().await.map(|t| serde_json::from_str::<Value>(&t).unwrap()).unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+
+    // The single routes are where the host put them, and only there.
+    let resp = http.get(format!("{base}/internal/metrics")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let resp = http.post(format!("{base}/internal/metrics")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
+    for path in ["/metrics", "/healthz", "/openapi.json", "/v1/webhooks"] {
+        let resp = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{path}");
+        assert_eq!(resp.text().await.unwrap(), "", "{path} is the host's 404");
+    }
+    let doc: Value = http
+        .get(format!("{base}/hooks-admin/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+        .unwrap();
+    assert!(doc["paths"].get("/hooks-admin/events").is_some() && doc["paths"].get("/internal/metrics").is_some());
+    assert!(doc["paths"].get("/healthz").is_none());
+    server.stop(false).await;
+
+    // The default mounting, next to the same host route: unchanged for the host too.
+    let (base, server) = host_app(webhooks.configure());
+    let resp =
+        http.post(format!("{base}/orders")).header("content-type", "application/json").body(big).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    for path in ["/metrics", "/healthz", "/openapi.json", "/v1/webhooks"] {
+        let resp = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+    }
+    server.stop(false).await;
+
+    // No metrics and no document at all, the health check elsewhere.
+    let routes = webhooks.routes().metrics(None).openapi(None).healthz(Some("/ops/webhooks-health"));
+    let (base, server) = host_app(routes.into_configure());
+    for (path, status) in [
+        ("/metrics", 404),
+        ("/openapi.json", 404),
+        ("/healthz", 404),
+        ("/ops/webhooks-health", 200),
+        ("/v1/webhooks", 200),
+    ] {
+        let resp = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+    }
+    server.stop(false).await;
+    webhooks.shutdown().await;
 }

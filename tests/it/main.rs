@@ -6,6 +6,7 @@ mod api;
 mod breaker;
 mod cli;
 mod cluster;
+mod contract;
 mod delivery;
 mod durability;
 mod helpers;
