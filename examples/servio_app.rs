@@ -58,24 +58,29 @@ async fn create_order(webhooks: web::Data<Webhooks>, body: web::Json<NewOrder>) 
             "webhookEvent": receipt.id,
             "deliveries": receipt.deliveries.len(),
         })),
-        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()})),
+        // Our own bug (unknown event type, oversized data): retrying will not help.
+        Err(e) if e.is_client_error() => {
+            HttpResponse::InternalServerError().json(serde_json::json!({"error": e.to_string()}))
+        }
+        // The store is unavailable or stalled: nothing was accepted, the client may try again.
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", e.retry_after().map_or(1, |d| d.as_secs().max(1)).to_string()))
+            .json(serde_json::json!({"error": e.to_string()})),
     }
 }
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").init();
-    let admin_token = std::env::var("WEBHOOKS_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
-    let settings = Settings {
-        database_url: std::env::var("WEBHOOKS_DATABASE_URL")
-            .unwrap_or_else(|_| "sqlite://servio-app-webhooks.db".into()),
-        allow_private_targets: std::env::var("WEBHOOKS_ALLOW_PRIVATE_TARGETS").is_ok_and(|v| v == "true"),
-        // Bound to 127.0.0.1 below: without a token, answering local admin calls is a safe choice
-        // (a host on a public address would set a token instead).
-        open_admin_api: admin_token.is_none(),
-        admin_token,
-        ..Settings::default()
-    };
+    // The WEBHOOKS_* variables `serve` reads; this app's own default store file.
+    let mut settings = Settings::from_vars(|name| match (name, std::env::var(name)) {
+        (_, Ok(v)) => Some(v),
+        ("WEBHOOKS_DATABASE_URL", Err(_)) => Some("sqlite://servio-app-webhooks.db".into()),
+        _ => None,
+    })?;
+    // Bound to 127.0.0.1 below: without a token, answering local admin calls is a safe choice
+    // (a host on a public address would set a token instead).
+    settings.open_admin_api |= settings.admin_token.is_none();
     // Start the subsystem inside this app's actix System.
     let webhooks = Webhooks::start(settings).await?;
     let routes = webhooks

@@ -114,3 +114,13 @@ fn json_logs_are_one_object_per_line() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The README's configuration table is where operators look: every variable is in it.
+#[test]
+fn every_setting_variable_is_in_the_readme() {
+    let readme = include_str!("../../README.md");
+    let table = &readme[readme.find("## Configuration").expect("a Configuration section")..];
+    for name in VARS.iter().map(|v| v.name).chain(["WEBHOOKS_BIND", "WEBHOOKS_HTTP_WORKERS", "WEBHOOKS_LOG_FORMAT"]) {
+        assert!(table.contains(&format!("`{name}`")), "{name} is missing from the README's configuration table");
+    }
+}
