@@ -481,7 +481,7 @@ impl Webhooks {
             }
         })
         .await;
-        tracing::info!("webhook subsystem stopped");
+        tracing::info!(node = %self.inner.shared.node_id, "webhook subsystem stopped");
     }
 
     /// Endpoint actors currently running; idle endpoints hibernate without one.

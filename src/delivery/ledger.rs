@@ -14,7 +14,7 @@ use metrics::{counter, gauge, histogram};
 use tokio::sync::oneshot;
 
 use super::dispatcher::{Committed, PublishTicket};
-use super::write_health::WriteHealth;
+use super::write_health::{FlushNews, WriteHealth};
 use crate::metrics::{WebhookLabel, names};
 use crate::model::now_ms;
 use crate::store::{
@@ -159,7 +159,10 @@ impl LedgerActor {
         if self.flushing {
             return;
         }
-        if self.buf.is_empty() {
+        // After a failed commit whose publishes were all refused there may be nothing left to
+        // retry: the empty batch is then the probe that lets publishes in again (half-open: the
+        // next real write is the test, and a failure refuses them again).
+        if self.buf.is_empty() && !self.writes.is_failing() {
             for b in self.barriers.drain(..) {
                 let _ = b.send(());
             }
@@ -183,7 +186,18 @@ impl LedgerActor {
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.flushing = false;
             act.in_flight = 0;
-            act.writes.flush_ended(now_ms(), res.as_ref().err().map(|e| e.to_string()));
+            match act.writes.flush_ended(now_ms(), res.as_ref().err().map(|e| e.to_string())) {
+                FlushNews::Quiet => {}
+                FlushNews::StartedFailing => {
+                    tracing::error!(node = %act.node, "the store refuses writes: publishes get 503 and attempts wait until it takes them again")
+                }
+                FlushNews::Recovered { failing_for } => {
+                    tracing::info!(node = %act.node, failing_ms = failing_for.as_millis() as u64, "the store takes writes again")
+                }
+                FlushNews::Stalled { took } => {
+                    tracing::warn!(node = %act.node, took_ms = took.as_millis() as u64, "a commit stalled: publishes were refused while it ran")
+                }
+            }
             histogram!(names::LEDGER_BATCH_SIZE).record(size as f64);
             histogram!(names::LEDGER_COMMIT_DURATION).record(started.elapsed().as_secs_f64());
             act.committed(batch, tickets, labels, barriers, res, ctx);
@@ -224,7 +238,7 @@ impl LedgerActor {
             }
             Err(e) => {
                 counter!(names::LEDGER_COMMIT_ERRORS).increment(1);
-                tracing::error!(error = %e, "ledger commit failed; publishes in it are refused, the rest is retried");
+                tracing::warn!(error = %e, "ledger commit failed; publishes in it are refused, the rest is retried");
                 if !tickets.is_empty() {
                     self.notify_dispatcher(Committed { batch: batch.clone(), tickets, result: Err(e) });
                 }

@@ -20,6 +20,19 @@ pub struct Refusal {
     pub retry_after: Duration,
 }
 
+/// What a commit's end changed, for the log: the trouble's start and end, not every retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlushNews {
+    /// Nothing worth a line.
+    Quiet,
+    /// The first failure of a streak.
+    StartedFailing,
+    /// A commit worked after a streak of failures this long.
+    Recovered { failing_for: Duration },
+    /// A commit worked but ran past the stall limit (publishes were refused meanwhile).
+    Stalled { took: Duration },
+}
+
 /// The write side's state.
 #[derive(Debug)]
 pub(crate) struct WriteHealth {
@@ -74,6 +87,11 @@ impl WriteHealth {
         None
     }
 
+    /// Whether the last commit failed (the ledger then probes even with nothing to write).
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing_since_ms.load(Relaxed) != 0
+    }
+
     /// Operations buffered (for the gauge and tests).
     pub(crate) fn buffered(&self) -> usize {
         self.buffered.load(Relaxed)
@@ -88,13 +106,26 @@ impl WriteHealth {
     }
 
     /// A commit ended; `error` when it failed.
-    pub(crate) fn flush_ended(&self, now_ms: i64, error: Option<String>) {
-        self.flushing_since_ms.store(0, Relaxed);
+    pub(crate) fn flush_ended(&self, now_ms: i64, error: Option<String>) -> FlushNews {
+        let started = self.flushing_since_ms.swap(0, Relaxed);
         match error {
-            None => self.failing_since_ms.store(0, Relaxed),
+            None => {
+                let failing = self.failing_since_ms.swap(0, Relaxed);
+                let took = Duration::from_millis((now_ms - started).max(0) as u64);
+                if failing != 0 {
+                    FlushNews::Recovered { failing_for: Duration::from_millis((now_ms - failing).max(0) as u64) }
+                } else if started != 0 && took >= self.stall_after {
+                    FlushNews::Stalled { took }
+                } else {
+                    FlushNews::Quiet
+                }
+            }
             Some(e) => {
-                let _ = self.failing_since_ms.compare_exchange(0, now_ms.max(1), Relaxed, Relaxed);
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                match self.failing_since_ms.compare_exchange(0, now_ms.max(1), Relaxed, Relaxed) {
+                    Ok(_) => FlushNews::StartedFailing,
+                    Err(_) => FlushNews::Quiet,
+                }
             }
         }
     }
@@ -111,14 +142,18 @@ mod tests {
         h.flush_started(1_000);
         assert_eq!(h.refusing(1_499), None, "a commit may take a while");
         assert!(h.refusing(1_500).unwrap().reason.contains("running"), "stalled");
-        h.flush_ended(1_600, Some("disk full".into()));
+        assert_eq!(h.flush_ended(1_600, Some("disk full".into())), FlushNews::StartedFailing);
         let r = h.refusing(3_700).unwrap();
         assert!(r.reason.contains("disk full") && r.reason.contains("2 s"), "{r:?}");
         h.flush_started(3_800);
-        h.flush_ended(3_900, Some("disk full again".into()));
+        assert_eq!(h.flush_ended(3_900, Some("disk full again".into())), FlushNews::Quiet, "one line per streak");
         assert!(h.refusing(3_900).unwrap().reason.contains("for 2 s"), "the streak's start is kept");
-        h.flush_ended(4_000, None);
+        assert_eq!(h.flush_ended(4_000, None), FlushNews::Recovered { failing_for: Duration::from_millis(2_400) });
         assert_eq!(h.refusing(4_000), None, "a commit that works ends it");
+        h.flush_started(4_000);
+        assert_eq!(h.flush_ended(4_499, None), FlushNews::Quiet);
+        h.flush_started(5_000);
+        assert_eq!(h.flush_ended(5_600, None), FlushNews::Stalled { took: Duration::from_millis(600) });
         h.set_buffered(101);
         assert!(h.refusing(4_000).unwrap().reason.contains("101 writes"));
         h.set_buffered(100);

@@ -10,6 +10,7 @@ mod contract;
 mod delivery;
 mod durability;
 mod helpers;
+mod host_log;
 mod hostile;
 mod isolation;
 mod load_smoke;

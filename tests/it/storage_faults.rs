@@ -18,17 +18,23 @@ use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-const NORMAL: u8 = 0;
-const FAIL: u8 = 1;
-const STALL: u8 = 2;
+pub const NORMAL: u8 = 0;
+pub const FAIL: u8 = 1;
+pub const STALL: u8 = 2;
 
 /// A real store whose writes can be made to fail or to stall.
-struct FaultyStore {
+pub struct FaultyStore {
     inner: Arc<dyn Store>,
     mode: Arc<AtomicU8>,
 }
 
 impl FaultyStore {
+    /// `inner` behind a switch: [`NORMAL`], [`FAIL`] or [`STALL`].
+    pub fn wrap(inner: Arc<dyn Store>) -> (Arc<dyn Store>, Arc<AtomicU8>) {
+        let mode = Arc::new(AtomicU8::new(NORMAL));
+        (Arc::new(FaultyStore { inner, mode: mode.clone() }), mode)
+    }
+
     async fn gate(&self) -> StoreResult<()> {
         loop {
             match self.mode.load(Ordering::SeqCst) {
@@ -148,6 +154,27 @@ async fn publish_raw(app: &TestApp, n: usize) -> (u16, Option<String>, serde_jso
     let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
     let body = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or_default();
     (status, retry_after, body)
+}
+
+/// A quiet system: the only write during the outage is a publish, refused, so its failed commit
+/// leaves nothing to retry. Publishes must still be taken again once the store is back.
+#[actix_web::test]
+async fn a_failed_publish_in_a_quiet_system_does_not_refuse_publishes_for_good() {
+    let (app, mode) = faulty_app(5_000, None).await;
+    mode.store(FAIL, Ordering::SeqCst);
+    let (status, _, body) = publish_raw(&app, 1).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, _, _) = publish_raw(&app, 2).await;
+    assert_eq!(status, 503, "refused up front while the store fails");
+    mode.store(NORMAL, Ordering::SeqCst);
+    eventually(WAIT, "publishes are taken again", || {
+        let app = &app;
+        async move { publish_raw(app, 3).await.0 == 202 }
+    })
+    .await;
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200);
+    app.stop().await;
 }
 
 #[actix_web::test]
