@@ -126,6 +126,21 @@ struct ServeArgs {
     /// PEM file of extra CA certificates trusted for https endpoints (private CAs).
     #[arg(long, env = "WEBHOOKS_EXTRA_CA_FILE")]
     extra_ca_file: Option<std::path::PathBuf>,
+    /// Egress proxy for every delivery, `http://[user:password@]host:port`: http targets in absolute
+    /// form, https targets through CONNECT. The proxy then resolves target names and must enforce
+    /// egress rules (only literal addresses are still screened here).
+    #[arg(long, env = "WEBHOOKS_PROXY_URL", hide_env_values = true)]
+    proxy_url: Option<String>,
+    /// PEM file with the client certificate chain (and its private key, unless
+    /// WEBHOOKS_CLIENT_KEY_FILE is set) presented to receivers that require mutual TLS.
+    #[arg(long, env = "WEBHOOKS_CLIENT_CERT_FILE")]
+    client_cert_file: Option<std::path::PathBuf>,
+    /// PEM file with the private key of WEBHOOKS_CLIENT_CERT_FILE, when it is kept apart.
+    #[arg(long, env = "WEBHOOKS_CLIENT_KEY_FILE", requires = "client_cert_file")]
+    client_key_file: Option<std::path::PathBuf>,
+    /// Local IP address delivery connections are made from (source address receivers see).
+    #[arg(long, env = "WEBHOOKS_LOCAL_ADDRESS")]
+    local_address: Option<std::net::IpAddr>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `servio_webhooks=debug`. Unless it is
     /// `debug` or `trace` or names `actix_http`, actix-http's per-connection errors (a malformed
     /// request is logged at ERROR) are left out.
@@ -172,6 +187,20 @@ impl ServeArgs {
                 .with_context(|| format!("invalid PEM in {}", path.display()))?;
             anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
             s.delivery.extra_root_certs = certs.into_iter().map(|c| c.to_vec()).collect();
+        }
+        s.delivery.proxy_url = self.proxy_url.clone().filter(|u| !u.trim().is_empty());
+        s.delivery.local_address = self.local_address;
+        if let Some(path) = &self.client_cert_file {
+            let mut pem = std::fs::read(path)
+                .with_context(|| format!("cannot read WEBHOOKS_CLIENT_CERT_FILE {}", path.display()))?;
+            if let Some(key) = &self.client_key_file {
+                pem.push(b'\n');
+                pem.extend(
+                    std::fs::read(key)
+                        .with_context(|| format!("cannot read WEBHOOKS_CLIENT_KEY_FILE {}", key.display()))?,
+                );
+            }
+            s.delivery.client_identity = Some(servio_webhooks::config::ClientIdentity::from_pem(pem));
         }
         s.breaker.disable_after = Duration::from_secs(self.disable_after_secs);
         Ok(s)
