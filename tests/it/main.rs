@@ -6,6 +6,7 @@ mod api;
 mod cluster;
 mod delivery;
 mod durability;
+mod egress;
 mod helpers;
 mod hostile;
 mod isolation;

@@ -275,11 +275,14 @@ fn failure(connector: &Connector, https: bool, e: &reqwest::Error) -> AttemptOut
     if let Some(refusal) = find::<GuardRefusal>(e) {
         return AttemptOutcome::Refused(refusal.0.clone());
     }
+    let via = if connector.parts.proxy.is_some() { "via proxy: " } else { "" };
+    // Before `is_connect`: with TLS 1.3 a receiver refuses a client certificate (or its absence)
+    // after the client has finished its side of the handshake, so the alert arrives as the
+    // request goes out. It is a TLS failure all the same.
+    if let Some(tls) = find_tls(e) {
+        return AttemptOutcome::Connect(format!("{via}TLS error: {tls}"));
+    }
     if e.is_connect() {
-        let via = if connector.parts.proxy.is_some() { "via proxy: " } else { "" };
-        if let Some(tls) = find_tls(e) {
-            return AttemptOutcome::Connect(format!("{via}TLS error: {tls}"));
-        }
         if e.is_timeout() {
             // reqwest times the connection as a whole: it cannot tell which step was late.
             let steps = if https { " (TCP connect and TLS handshake)" } else { "" };
