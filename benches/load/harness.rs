@@ -240,7 +240,81 @@ pub fn raw_hyper(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
     measure_client(recv, requests, run)
 }
 
-/// Scenario 0: the HTTP clients alone (reqwest, the ceiling; raw hyper), and the receiver's cost.
+/// A reqwest client set up like the delivery client (`src/delivery/client`): no redirects, no
+/// environment proxies, connect and total timeouts, its pool limits.
+fn delivery_like_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .pool_idle_timeout(Duration::from_secs(50))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap()
+}
+
+/// The delivery threads' layout without the rest of the system: two current-thread runtimes (like
+/// two actix arbiters), `concurrency / 2` request loops on each, with one reqwest client shared by
+/// both (`shared`) or one client per runtime. A runtime keeps running until both are done, as an
+/// arbiter does, so that connections owned by one serve the other's requests to the end.
+pub fn reqwest_layout(recv: &Receiver, requests: u64, concurrency: usize, shared: bool) -> Run {
+    let runtimes: Vec<tokio::runtime::Runtime> =
+        (0..2).map(|_| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()).collect();
+    let common = delivery_like_client();
+    let own: Vec<reqwest::Client> = (0..2).map(|_| delivery_like_client()).collect();
+    let url = recv.url("/ok/layout");
+    let run = |n: u64| {
+        let next = Arc::new(AtomicU64::new(0));
+        let finished = Arc::new(AtomicU64::new(0));
+        std::thread::scope(|scope| {
+            for (i, rt) in runtimes.iter().enumerate() {
+                let client = if shared { common.clone() } else { own[i].clone() };
+                let (next, finished, url) = (next.clone(), finished.clone(), url.clone());
+                std::thread::Builder::new()
+                    .name(format!("layout-{i}"))
+                    .spawn_scoped(scope, move || {
+                        rt.block_on(async {
+                            let mut tasks = Vec::new();
+                            for _ in 0..concurrency / 2 {
+                                let (client, next, url) = (client.clone(), next.clone(), url.clone());
+                                tasks.push(tokio::spawn(async move {
+                                    loop {
+                                        let i = next.fetch_add(1, Ordering::Relaxed);
+                                        if i >= n {
+                                            break;
+                                        }
+                                        let resp = client
+                                            .post(&url)
+                                            .header("content-type", "application/json")
+                                            .body(ceiling_body(i))
+                                            .send()
+                                            .await
+                                            .expect("layout request");
+                                        let _ = resp.bytes().await;
+                                    }
+                                }));
+                            }
+                            for t in tasks {
+                                t.await.unwrap();
+                            }
+                            finished.fetch_add(1, Ordering::SeqCst);
+                            while finished.load(Ordering::SeqCst) < 2 {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                        })
+                    })
+                    .unwrap();
+            }
+        });
+    };
+    measure_client(recv, requests, run)
+}
+
+/// Scenario 0: the HTTP clients alone (reqwest, the ceiling; raw hyper; reqwest on two
+/// current-thread runtimes with one shared client or one client each), and the receiver's cost.
 pub fn clients(requests: u64) -> Value {
     let recv = Receiver::start(2);
     let c0 = cpu();
@@ -248,12 +322,17 @@ pub fn clients(requests: u64) -> Value {
     let c1 = cpu();
     let hyper = raw_hyper(&recv, requests, CONCURRENCY);
     let c2 = cpu();
+    let shared = reqwest_layout(&recv, requests, CONCURRENCY, true);
+    let per_thread = reqwest_layout(&recv, requests, CONCURRENCY, false);
     // Warm-ups included: 1.1 × requests reach the receiver per client.
     let recv_us = |a: &Cpu, b: &Cpu| (b.receiver - a.receiver) * 1e6 / (requests as f64 * 1.1);
     json!({
         "scenario": "clients", "requests": requests,
         "reqwest_per_sec": round(reqwest.per_sec(), 0), "reqwest_cpu_us": round(reqwest.cpu_us(), 1),
         "hyper_per_sec": round(hyper.per_sec(), 0), "hyper_cpu_us": round(hyper.cpu_us(), 1),
+        "shared_2rt_per_sec": round(shared.per_sec(), 0), "shared_2rt_cpu_us": round(shared.cpu_us(), 1),
+        "per_thread_2rt_per_sec": round(per_thread.per_sec(), 0),
+        "per_thread_2rt_cpu_us": round(per_thread.cpu_us(), 1),
         "receiver_cpu_us": round((recv_us(&c0, &c1) + recv_us(&c1, &c2)) / 2.0, 1),
     })
 }
@@ -264,7 +343,7 @@ pub fn clients(requests: u64) -> Value {
 /// Settings for a benchmark run: defaults (durability on: fsync per commit), a fresh SQLite file.
 /// `LOAD_SQLITE_SYNC=normal` measures without an fsync per commit.
 pub fn settings(db: &Path) -> Settings {
-    Settings {
+    let mut s = Settings {
         database_url: format!("sqlite://{}", db.display()),
         allow_private_targets: true,
         open_admin_api: true,
@@ -276,7 +355,10 @@ pub fn settings(db: &Path) -> Settings {
             .map(Duration::from_millis)
             .unwrap_or(Settings::default().commit_interval),
         ..Settings::default()
-    }
+    };
+    // LOAD_SHARED_CLIENT=1: one delivery client for every arbiter instead of one per arbiter.
+    s.delivery.shared_client = std::env::var("LOAD_SHARED_CLIENT").is_ok();
+    s
 }
 
 pub fn spec(url: String, max_in_flight: usize) -> WebhookSpec {

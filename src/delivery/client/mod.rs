@@ -197,7 +197,8 @@ impl Connector {
 }
 
 /// Sends one POST and classifies the outcome. The whole exchange (connect, request, the excerpt
-/// of the body) is bounded by `timeout`.
+/// of the body) is bounded by `timeout`; dropping the future abandons the attempt and closes its
+/// connection.
 pub(crate) async fn send(
     connector: Arc<Connector>,
     target: Arc<Target>,
