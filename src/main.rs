@@ -310,6 +310,40 @@ mod tests {
         seen.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    fn serve_settings(args: &[&str]) -> anyhow::Result<Settings> {
+        let cli = Cli::try_parse_from([&["servio-webhooks", "serve"], args].concat())?;
+        let Command::Serve(serve) = cli.command;
+        serve.settings()
+    }
+
+    #[test]
+    fn egress_flags_reach_the_delivery_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let s = serve_settings(&[
+            "--proxy-url",
+            "http://egress.internal:3128",
+            "--local-address",
+            "127.0.0.2",
+            "--client-cert-file",
+            cert.to_str().unwrap(),
+            "--client-key-file",
+            key.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(s.delivery.proxy_url.as_deref(), Some("http://egress.internal:3128"));
+        assert_eq!(s.delivery.local_address, Some("127.0.0.2".parse().unwrap()));
+        let pem = String::from_utf8(s.delivery.client_identity.unwrap().pem().to_vec()).unwrap();
+        assert!(pem.contains("CERTIFICATE") && pem.contains("PRIVATE KEY"), "{pem}");
+        let none = serve_settings(&[]).unwrap();
+        assert!(none.delivery.proxy_url.is_none() && none.delivery.client_identity.is_none());
+        assert!(serve_settings(&["--client-key-file", key.to_str().unwrap()]).is_err(), "a key needs its certificate");
+        assert!(serve_settings(&["--local-address", "not-an-ip"]).is_err());
+        assert!(serve_settings(&["--client-cert-file", "/nonexistent/client.pem"]).is_err());
+    }
+
     #[test]
     fn client_caused_actix_errors_stay_out_of_the_log_unless_asked_for() {
         for spec in ["info", "warn", "error", "info,servio_webhooks=debug"] {
