@@ -375,3 +375,28 @@ async fn names_resolving_to_private_addresses_are_refused_at_connect_time() {
     }
     internal.stop().await;
 }
+
+/// `shared_client`: one client for every delivery thread (the measured-slower layout) delivers
+/// all the same, over both HTTP versions.
+#[actix_web::test]
+async fn one_client_shared_by_every_delivery_thread_delivers_too() {
+    let ca = ca("servio-webhooks shared-client CA");
+    let (port, seen, _) = https_receiver(&ca, "localhost", &[b"h2", b"http/1.1"], None);
+    let plain = TestReceiver::ok();
+    let app = app_with(|s| {
+        s.delivery.shared_client = true;
+        s.delivery.extra_root_certs = vec![ca.der().to_vec()];
+    })
+    .await;
+    for _ in 0..4 {
+        app.register(json!({"url": plain.url, "maxInFlight": 2})).await;
+        app.register(json!({"url": format!("https://localhost:{port}/hook"), "maxInFlight": 2})).await;
+    }
+    for i in 0..10 {
+        app.publish("order.created", json!({"orderId": format!("o-shared-{i}")})).await;
+    }
+    plain.wait_for(40, WAIT).await;
+    eventually(WAIT, "40 deliveries over https", || async { seen.lock().unwrap().len() == 40 }).await;
+    assert!(seen.lock().unwrap().iter().all(|s| s.version == http::Version::HTTP_2));
+    app.stop().await;
+}
