@@ -226,6 +226,21 @@ async fn an_egress_proxy_receives_every_attempt() {
     assert_eq!(seen[0].version, http::Version::HTTP_2, "ALPN works through the tunnel too");
     assert_eq!(proxy.accepted(), 2, "one connection per origin, nothing sent around the proxy");
     app.stop().await;
+
+    // A tunnel the proxy refuses (its egress rules) is a connection failure, retried.
+    let app = app_with(|s| {
+        s.allow_private_targets = false;
+        s.delivery.proxy_url = Some(format!("http://127.0.0.1:{}", proxy.port));
+    })
+    .await;
+    let d = deliver_once(&app, "https://forbidden.proxied.test/hook", 1).await;
+    assert_eq!(d["status"], "failed", "{d}");
+    assert_eq!(d["attempts"], 2, "{d}");
+    for e in attempt_errors(&d) {
+        println!("CONNECT refused by the proxy: {e}");
+        assert!(e.starts_with("connection failed: via proxy: "), "{e}");
+    }
+    app.stop().await;
 }
 
 /// A receiver that requires a client certificate accepts the configured one and refuses a sender
