@@ -12,10 +12,12 @@
 //! - **Proxies** come only from the settings; the `HTTP(S)_PROXY` environment variables are ignored.
 //! - **Time**: the connect timeout covers TCP and the TLS handshake; the attempt timeout covers the
 //!   whole exchange, including the excerpt of the body.
-//! - **Memory**: at most [`MAX_DRAIN`] bytes of a response body are read (the first
-//!   `response_body_limit` kept); a longer body is not read on: the response is dropped, which
-//!   closes an HTTP/1 connection (hyper: "body receiver dropped before eof, closing") and resets
-//!   an HTTP/2 stream.
+//! - **Memory**: the first `response_body_limit` bytes of a body are kept. An HTTP/1 body that
+//!   may be short is read on to about [`MAX_DRAIN`] (past it by at most the last chunk read) so
+//!   that the connection can be reused; a longer one (by `content-length`, or found so) and any
+//!   HTTP/2 body are not read past the excerpt: the response is dropped, upon which hyper reads at
+//!   most what it already has buffered and closes the HTTP/1 connection ("body receiver dropped
+//!   before eof, draining or closing"), or resets the HTTP/2 stream.
 //!
 //! TLS is rustls with the ring provider ([`tls`]): the platform's roots plus extra CAs, an optional
 //! client certificate, ALPN `h2` then `http/1.1`. Plain `http` targets speak HTTP/1.1.
