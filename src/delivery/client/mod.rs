@@ -2,10 +2,10 @@
 //! an [`AttemptOutcome`].
 //!
 //! The guards, and where each lives:
-//! - **Which addresses may be dialed** ([`TargetPolicy`]): names go through [`resolve`]'s
+//! - **Which addresses may be dialed** ([`TargetPolicy`]): names go through `resolve`'s
 //!   resolver, which screens what it resolved and hands only the allowed addresses to the
 //!   connector (the ones dialed: no second lookup); literal IP targets never reach a resolver and
-//!   are screened in [`exchange`] before the request is made. With an egress proxy
+//!   are screened in `exchange` before the request is made. With an egress proxy
 //!   (`WEBHOOKS_PROXY_URL`) target names are resolved by the proxy, which then has to enforce
 //!   egress rules; only literal targets are still screened here.
 //! - **Redirects** are never followed (`redirect::Policy::none()`): a 3xx is the answer.
@@ -13,13 +13,13 @@
 //! - **Time**: the connect timeout covers TCP and the TLS handshake; the attempt timeout covers the
 //!   whole exchange, including the excerpt of the body.
 //! - **Memory**: the first `response_body_limit` bytes of a body are kept. An HTTP/1 body that
-//!   may be short is read on to about [`MAX_DRAIN`] (past it by at most the last chunk read) so
-//!   that the connection can be reused; a longer one (by `content-length`, or found so) and any
+//!   may be short is read on to about 64 KiB (`MAX_DRAIN`, past it by at most the last chunk read)
+//!   so that the connection can be reused; a longer one (by `content-length`, or found so) and any
 //!   HTTP/2 body are not read past the excerpt: the response is dropped, upon which hyper reads at
 //!   most what it already has buffered and closes the HTTP/1 connection ("body receiver dropped
 //!   before eof, draining or closing"), or resets the HTTP/2 stream.
 //!
-//! TLS is rustls with the ring provider ([`tls`]): the platform's roots plus extra CAs, an optional
+//! TLS is rustls with the ring provider (`tls`): the platform's roots plus extra CAs, an optional
 //! client certificate, ALPN `h2` then `http/1.1`. Plain `http` targets speak HTTP/1.1.
 //!
 //! Connections are pooled by reqwest, per arbiter thread by default (a `reqwest::Client` per
