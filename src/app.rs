@@ -192,11 +192,8 @@ impl Webhooks {
         let ledger = LedgerActor::new(store.clone(), settings.commit_interval, node_id.clone(), writes.clone()).start();
         let attempt_permits = Arc::new(tokio::sync::Semaphore::new(settings.delivery.max_total_in_flight.max(1)));
         let suspect_permits = Arc::new(tokio::sync::Semaphore::new((settings.delivery.max_total_in_flight / 2).max(1)));
-        let connector = Arc::new(Connector::new(
-            settings.target_policy(),
-            settings.delivery.connect_timeout,
-            &settings.delivery.extra_root_certs,
-        ));
+        let connector =
+            Arc::new(Connector::new(settings.target_policy(), &settings.delivery).map_err(StartError::Config)?);
         let ttl = settings.cluster.lease_ttl;
         let times = LeaseTimes { renewed_at: Instant::now(), ttl, margin: LeaseTimes::margin_for(ttl) };
         let lease = Arc::new(LeaseGuard::new(&times));

@@ -240,7 +240,220 @@ pub fn raw_hyper(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
     measure_client(recv, requests, run)
 }
 
-/// Scenario 0: the HTTP clients alone (reqwest, the ceiling; raw hyper), and the receiver's cost.
+/// A reqwest client set up like the delivery client (`src/delivery/client`): no redirects, no
+/// environment proxies, connect and total timeouts, its pool limits; `tweak` changes one thing.
+fn delivery_like_client(tweak: &dyn Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .pool_idle_timeout(Duration::from_secs(50))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .referer(false);
+    tweak(builder).build().unwrap()
+}
+
+/// The delivery threads' layout without the rest of the system: two current-thread runtimes (like
+/// two actix arbiters) running `concurrency / 2` request loops each; a runtime keeps running
+/// until both are done, as an arbiter does. `request(runtime, i)` makes request `i` on a runtime.
+fn layout<F, Fut>(recv: &Receiver, requests: u64, concurrency: usize, request: F) -> Run
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let runtimes: Vec<tokio::runtime::Runtime> =
+        (0..2).map(|_| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()).collect();
+    let run = |n: u64| {
+        let next = Arc::new(AtomicU64::new(0));
+        let finished = Arc::new(AtomicU64::new(0));
+        std::thread::scope(|scope| {
+            for (r, rt) in runtimes.iter().enumerate() {
+                let (next, finished, request) = (next.clone(), finished.clone(), request.clone());
+                std::thread::Builder::new()
+                    .name(format!("layout-{r}"))
+                    .spawn_scoped(scope, move || {
+                        let local = tokio::task::LocalSet::new();
+                        local.block_on(rt, async {
+                            let mut tasks = Vec::new();
+                            for _ in 0..concurrency / 2 {
+                                // Each loop awaits its requests one after another.
+                                tasks.push(tokio::task::spawn_local({
+                                    let (next, request) = (next.clone(), request.clone());
+                                    let make = move |i| request(r, i);
+                                    async move {
+                                        loop {
+                                            let i = next.fetch_add(1, Ordering::Relaxed);
+                                            if i >= n {
+                                                break;
+                                            }
+                                            make(i).await;
+                                        }
+                                    }
+                                }));
+                            }
+                            for t in tasks {
+                                t.await.unwrap();
+                            }
+                            finished.fetch_add(1, Ordering::SeqCst);
+                            while finished.load(Ordering::SeqCst) < 2 {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                        })
+                    })
+                    .unwrap();
+            }
+        });
+    };
+    measure_client(recv, requests, run)
+}
+
+/// [`layout`] with reqwest: one client shared by both runtimes (`shared`), or one each, made by
+/// `make`. The request loops run in a `LocalSet`, as the endpoint actors' attempts do.
+pub fn reqwest_layout(
+    recv: &Receiver,
+    requests: u64,
+    concurrency: usize,
+    shared: bool,
+    make: &dyn Fn() -> reqwest::Client,
+) -> Run {
+    let common = make();
+    let own: Vec<reqwest::Client> = (0..2).map(|_| make()).collect();
+    let url = recv.url("/ok/layout");
+    layout(recv, requests, concurrency, move |r, i| {
+        let client = if shared { common.clone() } else { own[r].clone() };
+        let url = url.clone();
+        async move {
+            let resp = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(ceiling_body(i))
+                .send()
+                .await
+                .expect("layout request");
+            let _ = resp.bytes().await;
+        }
+    })
+}
+
+/// [`layout`] with raw hyper HTTP/1 connections kept per runtime in a free list (what the
+/// hand-written pool did): checkout, send, check back in.
+pub fn hyper_layout(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
+    type Conn = hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>;
+    thread_local!(static IDLE: std::cell::RefCell<Vec<Conn>> = const { std::cell::RefCell::new(Vec::new()) });
+    let addr = recv.addr;
+    layout(recv, requests, concurrency, move |_, i| async move {
+        let pooled = IDLE.with_borrow_mut(|idle| idle.pop());
+        let mut sender = match pooled {
+            Some(s) => s,
+            None => {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+                tokio::task::spawn_local(conn);
+                sender
+            }
+        };
+        let req = hyper::Request::post("/ok/layout")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(ceiling_body(i))))
+            .unwrap();
+        sender.ready().await.unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        IDLE.with_borrow_mut(|idle| idle.push(sender));
+    })
+}
+
+/// The delivery client's options on the delivery threads' layout, `rounds` alternating rounds:
+/// CPU µs per request of each (median) and each round's figures.
+pub fn client_options(requests: u64, rounds: usize) -> Value {
+    let recv = Receiver::start(2);
+    type Variant<'a> = (&'a str, Box<dyn Fn(&Receiver) -> Run + 'a>);
+    let plain = |b: reqwest::ClientBuilder| b;
+    let variants: Vec<Variant> = vec![
+        (
+            "reqwest, a client per thread",
+            Box::new(move |r| reqwest_layout(r, requests, CONCURRENCY, false, &|| delivery_like_client(&plain))),
+        ),
+        (
+            "reqwest, one shared client",
+            Box::new(move |r| reqwest_layout(r, requests, CONCURRENCY, true, &|| delivery_like_client(&plain))),
+        ),
+        (
+            "per thread, no retries (no request copy)",
+            Box::new(move |r| {
+                reqwest_layout(r, requests, CONCURRENCY, false, &|| {
+                    delivery_like_client(&|b| b.retry(reqwest::retry::never().max_retries_per_request(0)))
+                })
+            }),
+        ),
+        (
+            "per thread, no reqwest total timeout",
+            Box::new(move |r| {
+                reqwest_layout(r, requests, CONCURRENCY, false, &|| {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    reqwest::Client::builder()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .no_proxy()
+                        .connect_timeout(Duration::from_secs(5))
+                        .pool_idle_timeout(Duration::from_secs(50))
+                        .pool_max_idle_per_host(256)
+                        .referer(false)
+                        .build()
+                        .unwrap()
+                })
+            }),
+        ),
+        (
+            "per thread, http1_only",
+            Box::new(move |r| {
+                reqwest_layout(r, requests, CONCURRENCY, false, &|| delivery_like_client(&|b| b.http1_only()))
+            }),
+        ),
+        (
+            "per thread, pool_max_idle_per_host 32",
+            Box::new(move |r| {
+                reqwest_layout(r, requests, CONCURRENCY, false, &|| {
+                    delivery_like_client(&|b| b.pool_max_idle_per_host(32))
+                })
+            }),
+        ),
+        (
+            "per thread, tcp_nodelay off",
+            Box::new(move |r| {
+                reqwest_layout(r, requests, CONCURRENCY, false, &|| delivery_like_client(&|b| b.tcp_nodelay(false)))
+            }),
+        ),
+        ("raw hyper, a free list per thread", Box::new(move |r| hyper_layout(r, requests, CONCURRENCY))),
+    ];
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); variants.len()];
+    for _ in 0..rounds.max(1) {
+        for (k, (_, run)) in variants.iter().enumerate() {
+            runs[k].push(run(&recv));
+        }
+    }
+    let rows: Vec<Value> = variants
+        .iter()
+        .zip(&runs)
+        .map(|((name, _), runs)| {
+            let m = median_run(runs);
+            json!({
+                "variant": name, "per_sec": round(m.per_sec(), 0), "cpu_us": round(m.cpu_us(), 1),
+                "round_cpu_us": runs.iter().map(|r| round(r.cpu_us(), 1)).collect::<Vec<_>>(),
+                "round_per_sec": runs.iter().map(|r| round(r.per_sec(), 0)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"scenario": "client-options", "requests": requests, "rounds": rounds, "variants": rows})
+}
+
+/// Scenario 0: the HTTP clients alone (reqwest, the ceiling; raw hyper; reqwest on two
+/// current-thread runtimes with one shared client or one client each), and the receiver's cost.
 pub fn clients(requests: u64) -> Value {
     let recv = Receiver::start(2);
     let c0 = cpu();
@@ -248,12 +461,18 @@ pub fn clients(requests: u64) -> Value {
     let c1 = cpu();
     let hyper = raw_hyper(&recv, requests, CONCURRENCY);
     let c2 = cpu();
+    let plain = |b: reqwest::ClientBuilder| b;
+    let shared = reqwest_layout(&recv, requests, CONCURRENCY, true, &|| delivery_like_client(&plain));
+    let per_thread = reqwest_layout(&recv, requests, CONCURRENCY, false, &|| delivery_like_client(&plain));
     // Warm-ups included: 1.1 × requests reach the receiver per client.
     let recv_us = |a: &Cpu, b: &Cpu| (b.receiver - a.receiver) * 1e6 / (requests as f64 * 1.1);
     json!({
         "scenario": "clients", "requests": requests,
         "reqwest_per_sec": round(reqwest.per_sec(), 0), "reqwest_cpu_us": round(reqwest.cpu_us(), 1),
         "hyper_per_sec": round(hyper.per_sec(), 0), "hyper_cpu_us": round(hyper.cpu_us(), 1),
+        "shared_2rt_per_sec": round(shared.per_sec(), 0), "shared_2rt_cpu_us": round(shared.cpu_us(), 1),
+        "per_thread_2rt_per_sec": round(per_thread.per_sec(), 0),
+        "per_thread_2rt_cpu_us": round(per_thread.cpu_us(), 1),
         "receiver_cpu_us": round((recv_us(&c0, &c1) + recv_us(&c1, &c2)) / 2.0, 1),
     })
 }
@@ -264,7 +483,7 @@ pub fn clients(requests: u64) -> Value {
 /// Settings for a benchmark run: defaults (durability on: fsync per commit), a fresh SQLite file.
 /// `LOAD_SQLITE_SYNC=normal` measures without an fsync per commit.
 pub fn settings(db: &Path) -> Settings {
-    Settings {
+    let mut s = Settings {
         database_url: format!("sqlite://{}", db.display()),
         allow_private_targets: true,
         open_admin_api: true,
@@ -276,7 +495,10 @@ pub fn settings(db: &Path) -> Settings {
             .map(Duration::from_millis)
             .unwrap_or(Settings::default().commit_interval),
         ..Settings::default()
-    }
+    };
+    // LOAD_SHARED_CLIENT=1: one delivery client for every arbiter instead of one per arbiter.
+    s.delivery.shared_client = std::env::var("LOAD_SHARED_CLIENT").is_ok();
+    s
 }
 
 pub fn spec(url: String, max_in_flight: usize) -> WebhookSpec {

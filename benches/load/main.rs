@@ -8,6 +8,8 @@
 //! ```text
 //! cargo bench --bench load -- all [--quick]
 //! cargo bench --bench load -- throughput --mode rest|library --fanout 10 --deliveries 60000 [--rounds 3]
+//! cargo bench --bench load -- clients --requests 60000           # reqwest, raw hyper, client layouts
+//! cargo bench --bench load -- client-options --requests 60000 [--rounds 3]  # the delivery client's options
 //! cargo bench --bench load -- isolation --deliveries 40000
 //! cargo bench --bench load -- fleet --webhooks 100000
 //! cargo bench --bench load -- backlog --backlog 1000000 --db /tmp/backlog.db [--port 47801]
@@ -70,6 +72,9 @@ fn main() {
             num(&args, "--rounds", 3) as usize,
         ),
         "clients" => harness::clients(num(&args, "--requests", 60_000)),
+        "client-options" => {
+            harness::client_options(num(&args, "--requests", 60_000), num(&args, "--rounds", 3) as usize)
+        }
         "isolation" => harness::isolation(num(&args, "--deliveries", 40_000)),
         "fleet" => harness::fleet(num(&args, "--webhooks", 100_000) as usize),
         "backlog" => {

@@ -249,6 +249,51 @@ pub struct DeliverySettings {
     /// Extra trusted CA certificates (DER) for `https` endpoints, on top of the platform's store:
     /// for endpoints behind a private CA.
     pub extra_root_certs: Vec<Vec<u8>>,
+    /// Egress proxy for every attempt (`WEBHOOKS_PROXY_URL`): `http://host:port` (or `https://`,
+    /// credentials as `http://user:password@host:port`). `http` targets are sent to it in absolute
+    /// form, `https` targets through a `CONNECT` tunnel (TLS stays end to end). Target names are
+    /// then resolved by the proxy, so the connect-time address guard cannot see where they lead:
+    /// the proxy must enforce egress rules. Literal addresses and `localhost` are still refused here.
+    /// Without it no proxy is used, whatever `HTTP_PROXY`/`HTTPS_PROXY` say.
+    pub proxy_url: Option<String>,
+    /// Client certificate presented to receivers that ask for one (mutual TLS;
+    /// `WEBHOOKS_CLIENT_CERT_FILE` and `WEBHOOKS_CLIENT_KEY_FILE`).
+    pub client_identity: Option<ClientIdentity>,
+    /// Local address outgoing connections are bound to (`WEBHOOKS_LOCAL_ADDRESS`): picks the
+    /// interface or source address receivers see (e.g. one they allow-list).
+    pub local_address: Option<std::net::IpAddr>,
+    /// Names answered from this table instead of DNS, like `/etc/hosts` entries (tests, split
+    /// horizons). The addresses are screened like resolved ones.
+    pub resolve_overrides: Vec<(String, Vec<std::net::IpAddr>)>,
+    /// One HTTP client (and connection pool) shared by every delivery thread, instead of one per
+    /// thread (the default, measured faster; see BENCHMARKS.md).
+    pub shared_client: bool,
+}
+
+/// A client certificate chain and its private key, as PEM text: `CERTIFICATE` blocks (leaf
+/// first) and one `PRIVATE KEY` (PKCS#8), `RSA PRIVATE KEY` or `EC PRIVATE KEY` block. Checked
+/// when the subsystem starts. Its `Debug` output leaves the key out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pem: Vec<u8>,
+}
+
+impl ClientIdentity {
+    /// The identity in `pem` (certificates and key, in one text or concatenated files).
+    pub fn from_pem(pem: impl Into<Vec<u8>>) -> Self {
+        Self { pem: pem.into() }
+    }
+
+    /// The PEM text.
+    pub fn pem(&self) -> &[u8] {
+        &self.pem
+    }
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientIdentity({} bytes of PEM, redacted)", self.pem.len())
+    }
 }
 
 impl Default for DeliverySettings {
@@ -265,6 +310,11 @@ impl Default for DeliverySettings {
             response_body_limit: 1024,
             user_agent: "Servio-Webhook/1.0".into(),
             extra_root_certs: Vec::new(),
+            proxy_url: None,
+            client_identity: None,
+            local_address: None,
+            resolve_overrides: Vec::new(),
+            shared_client: false,
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{Settings, parse_bool};
+use super::{ClientIdentity, Settings, parse_bool};
 
 /// How a variable's value is written, for the generated flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +224,60 @@ pub const VARS: &[Var] = &[
         apply: |s, v| pem_certificates(v.trim()).map(|c| s.delivery.extra_root_certs = c),
     },
     Var {
+        name: "WEBHOOKS_PROXY_URL",
+        flag: "proxy-url",
+        help: "Egress proxy for every delivery, `http://[user:password@]host:port` (or `https://`): http targets \
+               in absolute form, https through CONNECT; the proxy then resolves target names and must enforce \
+               egress rules (only literal addresses are still screened here). Environment proxy variables are \
+               never used",
+        kind: Kind::Secret,
+        apply: |s, v| {
+            s.delivery.proxy_url = Some(v.trim().to_string()).filter(|u| !u.is_empty());
+            Ok(())
+        },
+    },
+    Var {
+        name: "WEBHOOKS_CLIENT_CERT_FILE",
+        flag: "client-cert-file",
+        help: "PEM file with the client certificate chain (leaf first) and, unless WEBHOOKS_CLIENT_KEY_FILE is \
+               set, its private key, presented to receivers that require mutual TLS",
+        kind: Kind::Value,
+        apply: |s, v| {
+            let path = v.trim();
+            let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            s.delivery.client_identity = Some(ClientIdentity::from_pem(pem));
+            Ok(())
+        },
+    },
+    Var {
+        name: "WEBHOOKS_CLIENT_KEY_FILE",
+        flag: "client-key-file",
+        help: "PEM file with the private key of WEBHOOKS_CLIENT_CERT_FILE, when kept apart (PKCS#8, PKCS#1 or SEC1)",
+        kind: Kind::Value,
+        apply: |s, v| {
+            let path = v.trim();
+            let Some(identity) = &s.delivery.client_identity else {
+                return Err("needs WEBHOOKS_CLIENT_CERT_FILE (the certificate the key belongs to)".into());
+            };
+            let mut pem = identity.pem().to_vec();
+            pem.push(b'\n');
+            pem.extend(std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?);
+            s.delivery.client_identity = Some(ClientIdentity::from_pem(pem));
+            Ok(())
+        },
+    },
+    Var {
+        name: "WEBHOOKS_LOCAL_ADDRESS",
+        flag: "local-address",
+        help: "Local IP address delivery connections are made from (the source address receivers see)",
+        kind: Kind::Value,
+        apply: |s, v| {
+            let ip = v.trim().parse().map_err(|_| format!("expected an IP address, got `{v}`"))?;
+            s.delivery.local_address = Some(ip);
+            Ok(())
+        },
+    },
+    Var {
         name: "WEBHOOKS_BREAKER_THRESHOLD",
         flag: "breaker-threshold",
         help: "Consecutive failed attempts that pause an endpoint (default 5)",
@@ -363,6 +417,35 @@ mod tests {
         ] {
             let err = Settings::from_vars(env(&[(name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{err}");
+        }
+    }
+
+    #[test]
+    fn egress_variables_reach_the_delivery_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let s = Settings::from_vars(env(&[
+            ("WEBHOOKS_PROXY_URL", "http://egress.internal:3128"),
+            ("WEBHOOKS_LOCAL_ADDRESS", "127.0.0.2"),
+            ("WEBHOOKS_CLIENT_CERT_FILE", cert),
+            ("WEBHOOKS_CLIENT_KEY_FILE", key),
+        ]))
+        .unwrap();
+        assert_eq!(s.delivery.proxy_url.as_deref(), Some("http://egress.internal:3128"));
+        assert_eq!(s.delivery.local_address, Some("127.0.0.2".parse().unwrap()));
+        let pem = String::from_utf8(s.delivery.client_identity.unwrap().pem().to_vec()).unwrap();
+        assert!(pem.contains("CERTIFICATE") && pem.contains("PRIVATE KEY"), "{pem}");
+        let none = Settings::from_vars(env(&[])).unwrap();
+        assert!(none.delivery.proxy_url.is_none() && none.delivery.client_identity.is_none());
+        for (vars, named) in [
+            (vec![("WEBHOOKS_CLIENT_KEY_FILE", key)], "WEBHOOKS_CLIENT_KEY_FILE"),
+            (vec![("WEBHOOKS_LOCAL_ADDRESS", "not-an-ip")], "WEBHOOKS_LOCAL_ADDRESS"),
+            (vec![("WEBHOOKS_CLIENT_CERT_FILE", "/nonexistent/client.pem")], "WEBHOOKS_CLIENT_CERT_FILE"),
+        ] {
+            assert_eq!(Settings::from_vars(env(&vars)).unwrap_err().name, named);
         }
     }
 }

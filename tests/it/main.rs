@@ -9,6 +9,7 @@ mod cluster;
 mod contract;
 mod delivery;
 mod durability;
+mod egress;
 mod helpers;
 mod host_log;
 mod hostile;

@@ -455,7 +455,6 @@ impl EndpointActor {
         let (timeout, limit) = (delivery.request_timeout, delivery.response_body_limit);
         let target = self.cfg.target.clone();
         let connector = self.shared.connector.clone();
-        let pooled = if headers.is_ok() { client::checkout(&target.origin) } else { None };
         let body = p.envelope.body.clone();
         let faults = &self.shared.faults;
         let inject = faults.take(&self.cfg.id, &Fault::AttemptPanic) || faults.poisons(&self.cfg.id, &body);
@@ -465,13 +464,7 @@ impl EndpointActor {
                 panic!("injected fault: attempt future");
             }
             match headers {
-                Ok(h) => {
-                    let (result, conn) = client::send(connector, target.clone(), pooled, h, body, timeout, limit).await;
-                    if let Some(conn) = conn {
-                        client::checkin(&target.origin, conn);
-                    }
-                    result
-                }
+                Ok(h) => client::send(connector, target, h, body, timeout, limit).await,
                 Err(reason) => AttemptResult {
                     outcome: AttemptOutcome::Refused(reason),
                     duration: Duration::ZERO,
