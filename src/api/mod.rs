@@ -1,10 +1,11 @@
 //! The REST API (docs/architecture.md, "REST"): admin routes under a prefix (`/v1` by default)
 //! behind [`guard`]'s checks (cross-origin requests, `Host` names, the admin-token policy, JSON
-//! bodies), plus `/metrics`, `/healthz` and `/openapi.json`, which the host decides whether and
-//! where to mount ([`Routes`]). One module per resource, each with its DTOs and `configure`;
+//! bodies), plus `/metrics`, `/healthz`, `/openapi.json` and the `/docs` page, which the host
+//! decides whether and where to mount ([`Routes`]). One module per resource, each with its DTOs and `configure`;
 //! [`openapi`] describes them all, as mounted.
 
 pub mod deliveries;
+pub mod docs;
 pub mod error;
 pub mod events;
 pub mod guard;
@@ -58,6 +59,7 @@ pub struct Routes {
     metrics: Option<String>,
     healthz: Option<String>,
     openapi: Option<String>,
+    docs: Option<String>,
 }
 
 /// The paths a [`Routes`] mounts, as the OpenAPI document describes them.
@@ -71,16 +73,19 @@ pub struct Mounts {
     pub healthz: Option<String>,
     /// Where the OpenAPI document is served, if anywhere.
     pub openapi: Option<String>,
+    /// Where the browsable reference (Swagger UI) is, if anywhere.
+    pub docs: Option<String>,
 }
 
 impl Default for Mounts {
-    /// `/v1`, `/metrics`, `/healthz`, `/openapi.json`: what `servio-webhooks serve` mounts.
+    /// `/v1`, `/metrics`, `/healthz`, `/openapi.json`, `/docs`: what `servio-webhooks serve` mounts.
     fn default() -> Self {
         Self {
             prefix: "/v1".into(),
             metrics: Some("/metrics".into()),
             healthz: Some("/healthz".into()),
             openapi: Some("/openapi.json".into()),
+            docs: Some("/docs".into()),
         }
     }
 }
@@ -100,7 +105,7 @@ impl Routes {
     /// `/openapi.json` at the root.
     pub fn new(webhooks: Webhooks) -> Self {
         let m = Mounts::default();
-        Self { webhooks, prefix: m.prefix, metrics: m.metrics, healthz: m.healthz, openapi: m.openapi }
+        Self { webhooks, prefix: m.prefix, metrics: m.metrics, healthz: m.healthz, openapi: m.openapi, docs: m.docs }
     }
 
     /// Mounts the admin API under `prefix` (default `/v1`): `{prefix}/webhooks`, `{prefix}/events`…
@@ -144,6 +149,18 @@ impl Routes {
         self
     }
 
+    /// Where the browsable API reference is (default `/docs`): Swagger UI, embedded in the binary,
+    /// rendering this mounting's OpenAPI document (served beside it, at `{path}/openapi.json`).
+    /// `None` mounts it nowhere.
+    ///
+    /// # Panics
+    /// As [`Routes::metrics`], and when `path` is `/`.
+    pub fn docs(mut self, path: Option<&str>) -> Self {
+        self.docs = path.map(|p| mount_path("docs", p));
+        assert!(self.docs.as_deref() != Some("/"), "servio-webhooks: the docs need a path other than `/`");
+        self
+    }
+
     /// The paths this mounting uses.
     pub fn mounts(&self) -> Mounts {
         Mounts {
@@ -151,6 +168,7 @@ impl Routes {
             metrics: self.metrics.clone(),
             healthz: self.healthz.clone(),
             openapi: self.openapi.clone(),
+            docs: self.docs.clone(),
         }
     }
 
@@ -165,7 +183,8 @@ impl Routes {
     /// When two of the mounted paths are equal.
     pub fn into_configure(self) -> impl Fn(&mut web::ServiceConfig) + Clone + 'static {
         let mounts = self.mounts();
-        let singles: Vec<&String> = [&mounts.metrics, &mounts.healthz, &mounts.openapi].into_iter().flatten().collect();
+        let singles: Vec<&String> =
+            [&mounts.metrics, &mounts.healthz, &mounts.openapi, &mounts.docs].into_iter().flatten().collect();
         for (i, a) in singles.iter().enumerate() {
             assert!(!singles[i + 1..].contains(a), "servio-webhooks: `{a}` is mounted twice");
         }
@@ -194,9 +213,12 @@ fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks, mounts: &Mounts, 
     if let Some(path) = &mounts.openapi {
         cfg.service(
             single(path, data.clone())
-                .app_data(web::Data::new(openapi::Served(doc)))
+                .app_data(web::Data::new(openapi::Served(doc.clone())))
                 .route(web::get().to(openapi::openapi_json)),
         );
+    }
+    if let Some(path) = &mounts.docs {
+        docs::configure(cfg, path, docs::DocsPage::new(path, doc.clone()));
     }
     cfg.service(
         web::scope(&mounts.prefix)

@@ -491,6 +491,7 @@ mod tests {
             metrics: None,
             healthz: Some("/health".into()),
             openapi: Some("/admin/openapi.json".into()),
+            docs: None,
         };
         let settings = Settings { open_admin_api: false, ..Settings::default() };
         let doc = document(&settings, &EventCatalog::default(), &mounts);

@@ -820,3 +820,70 @@ async fn mounting_leaves_the_hosts_routes_alone() {
     server.stop(false).await;
     webhooks.shutdown().await;
 }
+
+/// `/docs` is a browsable reference served entirely from the binary: the page, its script and
+/// styles, and the document it renders, with a policy that lets the browser load nothing else.
+#[actix_web::test]
+async fn docs_are_served_from_the_binary_alone() {
+    let app = TestApp::start().await;
+    let get = |path: &str| app.http.get(format!("{}{path}", app.base)).send();
+    let page = get("/docs").await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'") && !csp.contains("http"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("http:") && !html.contains("https:"), "nothing from another origin: {html}");
+    for (asset, kind) in [
+        ("/docs/swagger-ui-bundle.js", "text/javascript"),
+        ("/docs/swagger-ui.css", "text/css"),
+        ("/docs/init.js", "text/javascript"),
+    ] {
+        assert!(html.contains(asset), "{asset} is loaded by the page");
+        let resp = get(asset).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{asset}");
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with(kind), "{asset}");
+        assert!(!resp.bytes().await.unwrap().is_empty(), "{asset}");
+    }
+    let bundle = get("/docs/swagger-ui-bundle.js").await.unwrap().bytes().await.unwrap();
+    assert_eq!(bundle.as_ref(), include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js"), "the vendored file");
+    let init = get("/docs/init.js").await.unwrap().text().await.unwrap();
+    assert!(init.contains(r#"url: "/docs/openapi.json""#) && init.contains("validatorUrl: null"), "{init}");
+    // The page renders the document the API serves.
+    let beside = get("/docs/openapi.json").await.unwrap().text().await.unwrap();
+    let served = get("/openapi.json").await.unwrap().text().await.unwrap();
+    assert_eq!(beside, served);
+    let post = app.http.post(format!("{}/docs", app.base)).send().await.unwrap();
+    assert_eq!(post.status().as_u16(), 405);
+    assert_eq!(post.headers()["allow"], "GET");
+    assert_eq!(get("/docs/nothing-here").await.unwrap().status().as_u16(), 404);
+    app.stop().await;
+}
+
+/// The host chooses where the docs go, or leaves them out.
+#[actix_web::test]
+async fn docs_follow_the_mounting() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let webhooks = servio_webhooks::Webhooks::start(settings(&dir)).await.unwrap();
+    let routes =
+        webhooks.routes().prefix("/hooks-admin").openapi(None).docs(Some("/hooks-admin-docs")).into_configure();
+    let (base, server) = host_app(routes);
+    let http = http_client();
+    let init = http.get(format!("{base}/hooks-admin-docs/init.js")).send().await.unwrap().text().await.unwrap();
+    assert!(init.contains(r#"url: "/hooks-admin-docs/openapi.json""#), "{init}");
+    let doc: Value = serde_json::from_str(
+        &http.get(format!("{base}/hooks-admin-docs/openapi.json")).send().await.unwrap().text().await.unwrap(),
+    )
+    .unwrap();
+    assert!(
+        doc["paths"].get("/hooks-admin/webhooks").is_some(),
+        "the document of this mounting, though /openapi.json is not mounted"
+    );
+    assert_eq!(http.get(format!("{base}/docs")).send().await.unwrap().status().as_u16(), 404);
+    server.stop(true).await;
+    let none = webhooks.routes().docs(None).into_configure();
+    let (base, server) = host_app(none);
+    assert_eq!(http.get(format!("{base}/docs")).send().await.unwrap().status().as_u16(), 404);
+    server.stop(true).await;
+    webhooks.shutdown().await;
+}
