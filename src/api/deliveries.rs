@@ -172,7 +172,7 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -
     if webhook_id.as_deref().is_some_and(|w| crate::model::validate_webhook_id(w).is_err()) {
         return Ok(HttpResponse::Ok().json(Page::<DeliveryOut> { data: Vec::new(), next_cursor: None }));
     }
-    let filter = DeliveryFilter { webhook_id, status };
+    let filter = DeliveryFilter { webhook_id, status, ..DeliveryFilter::default() };
     let rows = webhooks.deliveries(filter, before, limit + 1).await?;
     let (rows, next_cursor) = paginate(rows, limit, |d| &d.id);
     let data = rows.into_iter().map(|d| DeliveryOut::new(d, None)).collect();
