@@ -91,7 +91,8 @@ mod tests {
         let failed_only = Plan::new(&settings(Retention::KeepAll, Some(Retention::For(DAY)))).batch(now, None).unwrap();
         assert_eq!(failed_only.success_before_ms, None);
         assert_eq!(failed_only.failed_before_ms, Some(now - 86_400_000));
-        let success_only = Plan::new(&settings(Retention::For(DAY), Some(Retention::KeepAll))).batch(now, None).unwrap();
+        let success_only =
+            Plan::new(&settings(Retention::For(DAY), Some(Retention::KeepAll))).batch(now, None).unwrap();
         assert_eq!((success_only.success_before_ms.is_some(), success_only.failed_before_ms), (true, None));
     }
 

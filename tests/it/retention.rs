@@ -53,8 +53,11 @@ fn delivery_to(receipt: &Value, webhook: &Value) -> String {
 async fn pruning_takes_old_rows_and_leaves_recent_pending_and_needed_ones() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let app = TestApp::start_with(dir.clone(), app_settings(&dir, days(1), Some(days(10)))).await;
-    let (ok, refusing, down) =
-        (TestReceiver::ok(), TestReceiver::with(|_, _| Reply::Status(400)), TestReceiver::with(|_, _| Reply::Status(503)));
+    let (ok, refusing, down) = (
+        TestReceiver::ok(),
+        TestReceiver::with(|_, _| Reply::Status(400)),
+        TestReceiver::with(|_, _| Reply::Status(503)),
+    );
     let a = app.register(json!({"url": ok.url, "events": ["order.created", "order.deleted"]})).await;
     let f = app.register(json!({"url": refusing.url, "events": ["order.updated"]})).await;
     let p = app

@@ -1045,11 +1045,9 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
     assert_eq!(listed.len(), 4, "{listed:?}");
 
     // Keys expire with their event: k-old and k-nobody publish anew, k-recent is still taken.
-    let out = publish(
-        &s,
-        vec![event_at(&["w1"], Some("k-old"), 100 * DAY), event_at(&[], Some("k-nobody"), 100 * DAY)],
-    )
-    .await;
+    let out =
+        publish(&s, vec![event_at(&["w1"], Some("k-old"), 100 * DAY), event_at(&[], Some("k-nobody"), 100 * DAY)])
+            .await;
     assert!(out.events.iter().all(|e| matches!(e, EventWrite::Created { .. })), "{:?}", out.events);
     let out = publish(&s, vec![event_at(&["w1"], Some("k-recent"), 100 * DAY)]).await;
     assert!(matches!(&out.events[0], EventWrite::Duplicate(e) if e.id == event_ids[5]), "{:?}", out.events);
@@ -1075,14 +1073,16 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
         let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
         client
-            .execute(
-                "SELECT pg_advisory_lock(hashtext('servio_webhooks:prune'), hashtext(current_schema()))",
-                &[],
-            )
+            .execute("SELECT pg_advisory_lock(hashtext('servio_webhooks:prune'), hashtext(current_schema()))", &[])
             .await
             .unwrap();
         let busy = s
-            .prune(PruneBatch { success_before_ms: Some(200 * DAY), failed_before_ms: None, limit: 10, events_after: None })
+            .prune(PruneBatch {
+                success_before_ms: Some(200 * DAY),
+                failed_before_ms: None,
+                limit: 10,
+                events_after: None,
+            })
             .await
             .unwrap();
         assert!(busy.busy && busy.pruned == PruneCounts::default() && !busy.more, "{busy:?}");

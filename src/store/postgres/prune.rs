@@ -64,7 +64,8 @@ pub(super) async fn prune(inner: &Inner, b: &PruneBatch) -> StoreResult<PruneOut
     if let Some(before) = b.success_before_ms {
         let after = b.events_after.clone().unwrap_or_default();
         let rows =
-            query(&tx, "SELECT id, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2", &[&after, &limit]).await?;
+            query(&tx, "SELECT id, created_at FROM events WHERE id > $1 ORDER BY id LIMIT $2", &[&after, &limit])
+                .await?;
         let mut looked = 0;
         for r in &rows {
             let (id, created_at): (String, i64) = (col(r, 0)?, col(r, 1)?);

@@ -27,8 +27,7 @@ pub(super) fn enable_incremental_vacuum(conn: &Connection, path: &Path) -> Store
     if mode == 2 {
         return Ok(());
     }
-    let tables: i64 =
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(unavailable)?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(unavailable)?;
     if tables == 0 {
         return conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;").map_err(unavailable);
     }
@@ -67,9 +66,7 @@ pub(super) fn prune(tx: &Transaction<'_>, b: &PruneBatch) -> StoreResult<PruneOu
                 "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
                  WHERE status = ?1 AND completed_at < ?2 ORDER BY completed_at LIMIT ?3) RETURNING id, event_id",
             )
-            .and_then(|mut s| {
-                s.query_map(params![status, before, limit], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
-            })
+            .and_then(|mut s| s.query_map(params![status, before, limit], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(unavailable)?;
         let n = rows.len() as u64;
         out.more |= n >= limit as u64;
