@@ -152,6 +152,8 @@ struct Inner {
     arbiters: Mutex<Vec<Arbiter>>,
     metrics: PrometheusHandle,
     stopped: AtomicBool,
+    // retention (part: retention)
+    pruner: crate::retention::Pruner,
 }
 
 impl Webhooks {
@@ -223,6 +225,7 @@ impl Webhooks {
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();
         let handles = arbiters.iter().map(|a| a.handle()).collect();
         let dispatcher = DispatcherActor::new(shared.clone(), handles).start();
+        let pruner = crate::retention::Pruner::start(store.clone(), settings.retention.clone(), &node_id);
         let node =
             NodeActor::new(node_id.clone(), settings.cluster.clone(), store, dispatcher.clone(), lease, times).start();
         ledger.do_send(SetListeners { committed: dispatcher.clone().recipient(), fenced: node.clone().recipient() });
@@ -238,6 +241,7 @@ impl Webhooks {
                 arbiters: Mutex::new(arbiters),
                 metrics,
                 stopped: AtomicBool::new(false),
+                pruner,
             }),
         })
     }
@@ -525,6 +529,7 @@ impl Webhooks {
         let (tx, rx) = oneshot::channel();
         self.inner.ledger.do_send(Barrier(tx));
         let _ = rx.await;
+        self.inner.pruner.stop().await;
         // Everything recorded: hand the leases back so other nodes take over at once.
         let _ = self.inner.node.send(Leave).await;
         let _ = self.inner.ledger.send(Stop).await;
@@ -540,6 +545,24 @@ impl Webhooks {
         })
         .await;
         tracing::info!(node = %self.inner.shared.node_id, "webhook subsystem stopped");
+    }
+
+    // ----- retention (part: retention) -----
+
+    /// Runs a prune cycle now (it runs by itself every `settings.retention.interval`): deletes
+    /// what has outlived `WEBHOOKS_RETENTION` / `WEBHOOKS_RETENTION_FAILED`, in bounded batches,
+    /// gives the space back (SQLite) and reports it. Waits for a cycle already running.
+    pub async fn prune_now(&self) -> Result<crate::retention::PruneReport, StoreError> {
+        self.prune_as_of(now_ms()).await
+    }
+
+    /// Test hook: [`Webhooks::prune_now`] as if the clock read `now_ms` (days later, say).
+    #[doc(hidden)]
+    pub async fn prune_as_of(&self, now_ms: i64) -> Result<crate::retention::PruneReport, StoreError> {
+        if self.inner.stopped.load(Ordering::Relaxed) {
+            return Err(StoreError::Closed);
+        }
+        self.inner.pruner.prune_now(now_ms).await
     }
 
     /// Endpoint actors currently running; idle endpoints hibernate without one.

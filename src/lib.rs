@@ -63,6 +63,7 @@
 //! - [`model`]: ids, clocks, registrations and their validation.
 //! - [`api`]: the REST routes, `/metrics` and `/healthz`.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`retention`]: the background pruner that keeps the database bounded.
 //! - [`config`]: [`Settings`] and the seed's `WEBHOOK_URLS` registry.
 
 pub mod api;
@@ -74,6 +75,7 @@ pub mod delivery;
 pub mod metrics;
 pub mod model;
 pub mod replay;
+pub mod retention;
 pub mod retry;
 pub mod signing;
 pub mod store;

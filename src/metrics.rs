@@ -58,6 +58,15 @@ pub mod names {
     pub const CLUSTER_NODES: &str = "webhook_cluster_nodes";
     /// Counter `{node}`: heartbeats that failed (the store did not answer in time).
     pub const HEARTBEAT_FAILURES: &str = "webhook_heartbeat_failures_total";
+    // ----- retention (part: retention) -----
+    /// Counter `{node,kind}`: rows the retention pruner deleted on this node, by `kind`
+    /// (`delivery_success`, `delivery_failed`, `attempt`, `event`, `idempotency_key`).
+    pub const PRUNED_ROWS: &str = "webhook_pruned_rows_total";
+    /// Gauge `{node}`: the database's size in bytes after the last prune cycle (SQLite: page
+    /// count × page size of the main file; PostgreSQL: the schema's tables with indexes and TOAST).
+    pub const DATABASE_SIZE: &str = "webhook_database_size_bytes";
+    /// Gauge `{node}`: when this node's last prune cycle finished, Unix seconds.
+    pub const LAST_PRUNE: &str = "webhook_last_prune_timestamp_seconds";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -375,6 +384,9 @@ fn describe() {
     );
     describe_gauge!(names::CLUSTER_NODES, "Live nodes this node sees");
     describe_counter!(names::HEARTBEAT_FAILURES, "Heartbeats that failed");
+    describe_counter!(names::PRUNED_ROWS, "Rows deleted by the retention pruner, by kind");
+    describe_gauge!(names::DATABASE_SIZE, metrics::Unit::Bytes, "Database size after the last prune cycle");
+    describe_gauge!(names::LAST_PRUNE, metrics::Unit::Seconds, "When the last prune cycle finished, Unix time");
 }
 
 /// The label set for one webhook: `webhook=<id>`, or nothing when the label is switched off.

@@ -18,6 +18,8 @@
 //! LOAD_DATABASE_URL=postgres://postgres@127.0.0.1/test cargo bench --bench load -- throughput ...  # on PostgreSQL
 //! cargo bench --bench load -- cluster --nodes 3 --fanout 10 --deliveries 60000 [--rounds 3]
 //! cargo bench --bench load -- pg-all [--quick]     # the PostgreSQL rows of BENCHMARKS.md
+//! cargo bench --bench load -- soak --seconds 300 --rate 100 --fanout 2 --retention-secs 20 \
+//!     --prune-secs 5 --sample-secs 15             # retention: database size and RSS flat under load
 //! ```
 //!
 //! The PostgreSQL scenarios use `LOAD_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
@@ -27,6 +29,7 @@ mod cluster;
 mod harness;
 mod pg;
 mod receiver;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -84,6 +87,39 @@ fn main() {
             harness::restart(&db_arg(&args), num(&args, "--drain", 1_000_000), num(&args, "--port", 47_801) as u16)
         }
         "timers" => harness::timers(num(&args, "--deliveries", 60_000), num(&args, "--retries", 2_000)),
+        "soak" => {
+            let result = soak::soak(soak::Soak {
+                seconds: num(&args, "--seconds", 300),
+                rate: num(&args, "--rate", 100),
+                fanout: num(&args, "--fanout", 2) as usize,
+                retention: std::time::Duration::from_secs(num(&args, "--retention-secs", 20)),
+                prune_every: std::time::Duration::from_secs(num(&args, "--prune-secs", 5)),
+                sample_every: std::time::Duration::from_secs(num(&args, "--sample-secs", 15)),
+            });
+            if let Some(samples) = result["samples"].as_array() {
+                println!("### Soak\n");
+                table(
+                    samples,
+                    &[
+                        "t_s",
+                        "published",
+                        "publish_errors",
+                        "delivered",
+                        "events",
+                        "deliveries",
+                        "attempts",
+                        "pruned_rows",
+                        "db_mib",
+                        "wal_mib",
+                        "rss_mib",
+                    ],
+                );
+            }
+            let mut summary = result.clone();
+            summary.as_object_mut().unwrap().remove("samples");
+            println!("{summary}");
+            return;
+        }
         other => {
             eprintln!("unknown scenario `{other}`");
             std::process::exit(2);

@@ -78,6 +78,85 @@ pub struct Settings {
     pub node_id: Option<String>,
     /// Heartbeats, leases and polling (several nodes on one PostgreSQL database).
     pub cluster: ClusterSettings,
+    // ----- retention (part: retention) -----
+    /// How long finished deliveries, their attempt log and their events are kept, and how the
+    /// background pruner runs (see [`crate::retention`]).
+    pub retention: RetentionSettings,
+}
+
+/// How long finished work is kept (`WEBHOOKS_RETENTION`, `WEBHOOKS_RETENTION_FAILED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Keep it forever (`0`): nothing is pruned.
+    KeepAll,
+    /// Prune it once it is older than this.
+    For(Duration),
+}
+
+impl Retention {
+    /// `0` keeps everything; anything else is a duration with a unit (`30d`, `12h`, `90m`,
+    /// `45s`, `1h 30m`: the `humantime` format). A bare number other than `0` is refused: its unit
+    /// would be a guess.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let v = value.trim();
+        if v == "0" {
+            return Ok(Retention::KeepAll);
+        }
+        let d = humantime::parse_duration(v)
+            .map_err(|e| format!("expected `0` (keep everything) or a duration such as `30d`, `12h`, `90s`: {e}"))?;
+        if d.is_zero() {
+            return Ok(Retention::KeepAll);
+        }
+        Ok(Retention::For(d))
+    }
+
+    /// The duration, unless everything is kept.
+    pub fn duration(self) -> Option<Duration> {
+        match self {
+            Retention::KeepAll => None,
+            Retention::For(d) => Some(d),
+        }
+    }
+}
+
+/// What the retention pruner keeps and how it works (see [`crate::retention`]).
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// Successful deliveries (with their attempt log), and events that never had a delivery, are
+    /// pruned this long after they completed (`WEBHOOKS_RETENTION`, default 30 days).
+    pub completed: Retention,
+    /// Failed deliveries are pruned this long after they failed (`WEBHOOKS_RETENTION_FAILED`);
+    /// `None`: the same as [`RetentionSettings::completed`].
+    pub failed: Option<Retention>,
+    /// How often the pruner runs when it has caught up (`WEBHOOKS_PRUNE_INTERVAL`, default 1
+    /// minute); while its batches come back full it keeps going.
+    pub interval: Duration,
+    /// Most deliveries (and events) one prune statement deletes: each batch is one short
+    /// transaction, so publishes never wait long behind it.
+    pub batch_rows: u32,
+}
+
+impl RetentionSettings {
+    /// The retention of failed deliveries, the completed one unless set.
+    pub fn failed(&self) -> Retention {
+        self.failed.unwrap_or(self.completed)
+    }
+
+    /// Whether anything is ever pruned.
+    pub fn prunes(&self) -> bool {
+        self.completed != Retention::KeepAll || self.failed() != Retention::KeepAll
+    }
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            completed: Retention::For(Duration::from_secs(30 * 24 * 3600)),
+            failed: None,
+            interval: Duration::from_secs(60),
+            batch_rows: 500,
+        }
+    }
 }
 
 /// How nodes sharing a database keep track of each other and of who owns which webhook.
@@ -167,6 +246,12 @@ impl Settings {
         if c.poll_interval.is_zero() {
             return Err(config_error("WEBHOOKS_POLL_INTERVAL_MS", "must be positive"));
         }
+        if self.retention.interval.is_zero() {
+            return Err(config_error("WEBHOOKS_PRUNE_INTERVAL", "must be positive"));
+        }
+        if self.retention.batch_rows == 0 {
+            return Err(config_error("WEBHOOKS_RETENTION", "the prune batch (batch_rows) must be at least 1 row"));
+        }
         Ok(())
     }
 
@@ -216,6 +301,7 @@ impl Default for Settings {
             seed_webhooks: Vec::new(),
             node_id: None,
             cluster: ClusterSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }

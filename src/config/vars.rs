@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{ClientIdentity, Settings, parse_bool};
+use super::{ClientIdentity, Retention, Settings, parse_bool};
 
 /// How a variable's value is written, for the generated flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,14 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(v: &str) -> Result<T, S
 
 fn millis(v: &str) -> Result<Duration, String> {
     positive::<u64>(v).map(Duration::from_millis)
+}
+
+/// A duration with its unit (`30d`, `12h`, `90s`, `1m`); bare numbers are refused.
+fn duration(v: &str) -> Result<Duration, String> {
+    match Retention::parse(v)? {
+        Retention::For(d) => Ok(d),
+        Retention::KeepAll => Err(format!("must be greater than 0, got `{v}`")),
+    }
 }
 
 fn boolean(v: &str) -> Result<bool, String> {
@@ -360,6 +368,30 @@ pub const VARS: &[Var] = &[
         kind: Kind::Value,
         apply: |s, v| number::<u64>(v).map(|n| s.shutdown_grace = Duration::from_secs(n)),
     },
+    // ----- retention (part: retention) -----
+    Var {
+        name: "WEBHOOKS_RETENTION",
+        flag: "retention",
+        help: "How long successful deliveries, their attempt log and events no delivery needs are kept: a duration \
+               such as `30d`, `12h`, `90s`; `0` keeps everything (default 30d)",
+        kind: Kind::Value,
+        apply: |s, v| Retention::parse(v).map(|r| s.retention.completed = r),
+    },
+    Var {
+        name: "WEBHOOKS_RETENTION_FAILED",
+        flag: "retention-failed",
+        help: "How long failed deliveries and their attempt log are kept, same format; `0` keeps them \
+               (default: WEBHOOKS_RETENTION)",
+        kind: Kind::Value,
+        apply: |s, v| Retention::parse(v).map(|r| s.retention.failed = Some(r)),
+    },
+    Var {
+        name: "WEBHOOKS_PRUNE_INTERVAL",
+        flag: "prune-interval",
+        help: "How often the background pruner runs once caught up, a duration such as `1m` or `30s` (default 1m)",
+        kind: Kind::Value,
+        apply: |s, v| duration(v).map(|d| s.retention.interval = d),
+    },
 ];
 
 #[cfg(test)]
@@ -414,6 +446,9 @@ mod tests {
             ("WEBHOOKS_SQLITE_SYNCHRONOUS", "sometimes"),
             ("WEBHOOKS_EXTRA_CA_FILE", "/nonexistent.pem"),
             ("WEBHOOKS_LEASE_TTL_MS", "100"),
+            ("WEBHOOKS_RETENTION", "30"),
+            ("WEBHOOKS_RETENTION_FAILED", "a week"),
+            ("WEBHOOKS_PRUNE_INTERVAL", "0"),
         ] {
             let err = Settings::from_vars(env(&[(name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{err}");
@@ -446,6 +481,33 @@ mod tests {
             (vec![("WEBHOOKS_CLIENT_CERT_FILE", "/nonexistent/client.pem")], "WEBHOOKS_CLIENT_CERT_FILE"),
         ] {
             assert_eq!(Settings::from_vars(env(&vars)).unwrap_err().name, named);
+        }
+    }
+
+    #[test]
+    fn retention_takes_durations_with_units_and_zero_keeps_everything() {
+        let d = Settings::from_vars(env(&[])).unwrap().retention;
+        assert_eq!(d.completed, Retention::For(Duration::from_secs(30 * 86_400)));
+        assert_eq!((d.failed(), d.interval, d.prunes()), (d.completed, Duration::from_secs(60), true));
+        let s = Settings::from_vars(env(&[("WEBHOOKS_RETENTION", "12h"), ("WEBHOOKS_PRUNE_INTERVAL", "90s")]))
+            .unwrap()
+            .retention;
+        assert_eq!(s.completed, Retention::For(Duration::from_secs(12 * 3600)));
+        assert_eq!(s.failed(), s.completed, "failed follows the retention unless set");
+        assert_eq!(s.interval, Duration::from_secs(90));
+        let s = Settings::from_vars(env(&[("WEBHOOKS_RETENTION", "0"), ("WEBHOOKS_RETENTION_FAILED", " 7d ")]))
+            .unwrap()
+            .retention;
+        assert_eq!((s.completed, s.failed()), (Retention::KeepAll, Retention::For(Duration::from_secs(7 * 86_400))));
+        assert!(s.prunes());
+        let s = Settings::from_vars(env(&[("WEBHOOKS_RETENTION", "0")])).unwrap().retention;
+        assert_eq!((s.completed, s.failed(), s.prunes()), (Retention::KeepAll, Retention::KeepAll, false));
+        for (value, expected) in [("1h 30m", 5400), ("45s", 45), ("2d", 172_800), ("90m", 5400)] {
+            assert_eq!(Retention::parse(value), Ok(Retention::For(Duration::from_secs(expected))), "{value}");
+        }
+        for bad in ["30", "-1d", "soon", "", "1x"] {
+            let err = Retention::parse(bad).unwrap_err();
+            assert!(err.contains("30d"), "{bad}: {err}");
         }
     }
 }

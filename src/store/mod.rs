@@ -12,6 +12,7 @@
 
 mod common;
 pub mod postgres;
+mod prune;
 pub mod sqlite;
 mod types;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use prune::*;
 pub use types::*;
 
 use crate::model::WebhookRecord;
@@ -129,6 +131,17 @@ pub trait Store: Send + Sync + 'static {
     /// once; `None` when the backend has no such channel (SQLite: polling and local messages
     /// suffice for one node).
     fn take_notices(&self) -> Option<tokio::sync::mpsc::Receiver<Notice>>;
+
+    // ----- retention (part: retention) -----
+
+    /// Deletes one bounded batch of what has outlived its retention (see [`PruneBatch`]), in one
+    /// short transaction of its own. Idempotent: nodes may prune concurrently (on PostgreSQL one
+    /// node prunes at a time, the others get [`PruneOutcome::busy`]).
+    async fn prune(&self, batch: PruneBatch) -> StoreResult<PruneOutcome>;
+    /// Gives up to `max_pages` free pages back to the file system (SQLite: `PRAGMA
+    /// incremental_vacuum`; PostgreSQL: nothing, autovacuum makes dead rows reusable) and returns
+    /// the database's size.
+    async fn reclaim(&self, max_pages: u32) -> StoreResult<StorageSize>;
 
     // ----- operations -----
 

@@ -19,6 +19,7 @@ mod pg;
 mod process;
 mod races;
 mod replay;
+mod retention;
 mod security;
 mod storage_faults;
 mod store_contract;

@@ -140,6 +140,15 @@ impl Store for FaultyStore {
     fn take_notices(&self) -> Option<tokio::sync::mpsc::Receiver<Notice>> {
         self.inner.take_notices()
     }
+    // retention (part: retention)
+    async fn prune(&self, batch: PruneBatch) -> StoreResult<PruneOutcome> {
+        self.gate().await?;
+        self.inner.prune(batch).await
+    }
+    async fn reclaim(&self, max_pages: u32) -> StoreResult<StorageSize> {
+        self.gate().await?;
+        self.inner.reclaim(max_pages).await
+    }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }

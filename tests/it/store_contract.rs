@@ -1017,7 +1017,8 @@ async fn pg_concurrent_opens_migrate_once() {
     let schema = &b._schema.as_ref().unwrap().name;
     let n: i64 =
         client.query_one(&format!("SELECT count(*) FROM {schema}.schema_migrations"), &[]).await.unwrap().get(0);
-    assert_eq!(n, 4, "init, node_leases, probes, replay");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres")).unwrap().count();
+    assert_eq!(n as usize, files, "one record per migration file");
     // A schema from a newer binary is refused.
     client.batch_execute(&format!("INSERT INTO {schema}.schema_migrations VALUES (99, 'future', 0)")).await.unwrap();
     let err = store::open(&b.url, &StoreOptions::default()).await.err().expect("newer schema refused");
@@ -1135,4 +1136,180 @@ async fn pg_races_between_nodes_resolve_cleanly() {
     }
     a.close().await;
     other.close().await;
+}
+
+// ----- retention (part: retention) -----
+
+contract!(prune_takes_what_outlived_its_retention_in_bounded_batches, prune_keeps_everything_without_cutoffs);
+
+const DAY: i64 = 86_400_000;
+
+/// An attempt at `at_ms` (3 ms long).
+fn attempt_at(n: u32, code: u16, at_ms: i64) -> AttemptRecord {
+    AttemptRecord { at_ms, ..attempt(n, code) }
+}
+
+/// Prunes batch after batch until caught up; returns the totals and the batches it took.
+async fn prune_all(s: &Arc<dyn Store>, mut batch: PruneBatch) -> (PruneCounts, u32) {
+    let (mut total, mut batches) = (PruneCounts::default(), 0);
+    loop {
+        let out = s.prune(batch.clone()).await.expect("prune batch commits");
+        assert!(!out.busy);
+        batches += 1;
+        let p = out.pruned;
+        assert!(p.deliveries_success <= batch.limit.into() && p.deliveries_failed <= batch.limit.into(), "{p:?}");
+        total += p;
+        batch.events_after = out.events_cursor;
+        if !out.more {
+            return (total, batches);
+        }
+        assert!(batches < 50, "pruning does not end");
+    }
+}
+
+/// Old successful and failed deliveries go with their attempt log after their own retentions,
+/// events go with their last delivery (and their idempotency keys with them, so a key is free
+/// again), events nobody subscribed to go after the retention; pending deliveries, recent rows
+/// and events a delivery still needs stay.
+async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1", "w2"]).await;
+    let f = claim(&s, "a", &["w1", "w2"], LONG).await;
+    let (f1, f2) = (&f[0], &f[1]);
+    // Published in time order (ids are time-ordered, as the sweep expects).
+    let old_ok = event_at(&["w1"], Some("k-old"), 10 * DAY);
+    let old_failed = event_at(&["w1"], None, 10 * DAY);
+    let mixed = event_at(&["w1", "w2"], None, 10 * DAY);
+    let nobody = event_at(&[], Some("k-nobody"), 10 * DAY);
+    let old_pending = event_at(&["w2"], None, 10 * DAY);
+    let more_old: Vec<NewEvent> = (0..5).map(|_| event_at(&["w1"], None, 11 * DAY)).collect();
+    let recent_failed = event_at(&["w1"], None, 95 * DAY);
+    let recent_ok = event_at(&["w1"], Some("k-recent"), 99 * DAY);
+    let nobody_recent = event_at(&[], None, 99 * DAY);
+    let id = |e: &NewEvent, i: usize| e.deliveries[i].id.clone();
+    let (d_old_ok, d_old_failed, d_mixed_ok, d_mixed_pending, d_old_pending) =
+        (id(&old_ok, 0), id(&old_failed, 0), id(&mixed, 0), id(&mixed, 1), id(&old_pending, 0));
+    let (d_recent_failed, d_recent_ok) = (id(&recent_failed, 0), id(&recent_ok, 0));
+    let more_old_ids: Vec<String> = more_old.iter().map(|e| id(e, 0)).collect();
+    let event_ids: Vec<String> = [&old_ok, &old_failed, &mixed, &nobody, &old_pending, &recent_ok, &nobody_recent]
+        .iter()
+        .map(|e| e.id.clone())
+        .collect();
+    let mut events = vec![old_ok, old_failed, mixed, nobody, old_pending];
+    events.extend(more_old);
+    events.extend([recent_failed, recent_ok, nobody_recent]);
+    publish(&s, events).await;
+    let mut attempts = vec![
+        update(f1, &d_old_ok, attempt_at(1, 500, 10 * DAY), NextStep::RetryAt(10 * DAY + 1)),
+        update(f1, &d_old_ok, attempt_at(2, 200, 10 * DAY + 5), NextStep::Succeeded),
+        update(f1, &d_old_failed, attempt_at(1, 400, 10 * DAY), NextStep::Failed),
+        update(f1, &d_mixed_ok, attempt_at(1, 200, 10 * DAY), NextStep::Succeeded),
+        update(f2, &d_mixed_pending, attempt_at(1, 503, 10 * DAY), NextStep::RetryAt(200 * DAY)),
+        update(f1, &d_recent_failed, attempt_at(1, 410, 95 * DAY), NextStep::Failed),
+        update(f1, &d_recent_ok, attempt_at(1, 200, 99 * DAY), NextStep::Succeeded),
+    ];
+    attempts.extend(more_old_ids.iter().map(|d| update(f1, d, attempt_at(1, 200, 11 * DAY), NextStep::Succeeded)));
+    assert!(apply(&s, WriteBatch { attempts, ..Default::default() }).await.fenced.is_empty());
+
+    // As of day 100: successes kept 30 days, failures 10; two rows per statement.
+    let batch = PruneBatch {
+        success_before_ms: Some(70 * DAY),
+        failed_before_ms: Some(90 * DAY),
+        limit: 2,
+        events_after: None,
+    };
+    let (pruned, batches) = prune_all(&s, batch.clone()).await;
+    let expected = PruneCounts {
+        deliveries_success: 7, // old_ok, mixed's first, the five more_old
+        deliveries_failed: 1,  // old_failed
+        attempts: 2,           // old_ok's failed first attempt, old_failed's
+        events: 8,             // old_ok, old_failed, nobody, more_old
+        idempotency_keys: 2,   // k-old, k-nobody
+    };
+    assert_eq!(pruned, expected);
+    assert!(batches >= 4, "bounded batches: 7 successes at 2 per statement took {batches}");
+    for gone in [&d_old_ok, &d_old_failed, &d_mixed_ok].into_iter().chain(&more_old_ids) {
+        assert_eq!(s.get_delivery(gone).await.unwrap(), None, "{gone} pruned");
+    }
+    // Pending deliveries stay, however old, with the event they need.
+    let (pending, log) = delivery(&s, &d_mixed_pending).await;
+    assert_eq!((pending.status, log.len()), (DeliveryStatus::Pending, 1));
+    assert!(pending.payload.contains(&event_ids[2]), "its event (payload) is still there");
+    assert_eq!(delivery(&s, &d_old_pending).await.0.status, DeliveryStatus::Pending);
+    // Recent ones stay, a failure within its own retention too.
+    assert_eq!(delivery(&s, &d_recent_failed).await.0.status, DeliveryStatus::Failed);
+    assert_eq!(delivery(&s, &d_recent_ok).await.0.status, DeliveryStatus::Success);
+    let listed = s.list_deliveries(DeliveryFilter::default(), None, 100).await.unwrap();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+
+    // Keys expire with their event: k-old and k-nobody publish anew, k-recent is still taken.
+    let out =
+        publish(&s, vec![event_at(&["w1"], Some("k-old"), 100 * DAY), event_at(&[], Some("k-nobody"), 100 * DAY)])
+            .await;
+    assert!(out.events.iter().all(|e| matches!(e, EventWrite::Created { .. })), "{:?}", out.events);
+    let out = publish(&s, vec![event_at(&["w1"], Some("k-recent"), 100 * DAY)]).await;
+    assert!(matches!(&out.events[0], EventWrite::Duplicate(e) if e.id == event_ids[5]), "{:?}", out.events);
+
+    // Again: nothing more is due; the same cutoffs take nothing.
+    let (again, _) = prune_all(&s, batch.clone()).await;
+    assert_eq!(again, PruneCounts::default());
+    // Once the pending delivery fails and its time comes, it goes, and its event with it.
+    apply(
+        &s,
+        WriteBatch {
+            attempts: vec![update(f2, &d_mixed_pending, attempt_at(2, 400, 20 * DAY), NextStep::Failed)],
+            ..Default::default()
+        },
+    )
+    .await;
+    let (later, _) = prune_all(&s, batch).await;
+    assert_eq!((later.deliveries_failed, later.attempts, later.events), (1, 2, 1), "{later:?}");
+
+    if b.postgres {
+        // One node prunes at a time: while another holds the schema's prune lock, a batch is busy.
+        let schema = b._schema.as_ref().unwrap();
+        let (client, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+            .execute("SELECT pg_advisory_lock(hashtext('servio_webhooks:prune'), hashtext(current_schema()))", &[])
+            .await
+            .unwrap();
+        let busy = s
+            .prune(PruneBatch {
+                success_before_ms: Some(200 * DAY),
+                failed_before_ms: None,
+                limit: 10,
+                events_after: None,
+            })
+            .await
+            .unwrap();
+        assert!(busy.busy && busy.pruned == PruneCounts::default() && !busy.more, "{busy:?}");
+        drop(client);
+    }
+    let size = s.reclaim(64).await.unwrap();
+    assert!(size.bytes > 0, "{size:?}");
+    assert_eq!(size.free_bytes.is_some(), !b.postgres);
+    s.close().await;
+}
+
+/// Without cutoffs nothing goes, however old.
+async fn prune_keeps_everything_without_cutoffs(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1"]).await;
+    let f = claim(&s, "a", &["w1"], LONG).await.pop().unwrap();
+    let e = event_at(&["w1"], Some("k"), 1);
+    let d = e.deliveries[0].id.clone();
+    publish(&s, vec![e, event_at(&[], None, 1)]).await;
+    apply(
+        &s,
+        WriteBatch { attempts: vec![update(&f, &d, attempt_at(1, 200, 2), NextStep::Succeeded)], ..Default::default() },
+    )
+    .await;
+    let out = s
+        .prune(PruneBatch { success_before_ms: None, failed_before_ms: None, limit: 10, events_after: None })
+        .await
+        .unwrap();
+    assert_eq!((out.pruned, out.more, out.busy), (PruneCounts::default(), false, false));
+    assert_eq!(delivery(&s, &d).await.0.status, DeliveryStatus::Success);
+    s.close().await;
 }

@@ -14,6 +14,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "probes", include_str!("../../../migrations/postgres/0003_probes.sql")),
     // replay (4 is lifecycle's; the runner applies every version above the stored one, in order)
     (5, "replay", include_str!("../../../migrations/postgres/0005_replay.sql")),
+    // retention (part: retention); 0004 and 0005 belong to other parts and are renumbered on merge
+    (6, "retention", include_str!("../../../migrations/postgres/0006_retention.sql")),
 ];
 
 /// The advisory-lock key of a schema's migrations (FNV-1a of the channel name: stable across

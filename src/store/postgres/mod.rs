@@ -9,6 +9,7 @@
 mod cluster;
 mod migrate;
 mod notify;
+mod prune;
 mod read;
 mod registry;
 mod replay;
@@ -381,6 +382,17 @@ impl Store for PgStore {
 
     fn take_notices(&self) -> Option<mpsc::Receiver<Notice>> {
         self.notices.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    // ----- retention (part: retention) -----
+
+    async fn prune(&self, batch: PruneBatch) -> StoreResult<PruneOutcome> {
+        self.run(move |inner| async move { prune::prune(&inner, &batch).await }).await
+    }
+
+    async fn reclaim(&self, _max_pages: u32) -> StoreResult<StorageSize> {
+        // Autovacuum makes deleted rows reusable; nothing goes back to the file system.
+        self.run(|inner| async move { prune::size(&inner).await }).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

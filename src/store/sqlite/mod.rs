@@ -8,6 +8,7 @@
 //! node times come from this process's clock: one process owns the file ([`Store::exclusive`]).
 
 mod cluster;
+mod prune;
 mod read;
 mod replay;
 mod write;
@@ -275,6 +276,16 @@ impl Store for SqliteStore {
 
     fn take_notices(&self) -> Option<tokio::sync::mpsc::Receiver<Notice>> {
         None
+    }
+
+    // ----- retention (part: retention) -----
+
+    async fn prune(&self, batch: PruneBatch) -> StoreResult<PruneOutcome> {
+        self.write(move |tx| prune::prune(tx, &batch)).await
+    }
+
+    async fn reclaim(&self, max_pages: u32) -> StoreResult<StorageSize> {
+        self.write(move |tx| prune::reclaim(tx, max_pages)).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

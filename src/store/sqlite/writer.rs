@@ -18,6 +18,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0004_probes.sql"),
     // replay (0005 is lifecycle's; the integrator orders them when merging)
     include_str!("../../../migrations/sqlite/0006_replay.sql"),
+    // retention (part: retention); 0005 and 0006 belong to other parts and are renumbered on merge
+    include_str!("../../../migrations/sqlite/0007_retention.sql"),
 ];
 
 /// Most jobs one transaction takes; bounds the latency a single group adds.
@@ -138,6 +140,8 @@ impl ReadPool {
 pub(super) fn open_writer(path: &Path, full_sync: bool) -> StoreResult<Connection> {
     let conn = Connection::open(path).map_err(unavailable)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
+    // Before WAL and the schema: a new file must get its vacuum mode before its first table.
+    super::prune::enable_incremental_vacuum(&conn, path)?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(unavailable)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Config(format!("could not enable WAL (journal_mode={mode})")));
