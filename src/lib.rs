@@ -63,6 +63,7 @@
 //! - [`api`]: the REST routes, `/metrics` and `/healthz`.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`config`]: [`Settings`] and the seed's `WEBHOOK_URLS` registry.
+//! - [`tenants`]: tenants (venues): an event's default tenant, tenant-scoped API tokens.
 
 pub mod api;
 pub mod app;
@@ -75,8 +76,9 @@ pub mod model;
 pub mod retry;
 pub mod signing;
 pub mod store;
+pub mod tenants;
 
-pub use app::{PublishError, PublishReceipt, RegisterError, StartError, WebhookInfo, Webhooks};
+pub use app::{PublishError, PublishOptions, PublishReceipt, RegisterError, StartError, WebhookInfo, Webhooks};
 pub use config::Settings;
 pub use model::WebhookSpec;
 pub use retry::{Jitter, RetryConfig};

@@ -102,6 +102,24 @@ pub trait Store: Send + Sync + 'static {
     /// suffice for one node).
     fn take_notices(&self) -> Option<tokio::sync::mpsc::Receiver<Notice>>;
 
+    // ----- tenants part -----
+
+    /// Registrations of one tenant in id order (byte order), after `after`.
+    async fn list_tenant_webhooks(
+        &self,
+        tenant: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookView>>;
+    /// Stores a new API token (ids are fresh: an existing id is an error).
+    async fn create_api_token(&self, token: ApiTokenRecord) -> StoreResult<()>;
+    /// One API token by id.
+    async fn api_token(&self, id: &str) -> StoreResult<Option<ApiTokenRecord>>;
+    /// API tokens in id order after `after`.
+    async fn list_api_tokens(&self, after: Option<String>, limit: u32) -> StoreResult<Vec<ApiTokenRecord>>;
+    /// Deletes an API token; false if it did not exist.
+    async fn delete_api_token(&self, id: &str) -> StoreResult<bool>;
+
     // ----- operations -----
 
     /// Cheap liveness probe for `/healthz`.

@@ -12,6 +12,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, "node_leases", include_str!("../../../migrations/postgres/0002_node_leases.sql")),
     (3, "probes", include_str!("../../../migrations/postgres/0003_probes.sql")),
+    // tenants part (4-6 belong to other parts; the runner applies versions above the current one)
+    (7, "tenants", include_str!("../../../migrations/postgres/0007_tenants.sql")),
 ];
 
 /// The advisory-lock key of a schema's migrations (FNV-1a of the channel name: stable across

@@ -16,6 +16,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0002_cluster.sql"),
     include_str!("../../../migrations/sqlite/0003_node_leases.sql"),
     include_str!("../../../migrations/sqlite/0004_probes.sql"),
+    // tenants part (0005-0007 belong to other parts; the integrator orders them)
+    include_str!("../../../migrations/sqlite/0008_tenants.sql"),
 ];
 
 /// Most jobs one transaction takes; bounds the latency a single group adds.
