@@ -177,6 +177,7 @@ fn event_batch(webhooks: &[Arc<str>]) -> WriteBatch {
                 timestamp: "2026-11-28T00:00:00.000Z".into(),
                 created_at_ms: 5_000,
                 idempotency_key: None,
+                tenant: None,
             }
         })
         .collect();
@@ -199,6 +200,7 @@ fn bench_webhook(id: &str) -> WebhookRecord {
         created_at_ms: 1_000,
         updated_at_ms: 1_000,
         revision: 0,
+        tenant: None,
     }
 }
 

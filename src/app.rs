@@ -75,6 +75,16 @@ pub enum RegisterError {
     ShuttingDown,
 }
 
+/// Options of [`Webhooks::publish_with`].
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// Deduplicates publishes (see [`Webhooks::publish_raw`]).
+    pub idempotency_key: Option<String>,
+    /// tenants part: the event's tenant (1 to 128 characters of `[A-Za-z0-9._:-]`); `None`:
+    /// `data.venueId` when that is a string and a valid tenant name, else none.
+    pub tenant: Option<String>,
+}
+
 /// A registration with its health and owner.
 #[derive(Debug, Clone)]
 pub struct WebhookInfo {
@@ -260,6 +270,33 @@ impl Webhooks {
         data: Box<RawValue>,
         idempotency_key: Option<String>,
     ) -> Result<PublishReceipt, PublishError> {
+        self.publish_with(event, data, PublishOptions { idempotency_key, tenant: None }).await
+    }
+
+    /// [`Webhooks::publish`] for a tenant (tenants part): the event goes to that tenant's webhooks
+    /// and to webhooks without a tenant.
+    pub async fn publish_for(
+        &self,
+        tenant: &str,
+        event: &str,
+        data: impl Serialize,
+    ) -> Result<PublishReceipt, PublishError> {
+        let raw = serde_json::value::to_raw_value(&data).map_err(|e| PublishError::InvalidData(e.to_string()))?;
+        let options = PublishOptions { idempotency_key: None, tenant: Some(tenant.to_string()) };
+        self.publish_with(event, raw, options).await
+    }
+
+    /// The general publish: already-serialized data, and [`PublishOptions`] (idempotency key,
+    /// tenant). Without a tenant, `data.venueId` is the tenant when it is a string that is a valid
+    /// tenant name (see [`crate::model::valid_tenant`]); otherwise the event has none and goes only
+    /// to webhooks without a tenant.
+    pub async fn publish_with(
+        &self,
+        event: &str,
+        data: Box<RawValue>,
+        options: PublishOptions,
+    ) -> Result<PublishReceipt, PublishError> {
+        let PublishOptions { idempotency_key, tenant } = options;
         let event_type = self.inner.catalog.resolve(event)?;
         if !data.get().trim_start().starts_with('{') {
             return Err(PublishError::InvalidData("data must be a JSON object".into()));
@@ -273,6 +310,11 @@ impl Webhooks {
         {
             return Err(PublishError::InvalidIdempotencyKey);
         }
+        let tenant = match tenant {
+            Some(t) if crate::model::valid_tenant(&t) => Some(Arc::from(t)),
+            Some(_) => return Err(PublishError::InvalidTenant),
+            None => crate::tenants::venue_id(&data).map(Arc::from),
+        };
         if self.inner.stopped.load(Ordering::Relaxed) {
             return Err(PublishError::ShuttingDown);
         }
@@ -280,7 +322,7 @@ impl Webhooks {
             return Err(PublishError::Unavailable(refusal));
         }
         let (reply, rx) = oneshot::channel();
-        self.inner.dispatcher.do_send(Publish(PublishRequest { event_type, data, idempotency_key, reply }));
+        self.inner.dispatcher.do_send(Publish(PublishRequest { event_type, data, idempotency_key, tenant, reply }));
         rx.await.map_err(|_| PublishError::ShuttingDown)?
     }
 
@@ -338,6 +380,18 @@ impl Webhooks {
     /// Webhooks in id order after `after`, with their health and owner.
     pub async fn webhooks(&self, after: Option<String>, limit: u32) -> Result<Vec<WebhookInfo>, StoreError> {
         let views = self.inner.shared.store.list_webhooks(after, limit).await?;
+        let live = self.live_health(views.iter().map(|v| v.record.id.clone()).collect()).await;
+        Ok(views.into_iter().zip(live).map(|(view, live)| WebhookInfo::new(view, live)).collect())
+    }
+
+    /// One tenant's webhooks in id order after `after`, with their health and owner (tenants part).
+    pub async fn tenant_webhooks(
+        &self,
+        tenant: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<WebhookInfo>, StoreError> {
+        let views = self.inner.shared.store.list_tenant_webhooks(tenant, after, limit).await?;
         let live = self.live_health(views.iter().map(|v| v.record.id.clone()).collect()).await;
         Ok(views.into_iter().zip(live).map(|(view, live)| WebhookInfo::new(view, live)).collect())
     }

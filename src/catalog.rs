@@ -2,6 +2,12 @@
 //!
 //! Publishing an unknown type is refused rather than silently delivered to nobody, and a webhook
 //! cannot subscribe to a type that does not exist: both are typos that would otherwise lose events.
+//!
+//! A subscription may also name a wildcard `<prefix>.*` (tenants part): `order.*` matches every
+//! type whose name starts with `order.` (`order.created`, `order.updated`, and types added under
+//! `order.` later). The prefix must be a known one: the leading dotted segments of some type in
+//! the catalog (`order` for `order.created`; `a` and `a.b` for `a.b.c`). Anything else with a `*`
+//! (`foo.*`, `order.cr*`, `*.created`) is refused like an unknown type.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +41,12 @@ pub enum CatalogError {
     /// The name does not look like `resource.action`.
     #[error("invalid event type name `{0}`: use lowercase dotted segments like `order.created`")]
     InvalidName(String),
+    /// A wildcard that is not `<known prefix>.*` (tenants part).
+    #[error(
+        "unknown event type pattern `{0}`: a wildcard is `<prefix>.*` where the prefix leads some known \
+         event type (e.g. `order.*`); see GET /v1/event-types"
+    )]
+    UnknownPattern(String),
 }
 
 /// Checks the shape of an event type name: 2+ dot-separated segments of `[a-z0-9_-]`, at most 128 bytes.
@@ -108,6 +120,7 @@ impl EventCatalog {
     }
 
     /// Validates a webhook's subscription list. `None`, an empty list and `["*"]` mean every type.
+    /// Entries are known types or wildcards `<known prefix>.*` ([`EventCatalog::resolve_entry`]).
     pub fn subscription(&self, events: Option<&[String]>) -> Result<Subscription, CatalogError> {
         let Some(events) = events else {
             return Ok(Subscription::All);
@@ -117,12 +130,50 @@ impl EventCatalog {
         }
         let mut names = Vec::with_capacity(events.len());
         for e in events {
-            let n = self.resolve(e)?;
+            let n = self.resolve_entry(e)?;
             if !names.contains(&n) {
                 names.push(n);
             }
         }
         Ok(Subscription::Only(names))
+    }
+
+    // ----- tenants part: wildcard subscriptions -----
+
+    /// A subscription entry: a known type, or a wildcard `<known prefix>.*` (returned as written).
+    pub fn resolve_entry(&self, entry: &str) -> Result<Arc<str>, CatalogError> {
+        if !entry.contains('*') {
+            return self.resolve(entry);
+        }
+        match entry.strip_suffix(".*") {
+            Some(prefix) if !prefix.contains('*') && self.prefixes().iter().any(|p| p == prefix) => {
+                Ok(Arc::from(entry))
+            }
+            _ => Err(CatalogError::UnknownPattern(entry.to_string())),
+        }
+    }
+
+    /// The known prefixes: every proper leading run of dotted segments of a catalog type, in
+    /// catalog order, each once (`order`, `table`, `inventory` for the seed's catalog).
+    pub fn prefixes(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for t in &self.types {
+            let mut end = 0;
+            while let Some(dot) = t.name[end..].find('.') {
+                end += dot;
+                let p = &t.name[..end];
+                if !out.iter().any(|o| o == p) {
+                    out.push(p.to_string());
+                }
+                end += 1;
+            }
+        }
+        out
+    }
+
+    /// The wildcards a subscription may name: `<prefix>.*` for each of [`EventCatalog::prefixes`].
+    pub fn patterns(&self) -> Vec<String> {
+        self.prefixes().into_iter().map(|p| format!("{p}.*")).collect()
     }
 }
 
@@ -131,7 +182,7 @@ impl EventCatalog {
 pub enum Subscription {
     /// Every event type, including ones added to the catalog later.
     All,
-    /// Exactly these types.
+    /// Exactly these types, and the types under these wildcards (`order.*`).
     Only(Vec<Arc<str>>),
 }
 
@@ -140,8 +191,17 @@ impl Subscription {
     pub fn matches(&self, event_type: &str) -> bool {
         match self {
             Subscription::All => true,
-            Subscription::Only(names) => names.iter().any(|n| &**n == event_type),
+            Subscription::Only(names) => names.iter().any(|n| entry_matches(n, event_type)),
         }
+    }
+}
+
+/// Whether one subscription entry (a type, or a wildcard `prefix.*`) takes `event_type`.
+fn entry_matches(entry: &str, event_type: &str) -> bool {
+    match entry.strip_suffix('*') {
+        // `order.*` → `order.`: the dot keeps `orders.created` out.
+        Some(prefix) => event_type.len() > prefix.len() && event_type.starts_with(prefix),
+        None => entry == event_type,
     }
 }
 
@@ -182,5 +242,28 @@ mod tests {
         assert!(!s.matches("order.updated"));
         assert_eq!(s, Subscription::Only(vec![Arc::from("order.created")]));
         assert!(c.subscription(Some(&["order.shiped".into()])).is_err());
+    }
+
+    #[test]
+    fn wildcards_name_known_prefixes_and_match_what_is_under_them() {
+        let c = EventCatalog::with_extra(&["orders.created", "a.b.c"]).unwrap();
+        assert_eq!(c.prefixes(), ["order", "table", "inventory", "orders", "a", "a.b"]);
+        let s = c.subscription(Some(&["order.*".into(), "table.updated".into()])).unwrap();
+        for yes in ["order.created", "order.updated", "order.deleted", "table.updated"] {
+            assert!(s.matches(yes), "{yes}");
+        }
+        for no in ["orders.created", "inventory.low", "order", "table.created"] {
+            assert!(!s.matches(no), "{no}");
+        }
+        assert!(c.subscription(Some(&["a.b.*".into()])).unwrap().matches("a.b.c"));
+        assert!(c.subscription(Some(&["a.*".into()])).unwrap().matches("a.b.c"));
+        for bad in ["foo.*", "order.cr*", "*.created", "order.*.*", "order*", ".*", "order.created.*", "**"] {
+            assert_eq!(
+                c.subscription(Some(&[bad.into()])),
+                Err(CatalogError::UnknownPattern(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(c.patterns()[0], "order.*");
     }
 }

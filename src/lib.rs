@@ -65,6 +65,7 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`retention`]: the background pruner that keeps the database bounded.
 //! - [`config`]: [`Settings`] and the seed's `WEBHOOK_URLS` registry.
+//! - [`tenants`]: tenants (venues): an event's default tenant, tenant-scoped API tokens.
 
 pub mod api;
 pub mod app;
@@ -79,8 +80,9 @@ pub mod retention;
 pub mod retry;
 pub mod signing;
 pub mod store;
+pub mod tenants;
 
-pub use app::{PublishError, PublishReceipt, RegisterError, StartError, WebhookInfo, Webhooks};
+pub use app::{PublishError, PublishOptions, PublishReceipt, RegisterError, StartError, WebhookInfo, Webhooks};
 pub use config::Settings;
 pub use model::WebhookSpec;
 pub use retry::{Jitter, RetryConfig};

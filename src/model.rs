@@ -117,6 +117,11 @@ pub struct WebhookSpec {
     /// Concurrent attempts to this endpoint (default from settings, 16).
     #[serde(default)]
     pub max_in_flight: Option<u32>,
+    // ----- tenants part -----
+    /// The tenant (a Servio venue) the webhook belongs to: it receives that tenant's events and
+    /// untenanted ones. `None`: it receives only untenanted events. See [`validate_tenant`].
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// A stored webhook registration.
@@ -149,6 +154,9 @@ pub struct WebhookRecord {
     /// Registry revision of the last change (disable included), set by the store: tells a newer
     /// copy of a registration from an older one on every node. Ignored on write.
     pub revision: u64,
+    // ----- tenants part -----
+    /// The tenant it belongs to (see [`WebhookSpec::tenant`]).
+    pub tenant: Option<String>,
 }
 
 /// Why a registration was refused; each maps to a 400 with its own error code.
@@ -195,6 +203,8 @@ pub mod spec_limits {
     pub const ID_LEN: usize = 128;
     /// Longest secret, in characters.
     pub const SECRET_LEN: usize = 512;
+    /// Longest tenant name (tenants part).
+    pub const TENANT_LEN: usize = 128;
 }
 
 /// Headers a webhook's custom headers may not set: the ones the sender owns (framing, the
@@ -258,6 +268,26 @@ pub fn validate_webhook_id(id: &str) -> Result<(), SpecError> {
     }
 }
 
+/// Checks a tenant name (tenants part): 1 to 128 characters of `[A-Za-z0-9._:-]`.
+pub fn validate_tenant(tenant: &str) -> Result<(), SpecError> {
+    if valid_tenant(tenant) {
+        Ok(())
+    } else {
+        Err(SpecError::Invalid(format!(
+            "invalid tenant `{}`: use 1 to {} characters of letters, digits, `.`, `_`, `:`, `-`",
+            tenant.escape_debug(),
+            spec_limits::TENANT_LEN
+        )))
+    }
+}
+
+/// Whether a tenant name is 1 to 128 characters of `[A-Za-z0-9._:-]` (tenants part).
+pub fn valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= spec_limits::TENANT_LEN
+        && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// Parses and checks a target URL. Literal addresses the policy refuses (see [`address`]) and
 /// `localhost` names are refused here; names resolving to refused addresses are refused when
 /// the connection is made.
@@ -318,9 +348,12 @@ impl WebhookSpec {
                 "events is empty: omit it (or use [\"*\"]) to subscribe to every event type, or list the types".into(),
             ));
         }
-        // Every name must be a known type, `"*"` among them or not.
+        // Every name must be a known type or wildcard, `"*"` among them or not.
         for name in self.events.iter().flatten().filter(|e| *e != "*") {
-            catalog.resolve(name)?;
+            catalog.resolve_entry(name)?;
+        }
+        if let Some(t) = &self.tenant {
+            validate_tenant(t)?;
         }
         let events = match catalog.subscription(self.events.as_deref())? {
             Subscription::All => None,
@@ -358,6 +391,7 @@ impl WebhookSpec {
             created_at_ms: existing.map(|e| e.created_at_ms).unwrap_or(now),
             updated_at_ms: now,
             revision: 0,
+            tenant: self.tenant,
         })
     }
 }
@@ -541,6 +575,30 @@ mod tests {
             s.into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap().secret,
             "plain-secret"
         );
+    }
+
+    #[test]
+    fn tenants_and_wildcards_are_checked() {
+        let c = EventCatalog::default();
+        let mut s = spec("https://example.com");
+        s.tenant = Some("venue-1:A.b_c".into());
+        s.events = Some(vec!["order.*".into(), "inventory.low".into()]);
+        let r = s.into_record("a".into(), &c, &TargetPolicy::default(), None).unwrap();
+        assert_eq!(r.tenant.as_deref(), Some("venue-1:A.b_c"));
+        assert_eq!(r.events, Some(vec!["order.*".to_string(), "inventory.low".to_string()]));
+        for bad in ["", "a b", "ä", "a/b", &"x".repeat(129)] {
+            let mut s = spec("https://example.com");
+            s.tenant = Some(bad.to_string());
+            let err = s.into_record("a".into(), &c, &TargetPolicy::default(), None).unwrap_err();
+            assert!(matches!(&err, SpecError::Invalid(m) if m.contains("tenant")), "{bad}: {err}");
+        }
+        assert!(valid_tenant(&"x".repeat(128)));
+        let mut s = spec("https://example.com");
+        s.events = Some(vec!["foo.*".into()]);
+        assert!(matches!(
+            s.into_record("a".into(), &c, &TargetPolicy::default(), None),
+            Err(SpecError::Events(CatalogError::UnknownPattern(_)))
+        ));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorResponse;
+use super::principal::Principal;
 use super::webhooks::Page;
 use super::{ApiError, decode_cursor, page_limit, paginate, time};
 use crate::app::Webhooks;
@@ -158,14 +159,18 @@ pub struct DeliveryQuery {
     operation_id = "listDeliveries",
     params(DeliveryQuery),
     responses(
-        (status = 200, description = "One page of deliveries (without `attemptLog`).", body = Page<DeliveryOut>),
+        (status = 200, description = "One page of deliveries (without `attemptLog`; with a tenant token, only deliveries to that tenant's webhooks).", body = Page<DeliveryOut>),
         (status = 400, description = "`invalid_query` (a bad `status`, `event`, `since` or `until`) or `invalid_cursor`.", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
         (status = 503, description = "`store_unavailable`.", body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]
-async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    webhooks: web::Data<Webhooks>,
+    principal: Principal,
+    query: web::Query<DeliveryQuery>,
+) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let limit = page_limit(q.limit)?;
     let status = match q.status.as_deref() {
@@ -192,7 +197,9 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -
     };
     let since_ms = q.since.as_deref().map(|s| super::replay::parse_time("invalid_query", "since", s)).transpose()?;
     let until_ms = q.until.as_deref().map(|u| super::replay::parse_time("invalid_query", "until", u)).transpose()?;
-    let filter = DeliveryFilter { webhook_id, status, event_type, since_ms, until_ms };
+    // tenants part: a tenant token sees only deliveries to its tenant's webhooks.
+    let tenant = principal.tenant().map(str::to_string);
+    let filter = DeliveryFilter { webhook_id, status, event_type, since_ms, until_ms, tenant };
     let rows = webhooks.deliveries(filter, before, limit + 1).await?;
     let (rows, next_cursor) = paginate(rows, limit, |d| &d.id);
     let data = rows.into_iter().map(|d| DeliveryOut::new(d, None)).collect();
@@ -214,13 +221,29 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -
     ),
     security(("bearer" = []))
 )]
-async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    webhooks: web::Data<Webhooks>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     // Delivery ids are ASCII; a NUL would only upset the store.
     if id.contains('\0') {
         return Err(ApiError::not_found(&format!("delivery `{}`", id.escape_debug())));
     }
     match webhooks.delivery(&id).await? {
-        Some((d, log)) => Ok(HttpResponse::Ok().json(DeliveryOut::new(d, Some(log)))),
-        None => Err(ApiError::not_found(&format!("delivery `{id}`"))),
+        Some((d, log)) if visible(&webhooks, &principal, &d.webhook_id).await? => {
+            Ok(HttpResponse::Ok().json(DeliveryOut::new(d, Some(log))))
+        }
+        _ => Err(ApiError::not_found(&format!("delivery `{id}`"))),
     }
+}
+
+/// Whether the caller may see deliveries to `webhook_id` (tenants part): the admin always; a
+/// tenant when the webhook exists and is its tenant's.
+async fn visible(webhooks: &Webhooks, principal: &Principal, webhook_id: &str) -> Result<bool, ApiError> {
+    if *principal == Principal::Admin {
+        return Ok(true);
+    }
+    let owner = webhooks.store().get_webhook(webhook_id).await?.map(|v| v.record.tenant);
+    Ok(owner.is_some_and(|t| principal.sees(t.as_deref())))
 }

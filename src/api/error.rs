@@ -101,7 +101,9 @@ impl From<StoreError> for ApiError {
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         match e {
-            CatalogError::Unknown(_) => ApiError::bad_request("unknown_event_type", e.to_string()),
+            CatalogError::Unknown(_) | CatalogError::UnknownPattern(_) => {
+                ApiError::bad_request("unknown_event_type", e.to_string())
+            }
             CatalogError::InvalidName(_) => ApiError::bad_request("invalid_event_type", e.to_string()),
         }
     }
@@ -144,6 +146,7 @@ impl From<PublishError> for ApiError {
             PublishError::EventType(c) => c.into(),
             PublishError::InvalidData(m) => ApiError::bad_request("invalid_data", m),
             PublishError::InvalidIdempotencyKey => ApiError::bad_request("invalid_idempotency_key", e.to_string()),
+            PublishError::InvalidTenant => ApiError::bad_request("invalid_tenant", e.to_string()),
             PublishError::PayloadTooLarge { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string())
             }

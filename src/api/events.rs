@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use super::error::ErrorResponse;
-use crate::app::Webhooks;
+use super::principal::Principal;
+use crate::app::{PublishOptions, Webhooks};
 use crate::delivery::dispatcher::PublishReceipt;
 
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
@@ -32,6 +33,13 @@ pub struct PublishIn {
     /// both are given.
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// The tenant (a Servio venue) the event is for: 1 to 128 characters of `[A-Za-z0-9._:-]` (400
+    /// `invalid_tenant`). It goes to that tenant's webhooks and to webhooks without a tenant.
+    /// Absent (or `null`): `data.venueId` when that is a string and a valid tenant name, else no
+    /// tenant (only webhooks without a tenant get it). With a tenant token it is that token's
+    /// tenant: another one is 403 `tenant_mismatch`.
+    #[serde(default)]
+    tenant: Option<String>,
 }
 
 /// Publishes an event to every subscribed, enabled webhook.
@@ -44,8 +52,9 @@ pub struct PublishIn {
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Alternative to the `idempotencyKey` body field: 1 to 255 visible ASCII characters (spaces allowed inside); anything else is refused with `invalid_idempotency_key`.")),
     responses(
         (status = 202, description = "The event and its deliveries are committed and will be delivered.", body = PublishReceipt),
-        (status = 400, description = "`unknown_event_type`, `invalid_event_type`, `invalid_data`, `invalid_json`, `invalid_request`, or `invalid_idempotency_key` (an `Idempotency-Key` header that is not 1 to 255 visible ASCII characters).", body = ErrorResponse),
+        (status = 400, description = "`unknown_event_type`, `invalid_event_type`, `invalid_data`, `invalid_json`, `invalid_request`, `invalid_tenant`, or `invalid_idempotency_key` (an `Idempotency-Key` header that is not 1 to 255 visible ASCII characters).", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 403, description = "A tenant token publishing for another tenant (`tenant_mismatch`).", body = ErrorResponse),
         (status = 413, description = "`data` or the request body is too large (`payload_too_large`).", body = ErrorResponse),
         (status = 503, description = "`store_unavailable` or `shutting_down`; nothing was committed.", body = ErrorResponse),
     ),
@@ -53,6 +62,7 @@ pub struct PublishIn {
 )]
 async fn publish(
     webhooks: web::Data<Webhooks>,
+    principal: Principal,
     req: HttpRequest,
     body: web::Json<PublishIn>,
 ) -> Result<HttpResponse, ApiError> {
@@ -65,7 +75,9 @@ async fn publish(
     // but unusable is refused rather than ignored: ignoring it would turn a retry into a duplicate.
     let header = idempotency_header(&req)?;
     let key = body.idempotency_key.or(header);
-    let receipt = webhooks.publish_raw(&body.event, data, key).await?;
+    // tenants part: a tenant token publishes for its own tenant only.
+    let tenant = principal.tenant_for(body.tenant.as_deref())?;
+    let receipt = webhooks.publish_with(&body.event, data, PublishOptions { idempotency_key: key, tenant }).await?;
     Ok(HttpResponse::Accepted().json(receipt))
 }
 

@@ -17,7 +17,9 @@
 //!    of the token leaks through timing. Without a token, only a server that opened its admin API
 //!    explicitly (`Settings::open_admin_api`) answers; otherwise every request is refused, telling
 //!    to set a token or open the API, so that a host app bound on a public address never exposes
-//!    it by accident.
+//!    it by accident. A bearer value shaped like a tenant token (`swt_…`, see
+//!    [`crate::tenants`]) that is not the admin token is let through as [`Pass::Presented`]: the
+//!    next layer ([`super::principal`]) looks it up and answers 401 if it is not a live token.
 //! 4. **JSON bodies** (415 `unsupported_media_type`): any request with a body needs
 //!    `Content-Type: application/json` or an `application/*+json` type, with an optional
 //!    `charset=utf-8`. Form posts and `text/plain`, which a browser sends cross-site without asking,
@@ -32,7 +34,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, ResponseError, mime, web};
+use actix_web::{HttpMessage, HttpResponse, ResponseError, mime, web};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -128,14 +130,14 @@ impl AdminGuard {
         }
     }
 
-    /// Everything but the response: the first check that fails.
-    fn check(
+    /// Everything but the response: the first check that fails, or who may pass.
+    fn check<'h>(
         &self,
-        headers: &HeaderMap,
+        headers: &'h HeaderMap,
         method: &Method,
         authority: Option<&str>,
         local: SocketAddr,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Pass<&'h str>, Refusal> {
         // `Err` for a `Host` that is not a host at all: no origin can match it, and it is not allowed.
         let host = match headers.get(header::HOST).map(|v| v.to_str().ok()).or(authority.map(Some)) {
             None => Ok(None),
@@ -160,15 +162,22 @@ impl AdminGuard {
                 )));
             }
         }
-        match &self.token_digest {
+        let tenant_token = |c: &Credentials<'h>| match c {
+            Credentials::Bearer(t) if crate::tenants::PresentedToken::parse(t).is_some() => Some(*t),
+            _ => None,
+        };
+        let pass = match &self.token_digest {
             None if !self.open => return Err(Refusal::Closed),
             None => match &host {
                 Ok(Some(h)) if !host_allowed(h, local, &self.allowed_hosts) => return Err(Refusal::BadHost),
                 Err(()) => return Err(Refusal::BadHost),
-                Ok(_) => {}
+                Ok(_) => tenant_token(&credentials(headers)).map_or(Pass::Admin, Pass::Presented),
             },
             Some(expected) => match credentials(headers) {
-                Credentials::Bearer(token) if bool::from(digest(token.as_bytes()).ct_eq(expected)) => {}
+                Credentials::Bearer(token) if bool::from(digest(token.as_bytes()).ct_eq(expected)) => Pass::Admin,
+                Credentials::Bearer(token) if crate::tenants::PresentedToken::parse(token).is_some() => {
+                    Pass::Presented(token)
+                }
                 Credentials::Bearer(_) | Credentials::Malformed => {
                     return Err(Refusal::Unauthorized { token_given: true });
                 }
@@ -176,7 +185,7 @@ impl AdminGuard {
                     return Err(Refusal::Unauthorized { token_given: false });
                 }
             },
-        }
+        };
         let has_body = headers.contains_key(header::TRANSFER_ENCODING)
             || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
         let takes_body = matches!(*method, Method::POST | Method::PUT);
@@ -187,7 +196,27 @@ impl AdminGuard {
             None if has_body && !takes_body => return Err(Refusal::MediaType),
             _ => {}
         }
-        Ok(())
+        Ok(pass)
+    }
+}
+
+/// Who passed the door: the admin (the admin token, or the opened admin API), or a bearer value
+/// shaped like a tenant token, still to be looked up ([`super::principal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pass<T> {
+    /// Full access.
+    Admin,
+    /// A tenant token as presented.
+    Presented(T),
+}
+
+impl Pass<&str> {
+    /// The same, holding its own copy of the token (for the request's extensions).
+    pub(crate) fn into_owned(self) -> Pass<String> {
+        match self {
+            Pass::Admin => Pass::Admin,
+            Pass::Presented(t) => Pass::Presented(t.to_string()),
+        }
     }
 }
 
@@ -264,16 +293,16 @@ pub(crate) async fn admin_guard(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let verdict = match req.app_data::<web::Data<AdminGuard>>() {
-        Some(guard) => guard.check(
-            req.headers(),
-            req.method(),
-            req.uri().authority().map(|a| a.as_str()),
-            req.app_config().local_addr(),
-        ),
-        None => Ok(()),
+        Some(guard) => guard
+            .check(req.headers(), req.method(), req.uri().authority().map(|a| a.as_str()), req.app_config().local_addr())
+            .map(Pass::into_owned),
+        None => Ok(Pass::Admin),
     };
     match verdict {
-        Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
+        Ok(pass) => {
+            req.extensions_mut().insert(pass);
+            Ok(next.call(req).await?.map_into_left_body())
+        }
         Err(refusal) => Ok(req.into_response(refusal.response()).map_into_right_body()),
     }
 }
@@ -490,14 +519,14 @@ mod tests {
         let settings = Settings { admin_token: Some("tok".into()), ..Settings::default() };
         let guard = AdminGuard::new(&settings);
         let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        let check = |h: &[(&str, &str)], m: Method| guard.check(&headers(h), &m, None, local);
+        let check = |h: &[(&str, &str)], m: Method| guard.check(&headers(h), &m, None, local).map(Pass::into_owned);
         let auth = ("authorization", "Bearer tok");
         let json = ("content-type", "application/json");
-        assert_eq!(check(&[auth, json], Method::POST), Ok(()));
-        assert_eq!(check(&[auth], Method::GET), Ok(()));
+        assert_eq!(check(&[auth, json], Method::POST), Ok(Pass::Admin));
+        assert_eq!(check(&[auth], Method::GET), Ok(Pass::Admin));
         // POST and PUT without a content type are left to the JSON extractor (415 after routing,
         // 405 for paths that do not take them); with another content type they are refused here.
-        assert_eq!(check(&[auth], Method::POST), Ok(()));
+        assert_eq!(check(&[auth], Method::POST), Ok(Pass::Admin));
         assert_eq!(check(&[auth, ("content-type", "text/plain")], Method::PUT), Err(Refusal::MediaType));
         assert_eq!(check(&[auth, ("content-type", "text/json")], Method::POST), Err(Refusal::MediaType));
         assert_eq!(check(&[auth, ("content-length", "3")], Method::DELETE), Err(Refusal::MediaType));
@@ -516,7 +545,7 @@ mod tests {
         ));
         assert!(matches!(check(&[auth, ("sec-fetch-site", "cross-site")], Method::GET), Err(Refusal::CrossOrigin(_))));
         // With a token, any Host is fine (behind a proxy, say); without one it is checked.
-        assert_eq!(check(&[auth, ("host", "webhooks.example.com")], Method::GET), Ok(()));
+        assert_eq!(check(&[auth, ("host", "webhooks.example.com")], Method::GET), Ok(Pass::Admin));
         let closed = AdminGuard::new(&Settings::default());
         for h in [&[][..], &[("host", "localhost:8080")], &[auth]] {
             assert_eq!(closed.check(&headers(h), &Method::GET, None, local), Err(Refusal::Closed), "{h:?}");
@@ -527,11 +556,30 @@ mod tests {
             Err(Refusal::CrossOrigin(_))
         ));
         let open = AdminGuard::new(&Settings { open_admin_api: true, ..Settings::default() });
-        let check = |h: &[(&str, &str)]| open.check(&headers(h), &Method::GET, None, local);
+        let check = |h: &[(&str, &str)]| open.check(&headers(h), &Method::GET, None, local).map(Pass::into_owned);
         assert_eq!(check(&[("host", "webhooks.example.com")]), Err(Refusal::BadHost));
-        assert_eq!(check(&[("host", "localhost:8080"), ("origin", "http://localhost:8080")]), Ok(()));
-        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&[("host", "localhost:8080"), ("origin", "http://localhost:8080")]), Ok(Pass::Admin));
+        assert_eq!(check(&[]), Ok(Pass::Admin));
         assert_eq!(check(&[("host", "bad host")]), Err(Refusal::BadHost));
-        assert_eq!(guard.check(&headers(&[auth, ("host", "bad host")]), &Method::GET, None, local), Ok(()));
+        assert_eq!(guard.check(&headers(&[auth, ("host", "bad host")]), &Method::GET, None, local), Ok(Pass::Admin));
+    }
+
+    #[test]
+    fn tenant_shaped_tokens_pass_to_the_lookup() {
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let token = crate::tenants::ApiToken::generate().token;
+        let bearer = format!("Bearer {token}");
+        let h = headers(&[("authorization", bearer.as_str())]);
+        let with_token = AdminGuard::new(&Settings { admin_token: Some("tok".into()), ..Settings::default() });
+        assert_eq!(with_token.check(&h, &Method::GET, None, local), Ok(Pass::Presented(token.as_str())));
+        let open = AdminGuard::new(&Settings { open_admin_api: true, ..Settings::default() });
+        assert_eq!(open.check(&h, &Method::GET, None, local), Ok(Pass::Presented(token.as_str())));
+        // A closed API stays closed; a value that is not tenant-shaped is a wrong admin token.
+        assert_eq!(AdminGuard::new(&Settings::default()).check(&h, &Method::GET, None, local), Err(Refusal::Closed));
+        let wrong = headers(&[("authorization", "Bearer swt_nope")]);
+        assert_eq!(
+            with_token.check(&wrong, &Method::GET, None, local),
+            Err(Refusal::Unauthorized { token_given: true })
+        );
     }
 }

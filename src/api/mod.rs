@@ -13,7 +13,9 @@ pub mod nodes;
 pub mod openapi;
 pub mod ops;
 pub mod replay;
+pub mod principal;
 pub mod rules;
+pub mod tokens;
 pub mod webhooks;
 
 use actix_web::http::StatusCode;
@@ -233,12 +235,15 @@ fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks, mounts: &Mounts, 
                     .error_handler(|err, _| error::json_error(err).into()),
             )
             .app_data(web::QueryConfig::default().error_handler(|err, _| error::query_error(err).into()))
+            // Outermost last: the guard lets a request in, then its principal is resolved.
+            .wrap(from_fn(principal::scope_principal))
             .wrap(from_fn(guard::admin_guard))
             .configure(webhooks::configure)
             .configure(events::configure)
             .configure(deliveries::configure)
             .configure(replay::configure)
             .configure(nodes::configure)
+            .configure(tokens::configure)
             .configure(ops::configure_v1)
             .default_service(web::to(not_found)),
     );

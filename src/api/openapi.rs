@@ -23,6 +23,7 @@ use super::events::{self, PublishIn};
 use super::nodes::{self, NodeList, NodeOut};
 use super::ops::{self, EventTypeList, HealthOut};
 use super::replay::{self, RecoverIn, RecoverOut, RecoveryOut, RecoveryStateOut};
+use super::tokens::{self, TokenCreated, TokenIn, TokenOut};
 use super::webhooks::{self, WebhookIn, WebhookOut};
 use super::{Mounts, rules};
 use crate::catalog::{EventCatalog, EventType};
@@ -45,7 +46,9 @@ use crate::retry::{Jitter, RetryConfig};
             `cross_origin_refused`), answers only the server's own or allowed `Host` names when no \
             token is set (403 `host_not_allowed`), takes only JSON bodies (415 \
             `unsupported_media_type`), and answers other methods with 405 and `Allow`; \
-            `/metrics`, `/healthz` and `/openapi.json` are open."
+            `/metrics`, `/healthz` and `/openapi.json` are open. A tenant token (`POST /v1/tokens`) \
+            is a bearer token too: it reaches only its tenant's webhooks, deliveries and publishes \
+            (another tenant's are 404), and other routes answer it 403 `forbidden`."
     ),
     paths(
         webhooks::create,
@@ -59,6 +62,9 @@ use crate::retry::{Jitter, RetryConfig};
         replay::retry,
         replay::recover,
         nodes::list,
+        tokens::create,
+        tokens::list,
+        tokens::delete,
         ops::event_types,
         ops::metrics,
         ops::healthz,
@@ -80,6 +86,9 @@ use crate::retry::{Jitter, RetryConfig};
         EventTypeList,
         NodeList,
         NodeOut,
+        TokenIn,
+        TokenOut,
+        TokenCreated,
         HealthOut,
         ErrorResponse,
         ErrorDetail,
@@ -93,6 +102,7 @@ use crate::retry::{Jitter, RetryConfig};
         (name = "webhooks", description = "Endpoint registrations and their live health."),
         (name = "events", description = "Publishing."),
         (name = "deliveries", description = "Delivery history and attempt logs."),
+        (name = "tokens", description = "Tenant-scoped API tokens (admin only)."),
         (name = "ops", description = "Event catalog, cluster nodes, health, metrics and this document."),
     )
 )]
@@ -124,8 +134,9 @@ impl Modify for AdminGuardResponses {
         let forbidden = ResponseBuilder::new()
             .description(
                 "Refused before the handler: `cross_origin_refused` (an `Origin` other than the server's own, or \
-                 `Sec-Fetch-Site: cross-site`), or `host_not_allowed` (no admin token is set and the `Host` is not \
-                 the server's address, `localhost` or an allowed host).",
+                 `Sec-Fetch-Site: cross-site`), `host_not_allowed` (no admin token is set and the `Host` is not \
+                 the server's address, `localhost` or an allowed host), or `forbidden` (a tenant token on a route \
+                 only the admin may use).",
             )
             .content("application/json", error())
             .build();
@@ -150,7 +161,12 @@ impl Modify for AdminGuardResponses {
             for (op, has_body) in ops {
                 let Some(op) = op.as_mut() else { continue };
                 let responses = &mut op.responses.responses;
-                responses.insert("403".into(), RefOr::T(forbidden.clone()));
+                // A handler's own 403 (tenants: `tenant_mismatch`) is added to the guard's.
+                let mut refused = forbidden.clone();
+                if let Some(RefOr::T(own)) = responses.get("403") {
+                    refused.description = format!("{} Or, from the handler: {}", refused.description, own.description);
+                }
+                responses.insert("403".into(), RefOr::T(refused));
                 if has_body {
                     responses.insert("415".into(), RefOr::T(media.clone()));
                 }
@@ -246,6 +262,8 @@ fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
     let names: Vec<Value> = catalog.types().iter().map(|t| json!(t.name)).collect();
     let mut subscribable = names.clone();
     subscribable.push(json!("*"));
+    // tenants part: the wildcards `<known prefix>.*`.
+    subscribable.extend(catalog.patterns().into_iter().map(Value::from));
     let limits = |n: usize| json!(n);
 
     let webhook = "/components/schemas/WebhookIn";
@@ -283,6 +301,20 @@ fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
         &format!("{webhook}/properties/description"),
         json!({"pattern": rules::NO_NUL_PATTERN, "maxLength": limits(crate::model::spec_limits::DESCRIPTION_LEN)}),
     );
+
+    // tenants part
+    let tenant = json!({"pattern": rules::TENANT_PATTERN, "minLength": 1, "maxLength": limits(crate::model::spec_limits::TENANT_LEN)});
+    set(doc, &format!("{webhook}/properties/tenant"), tenant.clone());
+    set(doc, "/components/schemas/PublishIn/properties/tenant", tenant.clone());
+    let token = "/components/schemas/TokenIn";
+    set(doc, token, json!({"additionalProperties": false}));
+    set(doc, &format!("{token}/properties/tenant"), tenant);
+    set(
+        doc,
+        &format!("{token}/properties/description"),
+        json!({"pattern": rules::NO_NUL_PATTERN, "maxLength": limits(crate::model::spec_limits::DESCRIPTION_LEN)}),
+    );
+    param_schema(doc, "/paths/~1v1~1tokens/get", "cursor", json!({"pattern": rules::CURSOR_PATTERN, "maxLength": limits(rules::CURSOR_LEN)}));
 
     let publish = "/components/schemas/PublishIn";
     set(doc, publish, json!({"additionalProperties": false}));
@@ -478,7 +510,19 @@ mod tests {
         assert_eq!(props["secret"]["pattern"], json!(rules::SECRET_PATTERN));
         assert_eq!(props["events"]["minItems"], json!(1));
         let events = props["events"]["items"]["enum"].as_array().unwrap();
-        assert_eq!(events.len(), EventCatalog::default().types().len() + 1);
+        let catalog = EventCatalog::default();
+        assert_eq!(events.len(), catalog.types().len() + 1 + catalog.patterns().len());
+        // Every documented entry is one a registration accepts (wildcards included).
+        let entries: Vec<String> = events.iter().map(|e| e.as_str().unwrap().to_string()).collect();
+        assert!(catalog.subscription(Some(&entries)).is_ok());
+        assert!(entries.contains(&"order.*".to_string()));
+        // tenants part: the tenant fields share one pattern, and token bodies are closed.
+        for schema in ["WebhookIn", "PublishIn", "TokenIn"] {
+            let tenant = &doc["components"]["schemas"][schema]["properties"]["tenant"];
+            assert_eq!(tenant["pattern"], json!(rules::TENANT_PATTERN), "{schema}");
+            assert_eq!(tenant["maxLength"], json!(crate::model::spec_limits::TENANT_LEN), "{schema}");
+        }
+        assert_eq!(doc["components"]["schemas"]["TokenIn"]["additionalProperties"], json!(false));
         assert_eq!(props["headers"]["propertyNames"]["pattern"], json!(rules::header_name_pattern()));
         assert_eq!(props["headers"]["maxProperties"], json!(crate::model::spec_limits::HEADERS));
         let status = doc["paths"]["/v1/deliveries"]["get"]["parameters"]

@@ -25,6 +25,9 @@ pub const IDEMPOTENCY_KEY_LEN: usize = 255;
 /// clients turn into other paths).
 pub const WEBHOOK_ID_PATTERN: &str = "^(?!\\.{1,2}$)[A-Za-z0-9_.:-]{1,128}$";
 
+/// A tenant name (tenants part): 1 to 128 of `[A-Za-z0-9._:-]` (see [`crate::model::valid_tenant`]).
+pub const TENANT_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
+
 /// An event type name: two or more dot-separated segments of `[a-z0-9_-]`, at most 128 bytes.
 pub const EVENT_NAME_PATTERN: &str = "^[a-z0-9_-]+(?:\\.[a-z0-9_-]+)+$";
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorResponse;
+use super::principal::Principal;
 use super::{ApiError, decode_cursor, page_limit, paginate, rules, time};
 use crate::app::{WebhookInfo, Webhooks};
 use crate::delivery::health::EndpointState;
@@ -73,12 +74,58 @@ pub struct WebhookIn {
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 1024)]
     max_in_flight: Option<u32>,
+    // ----- tenants part -----
+    /// The tenant (a Servio venue) the webhook belongs to: 1 to 128 characters of
+    /// `[A-Za-z0-9._:-]` (400 `invalid_tenant`). It then receives that tenant's events and events
+    /// without a tenant; `null` (or absent on create): only events without a tenant. Absent on
+    /// replace keeps the current tenant. With a tenant token it is that token's tenant: another one
+    /// (or `null`) is 403 `tenant_mismatch`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    tenant: Option<Option<String>>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or set.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The tenant a registration gets (tenants part): `given` in the body (absent, `null` or a name),
+/// checked against the caller; `existing` is the current registration's tenant on a replace.
+fn webhook_tenant(
+    principal: &Principal,
+    given: Option<Option<String>>,
+    existing: Option<Option<String>>,
+) -> Result<Option<String>, ApiError> {
+    if let Some(Some(t)) = &given
+        && !crate::model::valid_tenant(t)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_tenant",
+            "invalid tenant: use 1 to 128 characters of letters, digits, `.`, `_`, `:`, `-`",
+        ));
+    }
+    match (principal, given) {
+        (Principal::Admin, Some(t)) => Ok(t),
+        (Principal::Admin, None) => Ok(existing.flatten()),
+        (Principal::Tenant { tenant, .. }, Some(None)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tenant_mismatch",
+            format!("this token belongs to tenant `{tenant}`: its webhooks belong to that tenant, not to none"),
+        )),
+        (p, Some(Some(t))) => p.tenant_for(Some(&t)),
+        (p, None) => p.tenant_for(None),
+    }
 }
 
 impl WebhookIn {
     /// The registration, after the checks that make the API accept exactly what its document
     /// describes (see [`super::rules`]); the rest is [`WebhookSpec::into_record`]'s.
-    fn into_spec(self, webhooks: &Webhooks) -> Result<WebhookSpec, ApiError> {
+    fn into_spec(self, webhooks: &Webhooks, tenant: Option<String>) -> Result<WebhookSpec, ApiError> {
         if !rules::url_ok(&self.url) {
             // The registration's own check names a refused target more precisely.
             let policy = webhooks.settings().target_policy();
@@ -147,6 +194,7 @@ impl WebhookIn {
             retry_config,
             description: self.description,
             max_in_flight: self.max_in_flight,
+            tenant,
         })
     }
 }
@@ -229,6 +277,9 @@ pub struct WebhookOut {
     /// how it ended; `null` if there never was one.
     #[schema(required = true)]
     recovery: Option<super::replay::RecoveryOut>,
+    /// The tenant it belongs to; `null`: none (it receives only events without a tenant).
+    #[schema(required = true)]
+    tenant: Option<String>,
 }
 
 impl From<WebhookInfo> for WebhookOut {
@@ -245,6 +296,7 @@ impl From<WebhookInfo> for WebhookOut {
             disabled_reason: r.disabled_reason,
             created_at: crate::model::rfc3339(r.created_at_ms),
             updated_at: crate::model::rfc3339(r.updated_at_ms),
+            tenant: r.tenant,
             id: r.id,
             url: r.url,
             secret: r.secret,
@@ -275,10 +327,10 @@ pub struct Page<T> {
 pub struct ListQuery {
     /// Page size, 1 to 250 (default 50).
     #[param(minimum = 1, maximum = 250)]
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// `nextCursor` of the previous page: opaque, canonical unpadded base64url of at most 512
     /// characters (else 400 `invalid_cursor`).
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// Registers a webhook with a generated id.
@@ -290,15 +342,22 @@ pub struct ListQuery {
     request_body = WebhookIn,
     responses(
         (status = 201, description = "Registered; the response holds the generated `id` and `secret`.", body = WebhookOut),
-        (status = 400, description = "Invalid registration: `invalid_json`, `invalid_request`, `invalid_url`, `private_target_not_allowed`, `invalid_secret`, `invalid_header`, `invalid_retry_config`, `unknown_event_type`, `invalid_event_type`.", body = ErrorResponse),
+        (status = 400, description = "Invalid registration: `invalid_json`, `invalid_request`, `invalid_url`, `private_target_not_allowed`, `invalid_secret`, `invalid_header`, `invalid_retry_config`, `unknown_event_type`, `invalid_event_type`, `invalid_tenant`.", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 403, description = "A tenant token registering for another tenant or none (`tenant_mismatch`).", body = ErrorResponse),
         (status = 413, description = "Request body too large (`payload_too_large`).", body = ErrorResponse),
         (status = 503, description = "`store_unavailable` or `shutting_down`.", body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]
-async fn create(webhooks: web::Data<Webhooks>, body: web::Json<WebhookIn>) -> Result<HttpResponse, ApiError> {
-    let spec = body.into_inner().into_spec(&webhooks)?;
+async fn create(
+    webhooks: web::Data<Webhooks>,
+    principal: Principal,
+    body: web::Json<WebhookIn>,
+) -> Result<HttpResponse, ApiError> {
+    let mut body = body.into_inner();
+    let tenant = webhook_tenant(&principal, body.tenant.take(), None)?;
+    let spec = body.into_spec(&webhooks, tenant)?;
     let (info, _) = webhooks.register(None, spec).await?;
     Ok(HttpResponse::Created().json(WebhookOut::from(info)))
 }
@@ -316,6 +375,8 @@ async fn create(webhooks: web::Data<Webhooks>, body: web::Json<WebhookIn>) -> Re
         (status = 201, description = "Created.", body = WebhookOut),
         (status = 400, description = "Invalid id or registration (same codes as `POST /v1/webhooks`).", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
+        (status = 403, description = "A tenant token registering for another tenant or none (`tenant_mismatch`).", body = ErrorResponse),
+        (status = 404, description = "With a tenant token: the id is taken by a webhook of another tenant, or one without a tenant (`not_found`).", body = ErrorResponse),
         (status = 413, description = "Request body too large (`payload_too_large`).", body = ErrorResponse),
         (status = 503, description = "`store_unavailable` or `shutting_down`.", body = ErrorResponse),
     ),
@@ -323,6 +384,7 @@ async fn create(webhooks: web::Data<Webhooks>, body: web::Json<WebhookIn>) -> Re
 )]
 async fn replace(
     webhooks: web::Data<Webhooks>,
+    principal: Principal,
     id: web::Path<String>,
     body: web::Json<WebhookIn>,
 ) -> Result<HttpResponse, ApiError> {
@@ -333,7 +395,17 @@ async fn replace(
             format!("invalid webhook id `{id}`: `.` and `..` are path segments, not ids"),
         ));
     }
-    let spec = body.into_inner().into_spec(&webhooks)?;
+    let mut body = body.into_inner();
+    // tenants part: another tenant's (or an untenanted) webhook is not there for a tenant token.
+    let existing = match crate::model::validate_webhook_id(&id) {
+        Ok(()) => webhooks.store().get_webhook(&id).await?.map(|v| v.record.tenant),
+        Err(_) => None,
+    };
+    if existing.as_ref().is_some_and(|owner| !principal.sees(owner.as_deref())) {
+        return Err(ApiError::not_found(&format!("webhook `{id}`")));
+    }
+    let tenant = webhook_tenant(&principal, body.tenant.take(), existing)?;
+    let spec = body.into_spec(&webhooks, tenant)?;
     let (info, upserted) = webhooks.register(Some(id), spec).await?;
     let status = if upserted == Upserted::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(HttpResponse::build(status).json(WebhookOut::from(info)))
@@ -347,17 +419,24 @@ async fn replace(
     operation_id = "listWebhooks",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page of webhooks.", body = Page<WebhookOut>),
+        (status = 200, description = "One page of webhooks (with a tenant token: that tenant's only).", body = Page<WebhookOut>),
         (status = 400, description = "`invalid_query` or `invalid_cursor`.", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
         (status = 503, description = "`store_unavailable`.", body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]
-async fn list(webhooks: web::Data<Webhooks>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    webhooks: web::Data<Webhooks>,
+    principal: Principal,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(query.limit)?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let rows = webhooks.webhooks(after, limit + 1).await?;
+    let rows = match principal.tenant() {
+        None => webhooks.webhooks(after, limit + 1).await?,
+        Some(tenant) => webhooks.tenant_webhooks(tenant, after, limit + 1).await?,
+    };
     let (rows, next_cursor) = paginate(rows, limit, |w| &w.record.id);
     let data = rows.into_iter().map(WebhookOut::from).collect();
     Ok(HttpResponse::Ok().json(Page { data, next_cursor }))
@@ -378,13 +457,19 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<ListQuery>) -> Re
     ),
     security(("bearer" = []))
 )]
-async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    webhooks: web::Data<Webhooks>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     if crate::model::validate_webhook_id(&id).is_err() {
         return Err(ApiError::not_found(&format!("webhook `{id}`")));
     }
     match webhooks.webhook(&id).await? {
-        Some(info) => Ok(HttpResponse::Ok().json(WebhookOut::from(info))),
-        None => Err(ApiError::not_found(&format!("webhook `{id}`"))),
+        Some(info) if principal.sees(info.record.tenant.as_deref()) => {
+            Ok(HttpResponse::Ok().json(WebhookOut::from(info)))
+        }
+        _ => Err(ApiError::not_found(&format!("webhook `{id}`"))),
     }
 }
 
@@ -403,8 +488,19 @@ async fn get(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<Htt
     ),
     security(("bearer" = []))
 )]
-async fn delete(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    if crate::model::validate_webhook_id(&id).is_ok() && webhooks.unregister(&id).await? {
+async fn delete(
+    webhooks: web::Data<Webhooks>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let valid = crate::model::validate_webhook_id(&id).is_ok();
+    // tenants part: a tenant token deletes only its tenant's webhooks (others are not there).
+    let visible = match principal {
+        Principal::Admin => true,
+        _ if !valid => false,
+        _ => webhooks.store().get_webhook(&id).await?.is_some_and(|v| principal.sees(v.record.tenant.as_deref())),
+    };
+    if valid && visible && webhooks.unregister(&id).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::not_found(&format!("webhook `{id}`")))

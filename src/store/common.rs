@@ -55,6 +55,7 @@ pub(crate) struct RawWebhook {
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
     pub(crate) revision: i64,
+    pub(crate) tenant: Option<String>,
 }
 
 impl RawWebhook {
@@ -73,6 +74,7 @@ impl RawWebhook {
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at,
             revision: self.revision.max(0) as u64,
+            tenant: self.tenant,
         })
     }
 }

@@ -142,6 +142,23 @@ pub trait Store: Send + Sync + 'static {
     /// incremental_vacuum`; PostgreSQL: nothing, autovacuum makes dead rows reusable) and returns
     /// the database's size.
     async fn reclaim(&self, max_pages: u32) -> StoreResult<StorageSize>;
+    // ----- tenants part -----
+
+    /// Registrations of one tenant in id order (byte order), after `after`.
+    async fn list_tenant_webhooks(
+        &self,
+        tenant: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookView>>;
+    /// Stores a new API token (ids are fresh: an existing id is an error).
+    async fn create_api_token(&self, token: ApiTokenRecord) -> StoreResult<()>;
+    /// One API token by id.
+    async fn api_token(&self, id: &str) -> StoreResult<Option<ApiTokenRecord>>;
+    /// API tokens in id order after `after`.
+    async fn list_api_tokens(&self, after: Option<String>, limit: u32) -> StoreResult<Vec<ApiTokenRecord>>;
+    /// Deletes an API token; false if it did not exist.
+    async fn delete_api_token(&self, id: &str) -> StoreResult<bool>;
 
     // ----- operations -----
 

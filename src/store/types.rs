@@ -66,6 +66,9 @@ pub struct NewEvent {
     /// One per subscribed, enabled webhook. A delivery whose webhook no longer exists when the
     /// transaction runs is not written (see [`EventWrite::Created`]).
     pub deliveries: Vec<NewDelivery>,
+    // ----- tenants part -----
+    /// The tenant the event was published for, if any (recorded on the event row).
+    pub tenant: Option<String>,
 }
 
 /// One finished attempt, for the attempt log.
@@ -227,6 +230,9 @@ pub struct ExistingEvent {
     pub timestamp: String,
     /// Its deliveries as `(delivery id, webhook id)`, in delivery-id order.
     pub deliveries: Vec<(String, String)>,
+    // ----- tenants part -----
+    /// Its tenant.
+    pub tenant: Option<String>,
 }
 
 /// What became of each event of a batch, in batch order.
@@ -339,6 +345,10 @@ pub struct DeliveryFilter {
     pub since_ms: Option<i64>,
     /// Only deliveries created before this Unix ms.
     pub until_ms: Option<i64>,
+    // ----- tenants part -----
+    /// Only deliveries to webhooks of this tenant (as the webhook is registered now; deliveries of
+    /// deleted webhooks belong to no tenant).
+    pub tenant: Option<String>,
 }
 
 /// Registration write result.
@@ -557,4 +567,22 @@ pub struct RecoverBatch {
     /// True when nothing is left: the recovery reads `done` (or it is no longer this node's to
     /// run: interrupted, replaced, or its webhook deleted).
     pub finished: bool,
+}
+
+// ----- tenants part -----
+
+/// A tenant-scoped API token as stored: never the token itself, only the SHA-256 of its secret
+/// part (see `crate::api::tenancy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    /// `tok_…`, also embedded in the token so that a request finds its row by primary key.
+    pub id: String,
+    /// The tenant it is scoped to.
+    pub tenant: String,
+    /// SHA-256 of the token's secret part (32 bytes).
+    pub secret_hash: Vec<u8>,
+    /// Free text for admins.
+    pub description: Option<String>,
+    /// Creation time, Unix ms.
+    pub created_at_ms: i64,
 }

@@ -62,6 +62,28 @@ impl Store for FaultyStore {
     async fn list_webhooks(&self, after: Option<String>, limit: u32) -> StoreResult<Vec<WebhookView>> {
         self.inner.list_webhooks(after, limit).await
     }
+    async fn list_tenant_webhooks(
+        &self,
+        tenant: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookView>> {
+        self.inner.list_tenant_webhooks(tenant, after, limit).await
+    }
+    async fn create_api_token(&self, token: ApiTokenRecord) -> StoreResult<()> {
+        self.gate().await?;
+        self.inner.create_api_token(token).await
+    }
+    async fn api_token(&self, id: &str) -> StoreResult<Option<ApiTokenRecord>> {
+        self.inner.api_token(id).await
+    }
+    async fn list_api_tokens(&self, after: Option<String>, limit: u32) -> StoreResult<Vec<ApiTokenRecord>> {
+        self.inner.list_api_tokens(after, limit).await
+    }
+    async fn delete_api_token(&self, id: &str) -> StoreResult<bool> {
+        self.gate().await?;
+        self.inner.delete_api_token(id).await
+    }
     async fn registry_changes(&self, since: u64) -> StoreResult<RegistryChanges> {
         self.inner.registry_changes(since).await
     }

@@ -88,6 +88,9 @@ contract!(
     delivery_listing_by_event_and_creation_time,
 );
 
+// The tenants part's contract tests (tenant column, events' tenant, API tokens).
+mod tenants;
+
 fn webhook(id: &str) -> WebhookRecord {
     WebhookRecord {
         id: id.into(),
@@ -103,6 +106,7 @@ fn webhook(id: &str) -> WebhookRecord {
         created_at_ms: 1_000,
         updated_at_ms: 1_000,
         revision: 0,
+        tenant: None,
     }
 }
 
@@ -120,6 +124,7 @@ fn event_at(webhooks: &[&str], key: Option<&str>, created_at_ms: i64) -> NewEven
         timestamp: "2026-11-28T00:00:00.000Z".into(),
         created_at_ms,
         idempotency_key: key.map(str::to_string),
+        tenant: None,
     }
 }
 
@@ -285,6 +290,7 @@ async fn publish_and_idempotency(b: &Backend) {
         event_type: "order.created".into(),
         timestamp: "2026-11-28T00:00:00.000Z".into(),
         deliveries: vec![(delivery_id(&e2_id, 0), "w1".to_string())],
+        tenant: None,
     };
     assert_eq!(out.events[2], EventWrite::Duplicate(existing.clone()), "same key twice in one batch");
     // The key again, in a later batch.

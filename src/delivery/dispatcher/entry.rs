@@ -43,6 +43,8 @@ pub(super) struct EndpointEntry {
     pub(super) sent: u64,
     /// This node's lease, while it owns the webhook.
     pub(super) lease: Option<Fence>,
+    /// tenants part: the tenant it belongs to (it takes that tenant's events and untenanted ones).
+    pub(super) tenant: Option<Arc<str>>,
 }
 
 impl EndpointEntry {
@@ -64,12 +66,17 @@ impl EndpointEntry {
             slot,
             sent: 0,
             lease: None,
+            tenant: record.tenant.as_deref().map(Arc::from),
         }
     }
 
-    /// Whether publishes should create deliveries for it.
-    pub(super) fn accepts(&self, event_type: &str) -> bool {
-        !self.disabled && !self.health.is_disabled() && self.subscription.matches(event_type)
+    /// Whether a publish of `event_type` for `tenant` should create a delivery for it: enabled,
+    /// subscribed, and either without a tenant or of the event's tenant.
+    pub(super) fn accepts(&self, event_type: &str, tenant: Option<&str>) -> bool {
+        !self.disabled
+            && !self.health.is_disabled()
+            && tenant_routes(self.tenant.as_deref(), tenant)
+            && self.subscription.matches(event_type)
     }
 
     /// The running actor, started on its arbiter if it is hibernating; `None` unless this node
@@ -142,6 +149,7 @@ impl EndpointEntry {
     pub(super) fn update(&mut self, record: &WebhookRecord, shared: &Shared) -> bool {
         self.config = Arc::new(EndpointConfig::from_record(record, &shared.settings));
         self.subscription = subscription(record);
+        self.tenant = record.tenant.as_deref().map(Arc::from);
         self.revision = self.revision.max(record.revision);
         let now_disabled = record.disabled_at_ms.is_some();
         let was_disabled = self.disabled || self.health.is_disabled();
@@ -160,9 +168,32 @@ impl EndpointEntry {
     }
 }
 
+/// Tenant routing: a webhook without a tenant takes every event; one with a tenant takes only
+/// that tenant's events.
+pub(super) fn tenant_routes(webhook: Option<&str>, event: Option<&str>) -> bool {
+    match webhook {
+        None => true,
+        Some(w) => event == Some(w),
+    }
+}
+
 fn subscription(record: &WebhookRecord) -> Subscription {
     match &record.events {
         None => Subscription::All,
         Some(names) => Subscription::Only(names.iter().map(|n| Arc::from(n.as_str())).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tenant_routes;
+
+    #[test]
+    fn tenant_events_reach_their_tenant_and_untenanted_webhooks_only() {
+        assert!(tenant_routes(None, None));
+        assert!(tenant_routes(None, Some("venue-a")));
+        assert!(tenant_routes(Some("venue-a"), Some("venue-a")));
+        assert!(!tenant_routes(Some("venue-a"), Some("venue-b")));
+        assert!(!tenant_routes(Some("venue-a"), None));
     }
 }

@@ -201,7 +201,7 @@ impl DispatcherActor {
         let body = build_body(&id, &msg.event_type, msg.data.get(), &timestamp);
         let mut deliveries = Vec::new();
         for (webhook_id, entry) in &self.endpoints {
-            if entry.accepts(&msg.event_type) {
+            if entry.accepts(&msg.event_type, msg.tenant.as_deref()) {
                 let seq = deliveries.len() as u32;
                 deliveries.push(NewDelivery { id: delivery_id(&id, seq), webhook_id: webhook_id.clone() });
             }
@@ -215,6 +215,7 @@ impl DispatcherActor {
             created_at_ms,
             idempotency_key: msg.idempotency_key,
             deliveries,
+            tenant: msg.tenant.map(|t| t.to_string()),
         };
         let ticket = PublishTicket { reply: msg.reply, envelope };
         self.shared.ledger.do_send(PersistEvent { event, ticket });

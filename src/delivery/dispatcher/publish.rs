@@ -36,6 +36,10 @@ pub struct PublishReceipt {
     /// True when the idempotency key was seen before: this is the first publish's receipt.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// The tenant the event was published for (given, or `data.venueId`); `null`: none, so it
+    /// went only to webhooks without a tenant.
+    #[schema(required = true)]
+    pub tenant: Option<String>,
 }
 
 /// Why a publish was refused.
@@ -50,6 +54,9 @@ pub enum PublishError {
     /// The idempotency key is not 1 to 255 visible ASCII characters (spaces inside only).
     #[error("an idempotency key must be 1 to 255 visible ASCII characters, without spaces at either end")]
     InvalidIdempotencyKey,
+    /// tenants part: the given tenant is not 1 to 128 characters of `[A-Za-z0-9._:-]`.
+    #[error("invalid tenant: use 1 to 128 characters of letters, digits, `.`, `_`, `:`, `-`")]
+    InvalidTenant,
     /// `data` is larger than `max_payload_bytes`.
     #[error("data is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -78,6 +85,7 @@ impl PublishError {
             PublishError::EventType(_)
                 | PublishError::InvalidData(_)
                 | PublishError::InvalidIdempotencyKey
+                | PublishError::InvalidTenant
                 | PublishError::PayloadTooLarge { .. }
         )
     }
@@ -97,6 +105,8 @@ pub(crate) struct PublishRequest {
     pub(crate) event_type: Arc<str>,
     pub(crate) data: Box<RawValue>,
     pub(crate) idempotency_key: Option<String>,
+    /// tenants part: the event's tenant, validated.
+    pub(crate) tenant: Option<Arc<str>>,
     pub(crate) reply: oneshot::Sender<Result<PublishReceipt, PublishError>>,
 }
 
@@ -120,6 +130,7 @@ pub(crate) fn receipt(event: &NewEvent, write: EventWrite) -> PublishReceipt {
                 .map(|d| DeliveryRef { id: d.id.clone(), webhook_id: d.webhook_id.to_string() })
                 .collect(),
             duplicate: false,
+            tenant: event.tenant.clone(),
         },
         EventWrite::Duplicate(existing) => PublishReceipt {
             id: existing.id,
@@ -131,6 +142,7 @@ pub(crate) fn receipt(event: &NewEvent, write: EventWrite) -> PublishReceipt {
                 .map(|(id, webhook_id)| DeliveryRef { id, webhook_id })
                 .collect(),
             duplicate: true,
+            tenant: existing.tenant,
         },
     }
 }
@@ -199,15 +211,18 @@ mod tests {
                 NewDelivery { id: "dlv_a".into(), webhook_id: Arc::from("w1") },
                 NewDelivery { id: "dlv_b".into(), webhook_id: Arc::from("w2") },
             ],
+            tenant: Some("venue-a".into()),
         };
         let r = receipt(&event, EventWrite::Created { dropped: vec!["dlv_b".into()] });
         assert_eq!(r.deliveries, vec![DeliveryRef { id: "dlv_a".into(), webhook_id: "w1".into() }]);
         assert!(!r.duplicate);
+        assert_eq!(r.tenant.as_deref(), Some("venue-a"));
         let first = ExistingEvent {
             id: "evt_0".into(),
             event_type: "order.created".into(),
             timestamp: "t0".into(),
             deliveries: vec![("dlv_x".into(), "w1".into())],
+            tenant: None,
         };
         let r = receipt(&event, EventWrite::Duplicate(first));
         assert_eq!((r.id.as_str(), r.duplicate, r.deliveries.len()), ("evt_0", true, 1));

@@ -16,6 +16,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "replay", include_str!("../../../migrations/postgres/0005_replay.sql")),
     // retention (part: retention); 0004 and 0005 belong to other parts and are renumbered on merge
     (6, "retention", include_str!("../../../migrations/postgres/0006_retention.sql")),
+    // tenants part (4-6 belong to other parts; the runner applies versions above the current one)
+    (7, "tenants", include_str!("../../../migrations/postgres/0007_tenants.sql")),
 ];
 
 /// The advisory-lock key of a schema's migrations (FNV-1a of the channel name: stable across

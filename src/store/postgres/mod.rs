@@ -345,6 +345,40 @@ impl Store for PgStore {
         self.run(move |inner| async move { replay::interrupt_recoveries(&inner, &node_id, now_ms).await }).await
     }
 
+    // ----- tenants part -----
+
+    async fn list_tenant_webhooks(
+        &self,
+        tenant: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookView>> {
+        let tenant = tenant.to_string();
+        self.run(move |inner| async move {
+            read::list_tenant_webhooks(&inner, tenant, after.unwrap_or_default(), limit).await
+        })
+        .await
+    }
+
+    async fn create_api_token(&self, token: ApiTokenRecord) -> StoreResult<()> {
+        self.run(move |inner| async move { registry::create_api_token(&inner, &token).await }).await
+    }
+
+    async fn api_token(&self, id: &str) -> StoreResult<Option<ApiTokenRecord>> {
+        let id = id.to_string();
+        self.run(move |inner| async move { read::api_token(&inner, &id).await }).await
+    }
+
+    async fn list_api_tokens(&self, after: Option<String>, limit: u32) -> StoreResult<Vec<ApiTokenRecord>> {
+        self.run(move |inner| async move { read::list_api_tokens(&inner, after.unwrap_or_default(), limit).await })
+            .await
+    }
+
+    async fn delete_api_token(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.run(move |inner| async move { registry::delete_api_token(&inner, &id).await }).await
+    }
+
     fn exclusive(&self) -> bool {
         false
     }

@@ -11,11 +11,11 @@ use crate::store::common::{RawHealth, RawWebhook};
 use crate::store::*;
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
-     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision";
+     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant";
 
-/// A registration with its health (columns 13..=19) and lease (20..=22).
+/// A registration with its health (columns 14..=20) and lease (21..=23).
 const VIEW_SELECT: &str = "SELECT w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
-     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, \
+     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant, \
      s.state, s.consecutive_failures, s.failing_since, s.last_success_at, s.last_failure_at, s.breaker_probe_at, \
      s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0) \
      FROM webhooks w LEFT JOIN webhook_state s ON s.webhook_id = w.id \
@@ -37,6 +37,7 @@ fn webhook(r: &Row) -> StoreResult<WebhookRecord> {
         created_at: col(r, 10)?,
         updated_at: col(r, 11)?,
         revision: col(r, 12)?,
+        tenant: col(r, 13)?,
     }
     .decode()
 }
@@ -55,10 +56,10 @@ fn raw_health(r: &Row, at: usize) -> StoreResult<RawHealth> {
 }
 
 fn view(r: &Row) -> StoreResult<WebhookView> {
-    let health = raw_health(r, 13)?;
-    let owner = match col::<Option<String>>(r, 20)? {
+    let health = raw_health(r, 14)?;
+    let owner = match col::<Option<String>>(r, 21)? {
         Some(node_id) => {
-            Some(LeaseInfo { node_id, epoch: col::<i64>(r, 21)?.max(0) as u64, expires_at_ms: col(r, 22)? })
+            Some(LeaseInfo { node_id, epoch: col::<i64>(r, 22)?.max(0) as u64, expires_at_ms: col(r, 23)? })
         }
         None => None,
     };
@@ -81,6 +82,23 @@ pub(super) async fn list_webhooks(inner: &Inner, after: String, limit: u32) -> S
     let mut views = rows.iter().map(view).collect::<StoreResult<Vec<_>>>()?;
     super::replay::attach(&client, &mut views).await?;
     Ok(views)
+}
+
+/// One tenant's registrations after `after` (tenants part).
+pub(super) async fn list_tenant_webhooks(
+    inner: &Inner,
+    tenant: String,
+    after: String,
+    limit: u32,
+) -> StoreResult<Vec<WebhookView>> {
+    let client = inner.pool.get().await.map_err(pool_err)?;
+    let rows = query(
+        &client,
+        &format!("{VIEW_SELECT} WHERE w.tenant = $1 AND w.id > $2 ORDER BY w.id LIMIT $3"),
+        &[&tenant, &after, &i64::from(limit)],
+    )
+    .await?;
+    rows.iter().map(view).collect()
 }
 
 pub(super) async fn registry_changes(inner: &Inner, since: u64) -> StoreResult<RegistryChanges> {
@@ -315,6 +333,11 @@ pub(super) async fn list_deliveries(
     if let Some(t) = filter.until_ms {
         and("d.created_at <", Box::new(t));
     }
+    // tenants part
+    if let Some(t) = filter.tenant {
+        args.push(t);
+        sql.push_str(&format!(" AND d.webhook_id IN (SELECT id FROM webhooks WHERE tenant = ${})", args.len()));
+    }
     if let Some(b) = before {
         and("d.id <", Box::new(b));
     }
@@ -322,4 +345,38 @@ pub(super) async fn list_deliveries(
     let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
     let rows = query(&client, &sql, &params).await?;
     rows.iter().map(delivery).collect()
+}
+
+// ----- tenants part: API tokens -----
+
+fn token(r: &Row) -> StoreResult<ApiTokenRecord> {
+    Ok(ApiTokenRecord {
+        id: col(r, 0)?,
+        tenant: col(r, 1)?,
+        secret_hash: col(r, 2)?,
+        description: col(r, 3)?,
+        created_at_ms: col(r, 4)?,
+    })
+}
+
+pub(super) async fn api_token(inner: &Inner, id: &str) -> StoreResult<Option<ApiTokenRecord>> {
+    let client = inner.pool.get().await.map_err(pool_err)?;
+    let row = query_opt(
+        &client,
+        "SELECT id, tenant, secret_hash, description, created_at FROM api_tokens WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    row.as_ref().map(token).transpose()
+}
+
+pub(super) async fn list_api_tokens(inner: &Inner, after: String, limit: u32) -> StoreResult<Vec<ApiTokenRecord>> {
+    let client = inner.pool.get().await.map_err(pool_err)?;
+    let rows = query(
+        &client,
+        "SELECT id, tenant, secret_hash, description, created_at FROM api_tokens WHERE id > $1 ORDER BY id LIMIT $2",
+        &[&after, &i64::from(limit)],
+    )
+    .await?;
+    rows.iter().map(token).collect()
 }

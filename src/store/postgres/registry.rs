@@ -28,12 +28,12 @@ pub(super) async fn upsert_webhook(inner: &Inner, w: &WebhookRecord) -> StoreRes
     execute(
         &tx,
         "INSERT INTO webhooks (id, url, secret, events, headers, retry_config, max_in_flight, description, \
-         disabled_at, disabled_reason, created_at, updated_at, revision) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10, $11) \
+         disabled_at, disabled_reason, created_at, updated_at, revision, tenant) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10, $11, $12) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, events = excluded.events, \
          headers = excluded.headers, retry_config = excluded.retry_config, max_in_flight = excluded.max_in_flight, \
          description = excluded.description, disabled_at = NULL, disabled_reason = NULL, \
-         updated_at = excluded.updated_at, revision = excluded.revision",
+         updated_at = excluded.updated_at, revision = excluded.revision, tenant = excluded.tenant",
         &[
             &w.id,
             &w.url,
@@ -46,6 +46,7 @@ pub(super) async fn upsert_webhook(inner: &Inner, w: &WebhookRecord) -> StoreRes
             &w.created_at_ms,
             &w.updated_at_ms,
             &revision,
+            &w.tenant,
         ],
     )
     .await?;
@@ -108,4 +109,22 @@ pub(super) async fn delete_webhook(inner: &Inner, id: &str, at_ms: i64) -> Store
     notify::send(&tx, &inner.channel, &notify::registry_payload(&inner.node_id)).await?;
     tx.commit().await.map_err(pg)?;
     Ok(true)
+}
+
+// ----- tenants part: API tokens -----
+
+pub(super) async fn create_api_token(inner: &Inner, t: &ApiTokenRecord) -> StoreResult<()> {
+    let client = inner.pool.get().await.map_err(pool_err)?;
+    execute(
+        &client,
+        "INSERT INTO api_tokens (id, tenant, secret_hash, description, created_at) VALUES ($1, $2, $3, $4, $5)",
+        &[&t.id, &t.tenant, &t.secret_hash, &t.description, &t.created_at_ms],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn delete_api_token(inner: &Inner, id: &str) -> StoreResult<bool> {
+    let client = inner.pool.get().await.map_err(pool_err)?;
+    Ok(execute(&client, "DELETE FROM api_tokens WHERE id = $1", &[&id]).await? > 0)
 }

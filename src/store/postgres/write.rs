@@ -83,8 +83,8 @@ async fn lease_epochs(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<V
 async fn existing_event(tx: &Transaction<'_>, key: &str) -> StoreResult<ExistingEvent> {
     let row = query_opt(
         tx,
-        "SELECT e.id, e.event_type, e.timestamp FROM idempotency_keys k JOIN events e ON e.id = k.event_id \
-         WHERE k.key = $1",
+        "SELECT e.id, e.event_type, e.timestamp, e.tenant FROM idempotency_keys k \
+         JOIN events e ON e.id = k.event_id WHERE k.key = $1",
         &[&key],
     )
     .await?
@@ -97,13 +97,15 @@ async fn existing_event(tx: &Transaction<'_>, key: &str) -> StoreResult<Existing
         event_type: col(&row, 1)?,
         timestamp: col(&row, 2)?,
         deliveries: rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect::<StoreResult<_>>()?,
+        tenant: col(&row, 3)?,
         id,
     })
 }
 
-/// New events as columns for one multi-row insert: id, type, payload, timestamp, created_at.
+/// New events as columns for one multi-row insert: id, type, payload, timestamp, created_at,
+/// tenant.
 #[derive(Default)]
-struct EventColumns<'a>(Vec<&'a str>, Vec<&'a str>, Vec<&'a [u8]>, Vec<&'a str>, Vec<i64>);
+struct EventColumns<'a>(Vec<&'a str>, Vec<&'a str>, Vec<&'a [u8]>, Vec<&'a str>, Vec<i64>, Vec<Option<&'a str>>);
 
 /// New deliveries as columns: id, event id, webhook id, created_at (= first due time).
 #[derive(Default)]
@@ -180,6 +182,7 @@ async fn write_events(
                     event_type: first.event_type.clone(),
                     timestamp: first.timestamp.clone(),
                     deliveries,
+                    tenant: first.tenant.clone(),
                 }));
                 continue;
             }
@@ -189,6 +192,7 @@ async fn write_events(
         ev_cols.2.push(&ev.payload);
         ev_cols.3.push(&ev.timestamp);
         ev_cols.4.push(ev.created_at_ms);
+        ev_cols.5.push(ev.tenant.as_deref());
         let mut dropped = Vec::new();
         for d in &ev.deliveries {
             if live.contains(&*d.webhook_id) {
@@ -206,9 +210,9 @@ async fn write_events(
     if !ev_cols.0.is_empty() {
         execute(
             tx,
-            "INSERT INTO events (id, event_type, payload, timestamp, created_at) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint[])",
-            &[&ev_cols.0, &ev_cols.1, &ev_cols.2, &ev_cols.3, &ev_cols.4],
+            "INSERT INTO events (id, event_type, payload, timestamp, created_at, tenant) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint[], $6::text[])",
+            &[&ev_cols.0, &ev_cols.1, &ev_cols.2, &ev_cols.3, &ev_cols.4, &ev_cols.5],
         )
         .await?;
     }

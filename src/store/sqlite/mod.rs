@@ -239,6 +239,36 @@ impl Store for SqliteStore {
         self.write(move |tx| replay::interrupt_recoveries(tx, &node_id, now_ms)).await
     }
 
+    // ----- tenants part -----
+
+    async fn list_tenant_webhooks(
+        &self,
+        tenant: &str,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookView>> {
+        let tenant = tenant.to_string();
+        self.read(move |c| read::list_tenant_webhooks(c, &tenant, after.as_deref().unwrap_or_default(), limit)).await
+    }
+
+    async fn create_api_token(&self, token: ApiTokenRecord) -> StoreResult<()> {
+        self.write(move |tx| write::create_api_token(tx, &token)).await
+    }
+
+    async fn api_token(&self, id: &str) -> StoreResult<Option<ApiTokenRecord>> {
+        let id = id.to_string();
+        self.read(move |c| read::api_token(c, &id)).await
+    }
+
+    async fn list_api_tokens(&self, after: Option<String>, limit: u32) -> StoreResult<Vec<ApiTokenRecord>> {
+        self.read(move |c| read::list_api_tokens(c, after.as_deref().unwrap_or_default(), limit)).await
+    }
+
+    async fn delete_api_token(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_string();
+        self.write(move |tx| write::delete_api_token(tx, &id)).await
+    }
+
     fn exclusive(&self) -> bool {
         true
     }

@@ -9,12 +9,12 @@ use crate::store::common::{RawHealth, RawWebhook};
 use crate::store::*;
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
-     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision";
+     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant";
 
-/// A registration with its health and lease: `WEBHOOK_COLUMNS`, then health (13..=19), then
-/// the lease (20..=22).
+/// A registration with its health and lease: `WEBHOOK_COLUMNS`, then health (14..=20), then
+/// the lease (21..=23).
 const VIEW_SELECT: &str = "SELECT w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
-     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, \
+     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant, \
      s.state, s.consecutive_failures, s.failing_since, s.last_success_at, s.last_failure_at, s.breaker_probe_at, \
      s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0) \
      FROM webhooks w LEFT JOIN webhook_state s ON s.webhook_id = w.id \
@@ -36,16 +36,17 @@ fn raw_webhook(r: &Row<'_>) -> rusqlite::Result<RawWebhook> {
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
         revision: r.get(12)?,
+        tenant: r.get(13)?,
     })
 }
 
 type RawView = (RawWebhook, RawHealth, Option<LeaseInfo>);
 
 fn raw_view(r: &Row<'_>) -> rusqlite::Result<RawView> {
-    let health = raw_health(r, 13)?;
-    let owner = match r.get::<_, Option<String>>(20)? {
+    let health = raw_health(r, 14)?;
+    let owner = match r.get::<_, Option<String>>(21)? {
         Some(node_id) => {
-            Some(LeaseInfo { node_id, epoch: r.get::<_, i64>(21)?.max(0) as u64, expires_at_ms: r.get(22)? })
+            Some(LeaseInfo { node_id, epoch: r.get::<_, i64>(22)?.max(0) as u64, expires_at_ms: r.get(23)? })
         }
         None => None,
     };
@@ -74,6 +75,15 @@ pub(super) fn list_webhooks(c: &Connection, after: &str, limit: u32) -> StoreRes
     let mut views = raws.into_iter().map(decode_view).collect::<StoreResult<Vec<_>>>()?;
     super::replay::attach(c, &mut views)?;
     Ok(views)
+}
+
+/// One tenant's registrations after `after` (tenants part).
+pub(super) fn list_tenant_webhooks(c: &Connection, tenant: &str, after: &str, limit: u32) -> StoreResult<Vec<WebhookView>> {
+    let raws = c
+        .prepare_cached(&format!("{VIEW_SELECT} WHERE w.tenant = ?1 AND w.id > ?2 ORDER BY w.id LIMIT ?3"))
+        .and_then(|mut s| s.query_map(params![tenant, after, limit], raw_view)?.collect::<Result<Vec<_>, _>>())
+        .map_err(unavailable)?;
+    raws.into_iter().map(decode_view).collect()
 }
 
 fn webhooks_where(c: &Connection, cond: &str, arg: i64) -> StoreResult<Vec<WebhookRecord>> {
@@ -336,6 +346,11 @@ pub(super) fn list_deliveries(
     if let Some(t) = filter.until_ms {
         and("d.created_at <", t.into());
     }
+    // tenants part
+    if let Some(t) = filter.tenant {
+        args.push(t);
+        sql.push_str(&format!(" AND d.webhook_id IN (SELECT id FROM webhooks WHERE tenant = ?{})", args.len()));
+    }
     if let Some(b) = before {
         and("d.id <", b.into());
     }
@@ -345,4 +360,30 @@ pub(super) fn list_deliveries(
             s.query_map(rusqlite::params_from_iter(args.iter()), delivery_from_row)?.collect::<Result<Vec<_>, _>>()
         })
         .map_err(unavailable)
+}
+
+// ----- tenants part: API tokens -----
+
+fn token_from_row(r: &Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
+    Ok(ApiTokenRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        secret_hash: r.get(2)?,
+        description: r.get(3)?,
+        created_at_ms: r.get(4)?,
+    })
+}
+
+pub(super) fn api_token(c: &Connection, id: &str) -> StoreResult<Option<ApiTokenRecord>> {
+    c.prepare_cached("SELECT id, tenant, secret_hash, description, created_at FROM api_tokens WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], token_from_row).optional())
+        .map_err(unavailable)
+}
+
+pub(super) fn list_api_tokens(c: &Connection, after: &str, limit: u32) -> StoreResult<Vec<ApiTokenRecord>> {
+    c.prepare_cached(
+        "SELECT id, tenant, secret_hash, description, created_at FROM api_tokens WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )
+    .and_then(|mut s| s.query_map(params![after, limit], token_from_row)?.collect::<Result<Vec<_>, _>>())
+    .map_err(unavailable)
 }

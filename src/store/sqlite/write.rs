@@ -29,12 +29,12 @@ pub(super) fn upsert_webhook(
     let revision = next_revision(tx)?;
     tx.prepare_cached(
         "INSERT INTO webhooks (id, url, secret, events, headers, retry_config, max_in_flight, description, \
-         disabled_at, disabled_reason, created_at, updated_at, revision) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, ?9, ?10, ?11) \
+         disabled_at, disabled_reason, created_at, updated_at, revision, tenant) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, ?9, ?10, ?11, ?12) \
          ON CONFLICT(id) DO UPDATE SET url = excluded.url, secret = excluded.secret, events = excluded.events, \
          headers = excluded.headers, retry_config = excluded.retry_config, max_in_flight = excluded.max_in_flight, \
          description = excluded.description, disabled_at = NULL, disabled_reason = NULL, \
-         updated_at = excluded.updated_at, revision = excluded.revision",
+         updated_at = excluded.updated_at, revision = excluded.revision, tenant = excluded.tenant",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -48,7 +48,8 @@ pub(super) fn upsert_webhook(
             w.description,
             w.created_at_ms,
             w.updated_at_ms,
-            revision
+            revision,
+            w.tenant
         ])
     })
     .map_err(unavailable)?;
@@ -124,15 +125,17 @@ fn fail_pending_of_webhook(tx: &Transaction<'_>, webhook_id: &str, reason: &str,
 fn find_by_idempotency_key(tx: &Transaction<'_>, key: &str) -> StoreResult<Option<ExistingEvent>> {
     let found = tx
         .prepare_cached(
-            "SELECT e.id, e.event_type, e.timestamp FROM idempotency_keys k JOIN events e ON e.id = k.event_id \
-             WHERE k.key = ?1",
+            "SELECT e.id, e.event_type, e.timestamp, e.tenant FROM idempotency_keys k \
+             JOIN events e ON e.id = k.event_id WHERE k.key = ?1",
         )
         .and_then(|mut s| {
-            s.query_row([key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-                .optional()
+            s.query_row([key], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?))
+            })
+            .optional()
         })
         .map_err(unavailable)?;
-    let Some((id, event_type, timestamp)) = found else {
+    let Some((id, event_type, timestamp, tenant)) = found else {
         return Ok(None);
     };
     let (lo, hi) = delivery_id_range(&id);
@@ -143,7 +146,7 @@ fn find_by_idempotency_key(tx: &Transaction<'_>, key: &str) -> StoreResult<Optio
         .query_map(params![lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
         .and_then(|rows| rows.collect::<Result<Vec<(String, String)>, _>>())
         .map_err(unavailable)?;
-    Ok(Some(ExistingEvent { id, event_type, timestamp, deliveries }))
+    Ok(Some(ExistingEvent { id, event_type, timestamp, deliveries, tenant }))
 }
 
 /// Writes the batch's events and their deliveries (idempotency keys honoured, deliveries of
@@ -151,7 +154,8 @@ fn find_by_idempotency_key(tx: &Transaction<'_>, key: &str) -> StoreResult<Optio
 fn write_events(tx: &Transaction<'_>, batch: &WriteBatch, outcome: &mut BatchOutcome) -> StoreResult<()> {
     let mut ins_event = tx
         .prepare_cached(
-            "INSERT INTO events (id, event_type, payload, timestamp, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO events (id, event_type, payload, timestamp, created_at, tenant) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(unavailable)?;
     let mut ins_delivery = tx
@@ -171,7 +175,7 @@ fn write_events(tx: &Transaction<'_>, batch: &WriteBatch, outcome: &mut BatchOut
         }
         let payload = std::str::from_utf8(&ev.payload).map_err(common::corrupt)?;
         ins_event
-            .execute(params![ev.id, ev.event_type, payload, ev.timestamp, ev.created_at_ms])
+            .execute(params![ev.id, ev.event_type, payload, ev.timestamp, ev.created_at_ms, ev.tenant])
             .map_err(unavailable)?;
         if let Some(key) = &ev.idempotency_key {
             tx.prepare_cached("INSERT INTO idempotency_keys (key, event_id) VALUES (?1, ?2)")
@@ -362,4 +366,23 @@ fn write_health(tx: &Transaction<'_>, batch: &WriteBatch, check: &mut FenceCheck
             .map_err(unavailable)?;
     }
     Ok(())
+}
+
+// ----- tenants part: API tokens -----
+
+pub(super) fn create_api_token(tx: &Transaction<'_>, t: &ApiTokenRecord) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO api_tokens (id, tenant, secret_hash, description, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| s.execute(params![t.id, t.tenant, t.secret_hash, t.description, t.created_at_ms]))
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+pub(super) fn delete_api_token(tx: &Transaction<'_>, id: &str) -> StoreResult<bool> {
+    let n = tx
+        .prepare_cached("DELETE FROM api_tokens WHERE id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(unavailable)?;
+    Ok(n > 0)
 }

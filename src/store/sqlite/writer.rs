@@ -20,6 +20,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0006_replay.sql"),
     // retention (part: retention); 0005 and 0006 belong to other parts and are renumbered on merge
     include_str!("../../../migrations/sqlite/0007_retention.sql"),
+    // tenants part (0005-0007 belong to other parts; the integrator orders them)
+    include_str!("../../../migrations/sqlite/0008_tenants.sql"),
 ];
 
 /// Most jobs one transaction takes; bounds the latency a single group adds.
