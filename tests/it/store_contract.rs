@@ -81,6 +81,9 @@ contract!(
     health_round_trip_disable_and_reenable,
     delivery_listing_filters_and_cursors,
     closed_store_refuses_calls,
+    // pacing
+    pacing_fields_round_trip,
+    load_in_order_follows_publish_order_whatever_the_due_times,
 );
 
 fn webhook(id: &str) -> WebhookRecord {
@@ -92,6 +95,8 @@ fn webhook(id: &str) -> WebhookRecord {
         headers: BTreeMap::from([("X-A".into(), "1".into())]),
         retry_config: RetryConfig { max_retries: 2, ..RetryConfig::default() },
         max_in_flight: Some(4),
+        rate_limit_per_second: None,
+        ordered: false,
         description: Some("d".into()),
         disabled_at_ms: None,
         disabled_reason: None,
@@ -819,7 +824,8 @@ async fn pg_concurrent_opens_migrate_once() {
     let schema = &b._schema.as_ref().unwrap().name;
     let n: i64 =
         client.query_one(&format!("SELECT count(*) FROM {schema}.schema_migrations"), &[]).await.unwrap().get(0);
-    assert_eq!(n, 3);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres")).unwrap().count();
+    assert_eq!(n, files as i64, "one record per migration file");
     // A schema from a newer binary is refused.
     client.batch_execute(&format!("INSERT INTO {schema}.schema_migrations VALUES (99, 'future', 0)")).await.unwrap();
     let err = store::open(&b.url, &StoreOptions::default()).await.err().expect("newer schema refused");
@@ -937,4 +943,95 @@ async fn pg_races_between_nodes_resolve_cleanly() {
     }
     a.close().await;
     other.close().await;
+}
+
+// ----- pacing -----
+
+async fn pacing_fields_round_trip(b: &Backend) {
+    let s = b.open("a").await;
+    let paced = WebhookRecord { rate_limit_per_second: Some(2.5), ordered: true, ..webhook("p1") };
+    s.upsert_webhook(paced.clone()).await.unwrap();
+    s.upsert_webhook(webhook("p2")).await.unwrap();
+    let read = s.get_webhook("p1").await.unwrap().unwrap().record;
+    assert_eq!((read.rate_limit_per_second, read.ordered), (Some(2.5), true));
+    let listed = s.list_webhooks(None, 10).await.unwrap();
+    let pacing: Vec<_> = listed.iter().map(|v| (v.record.rate_limit_per_second, v.record.ordered)).collect();
+    assert_eq!(pacing, [(Some(2.5), true), (None, false)]);
+    let changes = s.registry_changes(0).await.unwrap();
+    assert_eq!((changes.upserted[0].rate_limit_per_second, changes.upserted[0].ordered), (Some(2.5), true));
+    // A replacement takes the new values, a tiny rate included.
+    let tiny = WebhookRecord { rate_limit_per_second: Some(1e-3), ordered: false, ..webhook("p1") };
+    s.upsert_webhook(tiny).await.unwrap();
+    let read = s.get_webhook("p1").await.unwrap().unwrap().record;
+    assert_eq!((read.rate_limit_per_second, read.ordered), (Some(1e-3), false));
+    s.upsert_webhook(webhook("p1")).await.unwrap();
+    let since = changes.revision;
+    let changed = s.registry_changes(since).await.unwrap();
+    let p1 = changed.upserted.iter().find(|w| w.id == "p1").expect("p1 changed");
+    assert_eq!((p1.rate_limit_per_second, p1.ordered), (None, false));
+    s.close().await;
+}
+
+async fn load_in_order_follows_publish_order_whatever_the_due_times(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["o1", "o2"]).await;
+    let f = claim(&s, "a", &["o1"], LONG).await.pop().expect("granted");
+    // Published in this order (two commits), due in another.
+    let first = vec![event_at(&["o1"], None, 4_000), event_at(&["o1", "o2"], None, 1_000)];
+    let second = vec![event_at(&["o1"], None, 3_000), event_at(&["o1"], None, 2_000), event_at(&["o1"], None, 500)];
+    let d: Vec<String> = first.iter().chain(&second).map(|e| e.deliveries[0].id.clone()).collect();
+    publish(&s, first).await;
+    publish(&s, second).await;
+    let order = |page: &DuePage| page.items.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+
+    let page = s.load_in_order("o1", vec![], 10).await.unwrap();
+    assert_eq!(order(&page), d, "publish order, not due order");
+    assert_eq!(page.next_due_at_ms, None);
+    assert_eq!(page.items[1].next_attempt_at_ms, 1_000, "each with its own due time");
+    let by_due = s.load_due("o1", 5_000, vec![], 10).await.unwrap();
+    assert_eq!(order(&by_due)[0], d[4], "load_due goes by due time instead");
+
+    assert_eq!(order(&s.load_in_order("o1", vec![], 2).await.unwrap()), d[..2]);
+    assert_eq!(order(&s.load_in_order("o1", vec![d[0].clone(), d[2].clone()], 2).await.unwrap()), [d[1].clone(), d[3].clone()]);
+
+    // The head retrying later stays the head; a finished delivery leaves the queue.
+    apply(
+        &s,
+        WriteBatch {
+            attempts: vec![
+                update(&f, &d[0], attempt(1, 503), NextStep::RetryAt(99_000)),
+                update(&f, &d[1], attempt(1, 200), NextStep::Succeeded),
+                update(&f, &d[2], attempt(1, 400), NextStep::Failed),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let page = s.load_in_order("o1", vec![], 10).await.unwrap();
+    assert_eq!(order(&page), [d[0].clone(), d[3].clone(), d[4].clone()]);
+    assert_eq!((page.items[0].attempts, page.items[0].next_attempt_at_ms), (1, 99_000));
+    assert_eq!(s.load_in_order("o2", vec![], 10).await.unwrap().items.len(), 1, "per webhook");
+    assert!(s.load_in_order("nope", vec![], 10).await.unwrap().items.is_empty());
+    s.close().await;
+}
+
+/// On PostgreSQL, publish order is the order the publishing transactions took their sequence
+/// numbers in, not the order of the ids (minted on each node's own clock).
+#[actix_web::test]
+async fn pg_publish_order_is_the_database_sequence_not_the_id() {
+    let Some(backend) = Backend::postgres().await else { return };
+    let a = backend.open("node-a").await;
+    let b = backend.open("node-b").await;
+    register(&a, &["o1"]).await;
+    // Minted first (a node whose clock is behind), committed second.
+    let early_id = event_at(&["o1"], None, 1_000);
+    let later_id = event_at(&["o1"], None, 1_000);
+    let (early, later) = (early_id.deliveries[0].id.clone(), later_id.deliveries[0].id.clone());
+    assert!(early < later);
+    publish(&b, vec![later_id]).await;
+    publish(&a, vec![early_id]).await;
+    let page = a.load_in_order("o1", vec![], 10).await.unwrap();
+    assert_eq!(page.items.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [later.as_str(), early.as_str()]);
+    a.close().await;
+    b.close().await;
 }

@@ -16,6 +16,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0002_cluster.sql"),
     include_str!("../../../migrations/sqlite/0003_node_leases.sql"),
     include_str!("../../../migrations/sqlite/0004_probes.sql"),
+    // 0005..0008 belong to other parts of issue 9 (lifecycle, replay, retention, tenants).
+    include_str!("../../../migrations/sqlite/0009_pacing.sql"),
 ];
 
 /// Most jobs one transaction takes; bounds the latency a single group adds.
