@@ -194,6 +194,8 @@ fn bench_webhook(id: &str) -> WebhookRecord {
         headers: Default::default(),
         retry_config: RetryConfig::default(),
         max_in_flight: None,
+        rate_limit_per_second: None,
+        ordered: false,
         description: None,
         disabled_at_ms: None,
         disabled_reason: None,

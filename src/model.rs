@@ -122,6 +122,15 @@ pub struct WebhookSpec {
     /// untenanted ones. `None`: it receives only untenanted events. See [`validate_tenant`].
     #[serde(default)]
     pub tenant: Option<String>,
+    // ----- pacing -----
+    /// Attempts per second to this endpoint (a token bucket), more than 0 and at most
+    /// [`spec_limits::RATE_LIMIT_PER_SECOND`]; absent or `null`: no limit.
+    #[serde(default)]
+    pub rate_limit_per_second: Option<f64>,
+    /// One attempt at a time, in publish order (absent: `false`).
+    #[serde(default)]
+    pub ordered: Option<bool>,
+    // ----- end pacing -----
 }
 
 /// A stored webhook registration.
@@ -141,6 +150,12 @@ pub struct WebhookRecord {
     pub retry_config: RetryConfig,
     /// Per-endpoint concurrency override.
     pub max_in_flight: Option<u32>,
+    // ----- pacing -----
+    /// Attempts per second to this endpoint; `None`: no limit.
+    pub rate_limit_per_second: Option<f64>,
+    /// One attempt at a time, in publish order.
+    pub ordered: bool,
+    // ----- end pacing -----
     /// Free text.
     pub description: Option<String>,
     /// When the endpoint was disabled (410 Gone or failing too long), if it is.
@@ -205,6 +220,8 @@ pub mod spec_limits {
     pub const SECRET_LEN: usize = 512;
     /// Longest tenant name (tenants part).
     pub const TENANT_LEN: usize = 128;
+    /// Highest `rateLimitPerSecond` (pacing).
+    pub const RATE_LIMIT_PER_SECOND: f64 = 10_000.0;
 }
 
 /// Headers a webhook's custom headers may not set: the ones the sender owns (framing, the
@@ -368,6 +385,7 @@ impl WebhookSpec {
         {
             return Err(SpecError::Invalid(format!("maxInFlight must be from 1 to {}", spec_limits::MAX_IN_FLIGHT)));
         }
+        validate_rate_limit(self.rate_limit_per_second)?;
         if let Some(d) = &self.description
             && d.chars().count() > spec_limits::DESCRIPTION_LEN
         {
@@ -385,6 +403,8 @@ impl WebhookSpec {
             headers,
             retry_config,
             max_in_flight: self.max_in_flight,
+            rate_limit_per_second: self.rate_limit_per_second,
+            ordered: self.ordered.unwrap_or(false),
             description: self.description,
             disabled_at_ms: None,
             disabled_reason: None,
@@ -393,6 +413,20 @@ impl WebhookSpec {
             revision: 0,
             tenant: self.tenant,
         })
+    }
+}
+
+/// Checks `rateLimitPerSecond` (pacing): a finite number above 0 and at most
+/// [`spec_limits::RATE_LIMIT_PER_SECOND`], or none.
+pub fn validate_rate_limit(rate: Option<f64>) -> Result<(), SpecError> {
+    match rate {
+        Some(r) if !(r.is_finite() && r > 0.0 && r <= spec_limits::RATE_LIMIT_PER_SECOND) => {
+            Err(SpecError::Invalid(format!(
+                "rateLimitPerSecond must be a number above 0 and at most {} (or null for no limit), not {r}",
+                spec_limits::RATE_LIMIT_PER_SECOND
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -599,6 +633,24 @@ mod tests {
             s.into_record("a".into(), &c, &TargetPolicy::default(), None),
             Err(SpecError::Events(CatalogError::UnknownPattern(_)))
         ));
+    fn pacing_fields_are_validated_and_default_to_no_limit_unordered() {
+        let c = EventCatalog::default();
+        let p = TargetPolicy::default();
+        let r = spec("https://example.com").into_record("a".into(), &c, &p, None).unwrap();
+        assert_eq!((r.rate_limit_per_second, r.ordered), (None, false));
+        let mut s = spec("https://example.com");
+        s.rate_limit_per_second = Some(0.5);
+        s.ordered = Some(true);
+        let r = s.into_record("a".into(), &c, &p, None).unwrap();
+        assert_eq!((r.rate_limit_per_second, r.ordered), (Some(0.5), true));
+        for bad in [0.0, -1.0, 1e9, 10_000.5, f64::NAN, f64::INFINITY] {
+            let mut s = spec("https://example.com");
+            s.rate_limit_per_second = Some(bad);
+            let err = s.into_record("a".into(), &c, &p, None).unwrap_err();
+            assert!(err.to_string().contains("rateLimitPerSecond"), "{bad}: {err}");
+        }
+        assert!(validate_rate_limit(Some(spec_limits::RATE_LIMIT_PER_SECOND)).is_ok());
+        assert!(validate_rate_limit(Some(1e-3)).is_ok());
     }
 
     #[test]

@@ -83,6 +83,18 @@ pub struct WebhookIn {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     tenant: Option<Option<String>>,
+    // ----- pacing -----
+    /// Attempts per second to this endpoint, more than 0 and at most 10000 (fractions allowed:
+    /// `0.5` is one attempt every 2 s); absent or `null`: no limit. A token bucket holding
+    /// `max(1, ceil(rate))` tokens: deliveries wait for a token, they are never failed for it
+    /// (400 `invalid_request` outside the range).
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 10000)]
+    rate_limit_per_second: Option<f64>,
+    /// `true`: one attempt at a time, in publish order. A delivery that is retrying holds the
+    /// later ones back until it is delivered or fails for good. Absent or `null`: `false`.
+    #[serde(default)]
+    ordered: Option<bool>,
 }
 
 /// A field that may be absent (`None`), `null` (`Some(None)`) or set.
@@ -195,6 +207,8 @@ impl WebhookIn {
             description: self.description,
             max_in_flight: self.max_in_flight,
             tenant,
+            rate_limit_per_second: self.rate_limit_per_second,
+            ordered: self.ordered,
         })
     }
 }
@@ -246,6 +260,12 @@ pub struct WebhookOut {
     /// Per-endpoint concurrency override; `null` = the server's default.
     #[schema(required = true)]
     max_in_flight: Option<u32>,
+    // ----- pacing -----
+    /// Attempts per second to this endpoint; `null` = no limit.
+    #[schema(required = true, exclusive_minimum = 0, maximum = 10000)]
+    rate_limit_per_second: Option<f64>,
+    /// One attempt at a time, in publish order.
+    ordered: bool,
     /// What the endpoint is doing now.
     state: EndpointState,
     /// Failed attempts since the last success.
@@ -306,6 +326,8 @@ impl From<WebhookInfo> for WebhookOut {
             description: r.description,
             max_in_flight: r.max_in_flight,
             recovery: info.recovery.map(Into::into),
+            rate_limit_per_second: r.rate_limit_per_second,
+            ordered: r.ordered,
         }
     }
 }

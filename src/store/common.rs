@@ -56,6 +56,9 @@ pub(crate) struct RawWebhook {
     pub(crate) updated_at: i64,
     pub(crate) revision: i64,
     pub(crate) tenant: Option<String>,
+    // ----- pacing -----
+    pub(crate) rate_limit_per_second: Option<f64>,
+    pub(crate) ordered: bool,
 }
 
 impl RawWebhook {
@@ -65,6 +68,8 @@ impl RawWebhook {
             headers: serde_json::from_str(&self.headers).map_err(corrupt)?,
             retry_config: serde_json::from_str::<RetryConfig>(&self.retry).map_err(corrupt)?,
             max_in_flight: self.max_in_flight.map(|n| n.clamp(0, i64::from(u32::MAX)) as u32),
+            rate_limit_per_second: self.rate_limit_per_second,
+            ordered: self.ordered,
             id: self.id,
             url: self.url,
             secret: self.secret,

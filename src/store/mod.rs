@@ -100,6 +100,14 @@ pub trait Store: Send + Sync + 'static {
     /// Marks the running recoveries of `node_id` interrupted (the node starts again: its
     /// batches died with its previous run); returns how many.
     async fn interrupt_recoveries(&self, node_id: &str, now_ms: i64) -> StoreResult<u64>;
+    // ----- pacing -----
+
+    /// Up to `limit` pending deliveries of a webhook in publish order (the order their publishes
+    /// committed in: the delivery id on SQLite, a database sequence on PostgreSQL), whatever
+    /// their due time, leaving out the ids in `exclude`: the queue of an `ordered` webhook, whose
+    /// head is attempted at its own due time while the rest wait behind it. `next_due_at_ms` is
+    /// always `None` (the head's due time is on its row).
+    async fn load_in_order(&self, webhook_id: &str, exclude: Vec<String>, limit: u32) -> StoreResult<DuePage>;
 
     // ----- cluster -----
 

@@ -94,6 +94,9 @@ impl Store for FaultyStore {
     async fn load_due(&self, webhook_id: &str, now_ms: i64, exclude: Vec<String>, limit: u32) -> StoreResult<DuePage> {
         self.inner.load_due(webhook_id, now_ms, exclude, limit).await
     }
+    async fn load_in_order(&self, webhook_id: &str, exclude: Vec<String>, limit: u32) -> StoreResult<DuePage> {
+        self.inner.load_in_order(webhook_id, exclude, limit).await
+    }
     async fn due_summary(&self, ids: Vec<String>) -> StoreResult<Vec<PendingSummary>> {
         self.inner.due_summary(ids).await
     }

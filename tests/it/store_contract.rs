@@ -86,6 +86,9 @@ contract!(
     recovery_runs_in_batches_over_its_window,
     recovery_states_running_interrupted_and_replaced,
     delivery_listing_by_event_and_creation_time,
+    // pacing
+    pacing_fields_round_trip,
+    load_in_order_follows_publish_order_whatever_the_due_times,
 );
 
 // The tenants part's contract tests (tenant column, events' tenant, API tokens).
@@ -1318,4 +1321,95 @@ async fn prune_keeps_everything_without_cutoffs(b: &Backend) {
     assert_eq!((out.pruned, out.more, out.busy), (PruneCounts::default(), false, false));
     assert_eq!(delivery(&s, &d).await.0.status, DeliveryStatus::Success);
     s.close().await;
+}
+
+// ----- pacing -----
+
+async fn pacing_fields_round_trip(b: &Backend) {
+    let s = b.open("a").await;
+    let paced = WebhookRecord { rate_limit_per_second: Some(2.5), ordered: true, ..webhook("p1") };
+    s.upsert_webhook(paced.clone()).await.unwrap();
+    s.upsert_webhook(webhook("p2")).await.unwrap();
+    let read = s.get_webhook("p1").await.unwrap().unwrap().record;
+    assert_eq!((read.rate_limit_per_second, read.ordered), (Some(2.5), true));
+    let listed = s.list_webhooks(None, 10).await.unwrap();
+    let pacing: Vec<_> = listed.iter().map(|v| (v.record.rate_limit_per_second, v.record.ordered)).collect();
+    assert_eq!(pacing, [(Some(2.5), true), (None, false)]);
+    let changes = s.registry_changes(0).await.unwrap();
+    assert_eq!((changes.upserted[0].rate_limit_per_second, changes.upserted[0].ordered), (Some(2.5), true));
+    // A replacement takes the new values, a tiny rate included.
+    let tiny = WebhookRecord { rate_limit_per_second: Some(1e-3), ordered: false, ..webhook("p1") };
+    s.upsert_webhook(tiny).await.unwrap();
+    let read = s.get_webhook("p1").await.unwrap().unwrap().record;
+    assert_eq!((read.rate_limit_per_second, read.ordered), (Some(1e-3), false));
+    s.upsert_webhook(webhook("p1")).await.unwrap();
+    let since = changes.revision;
+    let changed = s.registry_changes(since).await.unwrap();
+    let p1 = changed.upserted.iter().find(|w| w.id == "p1").expect("p1 changed");
+    assert_eq!((p1.rate_limit_per_second, p1.ordered), (None, false));
+    s.close().await;
+}
+
+async fn load_in_order_follows_publish_order_whatever_the_due_times(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["o1", "o2"]).await;
+    let f = claim(&s, "a", &["o1"], LONG).await.pop().expect("granted");
+    // Published in this order (two commits), due in another.
+    let first = vec![event_at(&["o1"], None, 4_000), event_at(&["o1", "o2"], None, 1_000)];
+    let second = vec![event_at(&["o1"], None, 3_000), event_at(&["o1"], None, 2_000), event_at(&["o1"], None, 500)];
+    let d: Vec<String> = first.iter().chain(&second).map(|e| e.deliveries[0].id.clone()).collect();
+    publish(&s, first).await;
+    publish(&s, second).await;
+    let order = |page: &DuePage| page.items.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+
+    let page = s.load_in_order("o1", vec![], 10).await.unwrap();
+    assert_eq!(order(&page), d, "publish order, not due order");
+    assert_eq!(page.next_due_at_ms, None);
+    assert_eq!(page.items[1].next_attempt_at_ms, 1_000, "each with its own due time");
+    let by_due = s.load_due("o1", 5_000, vec![], 10).await.unwrap();
+    assert_eq!(order(&by_due)[0], d[4], "load_due goes by due time instead");
+
+    assert_eq!(order(&s.load_in_order("o1", vec![], 2).await.unwrap()), d[..2]);
+    assert_eq!(order(&s.load_in_order("o1", vec![d[0].clone(), d[2].clone()], 2).await.unwrap()), [d[1].clone(), d[3].clone()]);
+
+    // The head retrying later stays the head; a finished delivery leaves the queue.
+    apply(
+        &s,
+        WriteBatch {
+            attempts: vec![
+                update(&f, &d[0], attempt(1, 503), NextStep::RetryAt(99_000)),
+                update(&f, &d[1], attempt(1, 200), NextStep::Succeeded),
+                update(&f, &d[2], attempt(1, 400), NextStep::Failed),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let page = s.load_in_order("o1", vec![], 10).await.unwrap();
+    assert_eq!(order(&page), [d[0].clone(), d[3].clone(), d[4].clone()]);
+    assert_eq!((page.items[0].attempts, page.items[0].next_attempt_at_ms), (1, 99_000));
+    assert_eq!(s.load_in_order("o2", vec![], 10).await.unwrap().items.len(), 1, "per webhook");
+    assert!(s.load_in_order("nope", vec![], 10).await.unwrap().items.is_empty());
+    s.close().await;
+}
+
+/// On PostgreSQL, publish order is the order the publishing transactions took their sequence
+/// numbers in, not the order of the ids (minted on each node's own clock).
+#[actix_web::test]
+async fn pg_publish_order_is_the_database_sequence_not_the_id() {
+    let Some(backend) = Backend::postgres().await else { return };
+    let a = backend.open("node-a").await;
+    let b = backend.open("node-b").await;
+    register(&a, &["o1"]).await;
+    // Minted first (a node whose clock is behind), committed second.
+    let early_id = event_at(&["o1"], None, 1_000);
+    let later_id = event_at(&["o1"], None, 1_000);
+    let (early, later) = (early_id.deliveries[0].id.clone(), later_id.deliveries[0].id.clone());
+    assert!(early < later);
+    publish(&b, vec![later_id]).await;
+    publish(&a, vec![early_id]).await;
+    let page = a.load_in_order("o1", vec![], 10).await.unwrap();
+    assert_eq!(page.items.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [later.as_str(), early.as_str()]);
+    a.close().await;
+    b.close().await;
 }

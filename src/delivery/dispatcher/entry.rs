@@ -11,6 +11,7 @@ use metrics::Gauge;
 
 use crate::catalog::Subscription;
 use crate::delivery::Shared;
+use crate::delivery::endpoint::pacing::{Pacer, monotonic_ms};
 use crate::delivery::endpoint::{EndpointActor, EndpointConfig, EndpointStart};
 use crate::delivery::health::{EndpointState, Health};
 use crate::metrics::WebhookLabel;
@@ -45,6 +46,9 @@ pub(super) struct EndpointEntry {
     pub(super) lease: Option<Fence>,
     /// tenants part: the tenant it belongs to (it takes that tenant's events and untenanted ones).
     pub(super) tenant: Option<Arc<str>>,
+    /// Pacing: the rate limit of this lease tenure, made when the lease is taken (its bucket
+    /// starts empty then) and kept while the actor hibernates or restarts.
+    pub(super) pacer: Arc<Pacer>,
 }
 
 impl EndpointEntry {
@@ -67,6 +71,7 @@ impl EndpointEntry {
             sent: 0,
             lease: None,
             tenant: record.tenant.as_deref().map(Arc::from),
+            pacer: Arc::new(Pacer::new(monotonic_ms())),
         }
     }
 
@@ -105,6 +110,7 @@ impl EndpointEntry {
                 label: self.label.clone(),
                 has_backlog,
                 dispatcher: me.clone(),
+                pacer: self.pacer.clone(),
             };
             let actor = EndpointActor::new(start, shared.clone());
             self.sent = 0;
@@ -126,6 +132,7 @@ impl EndpointEntry {
         gauge.set(pending as f64);
         self.pending = Some(gauge);
         self.lease = Some(fence);
+        self.pacer = Arc::new(Pacer::new(monotonic_ms()));
     }
 
     /// Stops owning: the actor stops (its deliveries stay in the store) and the gauge goes (it is

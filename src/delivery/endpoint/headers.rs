@@ -29,6 +29,11 @@ pub(crate) struct EndpointConfig {
     headers: HeaderMap,
     pub(crate) retry: RetryConfig,
     pub(crate) max_in_flight: usize,
+    // ----- pacing -----
+    /// Attempts per second; `None`: no limit.
+    pub(crate) rate_limit_per_second: Option<f64>,
+    /// One attempt at a time, in publish order.
+    pub(crate) ordered: bool,
     /// Set when attempts must not go out (bad stored URL or secret, private target not allowed).
     refused: Option<String>,
 }
@@ -74,6 +79,8 @@ impl EndpointConfig {
             headers,
             retry: r.retry_config,
             max_in_flight: r.max_in_flight.unwrap_or(settings.delivery.max_in_flight).max(1) as usize,
+            rate_limit_per_second: r.rate_limit_per_second,
+            ordered: r.ordered,
             refused,
         }
     }

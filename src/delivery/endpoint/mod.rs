@@ -14,6 +14,7 @@
 
 mod decide;
 mod headers;
+pub(crate) mod pacing;
 mod permits;
 pub(crate) mod window;
 
@@ -28,6 +29,7 @@ use tokio::sync::oneshot;
 
 use self::decide::{AttemptContext, Disable, decide};
 pub(crate) use self::headers::EndpointConfig;
+use self::pacing::{Pacer, monotonic_ms};
 use self::permits::{AttemptPermit, Permits, SUSPECT_MAX_IN_FLIGHT};
 use self::window::Window;
 use super::breaker::{Breaker, Permit};
@@ -121,6 +123,8 @@ pub(crate) struct EndpointStart {
     /// The store may hold due work for it: page it in first.
     pub(crate) has_backlog: bool,
     pub(crate) dispatcher: Recipient<Hibernate>,
+    /// The rate limit of this node's lease tenure (kept by the dispatcher across hibernation).
+    pub(crate) pacer: Arc<Pacer>,
 }
 
 /// When [`EndpointActor::persist_health`] writes.
@@ -179,12 +183,17 @@ pub(crate) struct EndpointActor {
     /// Bumped by every disable: an attempt started under an older value belongs to deliveries
     /// the store has failed since, and must not be retried (even after a re-enable).
     generation: u64,
+    // ----- pacing -----
+    /// The rate limit's token bucket (see [`pacing`]).
+    pacer: Arc<Pacer>,
+    /// Ready work waits for a token until then (Unix ms): the timer wakes the actor for it.
+    pace_at: Option<i64>,
 }
 
 impl EndpointActor {
     pub(crate) fn new(start: EndpointStart, shared: Arc<Shared>) -> Self {
         let disabled = start.health.is_disabled();
-        let mut window = Window::new(shared.settings.delivery.window, shared.window_bytes.clone());
+        let mut window = new_window(&shared, &start.config);
         if start.has_backlog && !disabled {
             window.signal_store();
         }
@@ -215,6 +224,8 @@ impl EndpointActor {
             restarts: (0, None),
             resume_after: None,
             generation: 0,
+            pacer: start.pacer,
+            pace_at: None,
             shared,
         }
     }
@@ -284,6 +295,7 @@ impl EndpointActor {
         }
         let now = now_ms();
         self.window.tick(now);
+        self.pace_at = None;
         if !self.draining && self.window.has_ready() && !self.shared.lease.may_start() {
             // The node could not renew its leases lately: start nothing until it does.
             self.wait_for_lease(ctx);
@@ -294,8 +306,11 @@ impl EndpointActor {
         } else {
             // A failing endpoint gets a smaller share (see `permits`).
             let suspect = self.breaker.consecutive_failures() > 0;
-            let limit =
-                if suspect { self.cfg.max_in_flight.min(SUSPECT_MAX_IN_FLIGHT) } else { self.cfg.max_in_flight };
+            let limit = match (self.cfg.ordered, suspect) {
+                (true, _) => 1, // one at a time, in publish order (the window releases one anyway)
+                (false, true) => self.cfg.max_in_flight.min(SUSPECT_MAX_IN_FLIGHT),
+                (false, false) => self.cfg.max_in_flight,
+            };
             if !self.draining
                 && !self.window.has_ready()
                 && self.breaker.permit(now, self.window.in_flight()) == Permit::Probe
@@ -309,7 +324,16 @@ impl EndpointActor {
                     Permit::Probe => true,
                     Permit::Wait { .. } => break,
                 };
-                let Some(permit) = self.take_permit(suspect, ctx) else { break };
+                // The rate limit: wait for a token (never fail for it), holding no attempt permit.
+                let mono = monotonic_ms();
+                if let Err(at) = self.pacer.take(self.cfg.rate_limit_per_second, mono) {
+                    self.pace_at = Some(now.saturating_add(at - mono));
+                    break;
+                }
+                let Some(permit) = self.take_permit(suspect, ctx) else {
+                    self.pacer.refund();
+                    break;
+                };
                 let p = self.window.start_next().expect("has_ready");
                 if probe {
                     self.breaker.probe_started();
@@ -317,8 +341,8 @@ impl EndpointActor {
                 self.start_attempt(p, probe, permit, ctx);
             }
         }
-        if !self.window.has_ready() {
-            self.permits.release_spares(); // nothing to use them for: give them back
+        if !self.window.has_ready() || self.pace_at.is_some() {
+            self.permits.release_spares(); // nothing to use them for now: give them back
         }
         self.maybe_page(ctx);
         self.refresh_state(now);
@@ -427,6 +451,9 @@ impl EndpointActor {
             return;
         }
         let mut next = self.window.next_due_ms();
+        if let Some(at) = self.pace_at {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
         // While the breaker is open: wake at the probe time (to probe with whatever is held, or to
         // show the endpoint as no longer paused when nothing is).
         if let Permit::Wait { retry_at_ms } = self.breaker.permit(now, self.window.in_flight())
@@ -700,6 +727,7 @@ impl EndpointActor {
         let ledger = self.shared.ledger.clone();
         let id = self.cfg.id.clone();
         let inject = self.shared.faults.take(&id, &Fault::PagePanic);
+        let ordered = self.window.is_ordered();
         let fut = async move {
             if barrier {
                 let (tx, rx) = oneshot::channel();
@@ -709,10 +737,14 @@ impl EndpointActor {
             if inject {
                 panic!("injected fault: page-in future");
             }
-            store.load_due(&id, now_ms(), req.exclude, req.limit).await
+            if ordered {
+                store.load_in_order(&id, req.exclude, req.limit).await
+            } else {
+                store.load_due(&id, now_ms(), req.exclude, req.limit).await
+            }
         };
         ctx.spawn(AssertUnwindSafe(fut).catch_unwind().into_actor(self).map(move |res, act, ctx| match res {
-            Ok(res) => act.guarded(ctx, move |act, ctx| act.on_page(res, limit, ctx)),
+            Ok(res) => act.guarded(ctx, move |act, ctx| act.on_page(res, limit, ordered, ctx)),
             Err(panic) => {
                 tracing::error!(node = %act.shared.node_id, webhook = %act.cfg.id, panic = %panic_text(&*panic), "page-in panicked; restarting the endpoint");
                 ctx.stop();
@@ -720,10 +752,16 @@ impl EndpointActor {
         }));
     }
 
-    fn on_page(&mut self, res: StoreResult<DuePage>, limit: u32, ctx: &mut Context<Self>) {
+    fn on_page(&mut self, res: StoreResult<DuePage>, limit: u32, ordered: bool, ctx: &mut Context<Self>) {
         self.activity += 1;
         if self.disabled || self.retired {
             self.window.on_page_failed();
+            return;
+        }
+        if ordered != self.window.is_ordered() {
+            // `ordered` changed while the page loaded: it is in the other order; load again.
+            self.window.on_page_failed();
+            self.pump(ctx);
             return;
         }
         match res {
@@ -740,6 +778,13 @@ impl EndpointActor {
             }
         }
     }
+}
+
+/// An empty window for the endpoint, ordered if its registration says so.
+fn new_window(shared: &Shared, cfg: &EndpointConfig) -> Window {
+    let mut window = Window::new(shared.settings.delivery.window, shared.window_bytes.clone());
+    window.set_ordered(cfg.ordered, now_ms());
+    window
 }
 
 impl Actor for EndpointActor {
@@ -774,7 +819,8 @@ impl Supervised for EndpointActor {
         self.resume_after = Some((Duration::from_millis(100) * 2u32.pow(exp)).min(Duration::from_secs(30)));
         // Timers and in-flight futures are gone: start over from the store, after the ledger has
         // committed whatever the previous incarnation recorded.
-        self.window = Window::new(self.shared.settings.delivery.window, self.shared.window_bytes.clone());
+        self.window = new_window(&self.shared, &self.cfg);
+        self.pace_at = None;
         self.timer = None;
         self.lease_wait = None;
         self.running = 0;
@@ -833,6 +879,9 @@ impl Handler<Reconfigure> for EndpointActor {
         self.received += 1;
         self.guarded(ctx, |act, ctx| {
             act.cfg = msg.config;
+            // Pacing: a change of `ordered` re-sorts what the window holds (the rate is read at
+            // each attempt).
+            act.window.set_ordered(act.cfg.ordered, now_ms());
             if msg.reenable && act.disabled {
                 act.disabled = false;
                 act.breaker.reset(act.shared.settings.breaker.clone());

@@ -14,6 +14,13 @@
 //! the budget stays in the store and is paged in later, except that an empty window always takes
 //! one, so every endpoint makes progress.
 //!
+//! An `ordered` window (pacing) keeps what it holds in a publish-order `queue` and releases one
+//! delivery at a time, its *head*, to the usual ready/waiting machinery: the head goes at its own
+//! due time (retries included) while the rest wait behind it, and the next is released only when
+//! the head is done (delivered or failed) and nothing is in flight. Such a window takes nothing
+//! offered directly (a publish on this node could overtake an older one committed by another
+//! node); it pages everything in from the store in publish order (`Store::load_in_order`).
+//!
 //! Times are Unix ms, passed in; nothing here does I/O.
 
 use std::cmp::Ordering;
@@ -122,6 +129,13 @@ pub(crate) struct Window {
     recent_set: HashSet<Box<str>>,
     seq: u64,
     store: StoreSide,
+    // ----- pacing -----
+    /// Ordered mode: one delivery at a time, in publish order.
+    ordered: bool,
+    /// Ordered mode: held deliveries behind the head, in publish order.
+    queue: VecDeque<Pending>,
+    /// Ordered mode: the delivery released to ready/waiting/in flight, if any.
+    head: Option<Box<str>>,
 }
 
 impl Window {
@@ -138,6 +152,9 @@ impl Window {
             recent_set: HashSet::new(),
             seq: 0,
             store: StoreSide::default(),
+            ordered: false,
+            queue: VecDeque::new(),
+            head: None,
         }
     }
 
@@ -170,9 +187,19 @@ impl Window {
         true
     }
 
-    /// Puts a delivery already charged for where it belongs.
+    /// Puts a delivery already charged for where it belongs (ordered: at the back of the queue).
     fn hold(&mut self, p: Pending, bytes: usize, now_ms: i64) {
         self.held.insert(p.id.clone(), bytes);
+        if self.ordered {
+            self.queue.push_back(p);
+            self.release(now_ms);
+        } else {
+            self.place(p, now_ms);
+        }
+    }
+
+    /// Ready now or waiting for its time.
+    fn place(&mut self, p: Pending, now_ms: i64) {
         if p.due_ms <= now_ms {
             self.ready.push_back(p);
         } else {
@@ -187,6 +214,11 @@ impl Window {
         let mut taken = 0;
         for p in items {
             if self.knows(&p.id) {
+                continue;
+            }
+            if self.ordered {
+                // Paged in publish order instead (see the module documentation).
+                self.signal_store();
                 continue;
             }
             if self.store.has_more || self.held.len() >= self.capacity || !self.admit(p, now_ms) {
@@ -212,6 +244,7 @@ impl Window {
     /// Moves deliveries whose retry time has come to `ready`, and wakes the store side when its
     /// next due time has come.
     pub(crate) fn tick(&mut self, now_ms: i64) {
+        self.release(now_ms);
         while self.waiting.peek().is_some_and(|w| w.due_ms <= now_ms) {
             let w = self.waiting.pop().expect("peeked");
             self.ready.push_back(w.pending);
@@ -241,9 +274,13 @@ impl Window {
         Some(p)
     }
 
-    /// An attempt ended and the delivery is done (delivered or failed).
+    /// An attempt ended and the delivery is done (delivered or failed). In ordered mode the next
+    /// delivery is released at the next [`Window::tick`].
     pub(crate) fn finished(&mut self, id: &str) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if self.head.as_deref() == Some(id) {
+            self.head = None;
+        }
         if let Some((id, bytes)) = self.held.remove_entry(id) {
             self.budget.release(bytes);
             self.recent_set.insert(id.clone());
@@ -260,7 +297,16 @@ impl Window {
     pub(crate) fn retry(&mut self, p: Pending, now_ms: i64) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let bytes = self.held.remove(&p.id).unwrap_or(0);
-        self.hold(p, bytes, now_ms); // keeps its charge
+        if self.ordered && self.head.as_deref() != Some(&*p.id) {
+            // Started before the window became ordered: it goes back to the store and returns
+            // in publish order.
+            self.budget.release(bytes);
+            self.signal_store();
+            self.release(now_ms);
+            return;
+        }
+        self.held.insert(p.id.clone(), bytes); // keeps its charge
+        self.place(p, now_ms);
     }
 
     /// Deliveries put back in the queue, due now (replay: a retry, or a recovery's batch). Ones
@@ -289,6 +335,11 @@ impl Window {
     /// A page to load now, if the store may hold work and the window is at most half full.
     pub(crate) fn page_request(&mut self) -> Option<PageRequest> {
         if !self.store.has_more || self.store.loading || self.held.len() > self.capacity / 2 {
+            return None;
+        }
+        if self.ordered && self.head.is_none() && self.in_flight > 0 {
+            // Attempts from before the window became ordered are still out: their outcome decides
+            // where they stand in the queue.
             return None;
         }
         self.store.loading = true;
@@ -356,13 +407,62 @@ impl Window {
     pub(crate) fn clear(&mut self) -> Vec<Pending> {
         let mut out: Vec<Pending> = self.ready.drain(..).collect();
         out.extend(self.waiting.drain().map(|w| w.pending));
+        out.extend(self.queue.drain(..));
         for p in &out {
             if let Some(bytes) = self.held.remove(&p.id) {
                 self.budget.release(bytes);
             }
         }
+        if self.head.as_ref().is_some_and(|h| !self.held.contains_key(h)) {
+            self.head = None; // it was not in flight: gone with the rest
+        }
         self.store = StoreSide::default();
         out
+    }
+}
+
+// ----- pacing -----
+impl Window {
+    /// Whether the window is in ordered mode.
+    pub(crate) fn is_ordered(&self) -> bool {
+        self.ordered
+    }
+
+    /// Switches ordered mode. Becoming ordered drops everything not in flight (the store has it,
+    /// and it is paged in again in publish order once the attempts in flight have ended);
+    /// becoming unordered releases the queue to the usual due-time order.
+    pub(crate) fn set_ordered(&mut self, ordered: bool, now_ms: i64) {
+        if self.ordered == ordered {
+            return;
+        }
+        self.ordered = ordered;
+        self.head = None;
+        if ordered {
+            let dropped: Vec<Pending> = self.ready.drain(..).chain(self.waiting.drain().map(|w| w.pending)).collect();
+            for p in dropped {
+                if let Some(bytes) = self.held.remove(&p.id) {
+                    self.budget.release(bytes);
+                }
+            }
+            self.store.wake_at_ms = None;
+            self.signal_store();
+        } else {
+            for p in std::mem::take(&mut self.queue) {
+                self.place(p, now_ms);
+            }
+        }
+    }
+
+    /// Ordered mode: releases the next delivery of the queue as the head when there is none and
+    /// nothing is in flight.
+    fn release(&mut self, now_ms: i64) {
+        if !self.ordered || self.head.is_some() || self.in_flight > 0 {
+            return;
+        }
+        if let Some(p) = self.queue.pop_front() {
+            self.head = Some(p.id.clone());
+            self.place(p, now_ms);
+        }
     }
 }
 
@@ -550,5 +650,122 @@ mod tests {
         assert_eq!(budget.used(), 400, "a dropped window gives everything back");
         a.clear();
         assert_eq!(budget.used(), 0);
+    }
+
+    // ----- pacing -----
+
+    fn ordered(capacity: usize) -> Window {
+        let mut w = window(capacity);
+        w.set_ordered(true, 0);
+        w
+    }
+
+    /// Pages `items` in (as `load_in_order` would return them).
+    fn page_in(w: &mut Window, items: Vec<Pending>, now: i64) -> usize {
+        let req = w.page_request().expect("a page is due");
+        w.on_page(items, req.limit, None, now)
+    }
+
+    #[test]
+    fn an_ordered_window_releases_one_at_a_time_in_publish_order() {
+        let mut w = ordered(8);
+        assert_eq!(w.offer(vec![p("a", 0)], 1), 0, "offers go to the store, to be paged in order");
+        // b is due before a, yet a was published first: a goes first.
+        assert_eq!(page_in(&mut w, vec![p("a", 5), p("b", 0), p("c", 0)], 1), 3);
+        assert!(!w.has_ready(), "the head waits for its own time; the others wait behind it");
+        assert_eq!(w.next_due_ms(), Some(5));
+        w.tick(5);
+        assert_eq!(ids(&mut w), ["a"]);
+        w.tick(6);
+        assert!(!w.has_ready(), "one at a time");
+        w.finished("a");
+        w.tick(7);
+        assert_eq!(ids(&mut w), ["b"]);
+        w.finished("b");
+        w.tick(8);
+        assert_eq!(ids(&mut w), ["c"]);
+        w.finished("c");
+        w.tick(9);
+        assert_eq!(w.held(), 0);
+    }
+
+    #[test]
+    fn a_retrying_head_holds_the_rest_back_and_a_failed_one_lets_them_go() {
+        let mut w = ordered(8);
+        page_in(&mut w, vec![p("a", 0), p("b", 0)], 1);
+        w.tick(1);
+        let a = w.start_next().unwrap();
+        w.retry(Pending { due_ms: 100, ..a }, 2);
+        w.tick(50);
+        assert!(!w.has_ready(), "b waits behind the retrying head");
+        assert_eq!(w.next_due_ms(), Some(100));
+        w.tick(100);
+        assert_eq!(ids(&mut w), ["a"], "the head again, at its retry time");
+        w.finished("a"); // failed for good (or delivered): the next goes
+        w.tick(101);
+        assert_eq!(ids(&mut w), ["b"]);
+    }
+
+    #[test]
+    fn a_probe_takes_the_head() {
+        let mut w = ordered(8);
+        page_in(&mut w, vec![p("a", 500), p("b", 0)], 1);
+        w.tick(1);
+        assert!(w.promote_earliest());
+        assert_eq!(ids(&mut w), ["a"]);
+    }
+
+    #[test]
+    fn pages_after_the_first_come_behind_what_is_held() {
+        let mut w = ordered(4);
+        assert_eq!(page_in(&mut w, vec![p("a", 0), p("b", 0), p("c", 0), p("d", 0)], 1), 4);
+        w.tick(1);
+        for id in ["a", "b", "c"] {
+            assert_eq!(ids(&mut w), [id]);
+            w.finished(id);
+            w.tick(1);
+        }
+        let req = w.page_request().expect("the full page left more in the store");
+        assert_eq!(req.exclude, vec!["d".to_string()]);
+        w.on_page(vec![p("e", 0)], req.limit, None, 1);
+        assert_eq!(ids(&mut w), ["d"]);
+        w.finished("d");
+        w.tick(2);
+        assert_eq!(ids(&mut w), ["e"]);
+    }
+
+    #[test]
+    fn switching_to_ordered_waits_for_attempts_in_flight_and_back_releases_the_queue() {
+        let mut w = window(8);
+        w.offer(vec![p("a", 0), p("b", 0), p("c", 50)], 1);
+        let a = w.start_next().unwrap();
+        let b = w.start_next().unwrap();
+        w.set_ordered(true, 2);
+        assert_eq!(w.held(), 2, "c was dropped (the store has it); a and b are in flight");
+        assert!(w.page_request().is_none(), "not before the attempts in flight have ended");
+        w.finished(&a.id);
+        w.retry(Pending { due_ms: 90, ..b }, 3);
+        assert_eq!(w.held(), 0, "b went back to the store, to come back in publish order");
+        assert_eq!(page_in(&mut w, vec![p("b", 90), p("c", 50)], 3), 2);
+        w.tick(60);
+        assert!(!w.has_ready(), "c waits behind b");
+        w.set_ordered(false, 60);
+        w.tick(60);
+        assert_eq!(ids(&mut w), ["c"], "unordered again: by due time");
+        w.tick(90);
+        assert_eq!(ids(&mut w), ["b"]);
+    }
+
+    #[test]
+    fn clearing_an_ordered_window_forgets_a_head_not_in_flight() {
+        let mut w = ordered(8);
+        page_in(&mut w, vec![p("a", 10), p("b", 0)], 1);
+        w.tick(1);
+        w.clear();
+        assert_eq!(w.held(), 0);
+        w.signal_store();
+        page_in(&mut w, vec![p("b", 0)], 20);
+        w.tick(20);
+        assert_eq!(ids(&mut w), ["b"], "a new head is released");
     }
 }

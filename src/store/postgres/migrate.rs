@@ -18,6 +18,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (6, "retention", include_str!("../../../migrations/postgres/0006_retention.sql")),
     // tenants part (4-6 belong to other parts; the runner applies versions above the current one)
     (7, "tenants", include_str!("../../../migrations/postgres/0007_tenants.sql")),
+    // 4..7 belong to other parts of issue 9 (lifecycle, replay, retention, tenants).
+    (8, "pacing", include_str!("../../../migrations/postgres/0008_pacing.sql")),
 ];
 
 /// The advisory-lock key of a schema's migrations (FNV-1a of the channel name: stable across

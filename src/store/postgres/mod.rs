@@ -286,6 +286,11 @@ impl Store for PgStore {
         self.run(move |inner| async move { read::load_due(&inner, &webhook_id, now_ms, &exclude, limit).await }).await
     }
 
+    async fn load_in_order(&self, webhook_id: &str, exclude: Vec<String>, limit: u32) -> StoreResult<DuePage> {
+        let webhook_id = webhook_id.to_string();
+        self.run(move |inner| async move { read::load_in_order(&inner, &webhook_id, &exclude, limit).await }).await
+    }
+
     async fn due_summary(&self, webhook_ids: Vec<String>) -> StoreResult<Vec<PendingSummary>> {
         self.run(move |inner| async move { read::due_summary(&inner, &webhook_ids).await }).await
     }

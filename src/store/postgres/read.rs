@@ -11,18 +11,26 @@ use crate::store::common::{RawHealth, RawWebhook};
 use crate::store::*;
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
-     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant";
+     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant, \
+     w.rate_limit_per_second, w.ordered";
 
-/// A registration with its health (columns 14..=20) and lease (21..=23).
+/// Where the pacing columns are in a `WEBHOOK_COLUMNS` row.
+const PACING_AT: usize = 14;
+/// Where the pacing columns are in a `VIEW_SELECT` row.
+const VIEW_PACING_AT: usize = 24;
+
+/// A registration with its health and lease: the first 14 of `WEBHOOK_COLUMNS` (through the
+/// tenant), then health (14..=20), then the lease (21..=23), then pacing (24, 25).
 const VIEW_SELECT: &str = "SELECT w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
      w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant, \
      s.state, s.consecutive_failures, s.failing_since, s.last_success_at, s.last_failure_at, s.breaker_probe_at, \
-     s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0) \
+     s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0), \
+     w.rate_limit_per_second, w.ordered \
      FROM webhooks w LEFT JOIN webhook_state s ON s.webhook_id = w.id \
      LEFT JOIN leases l ON l.webhook_id = w.id AND l.node_id IS NOT NULL \
      LEFT JOIN nodes n ON n.id = l.node_id";
 
-fn webhook(r: &Row) -> StoreResult<WebhookRecord> {
+fn webhook(r: &Row, pacing_at: usize) -> StoreResult<WebhookRecord> {
     RawWebhook {
         id: col(r, 0)?,
         url: col(r, 1)?,
@@ -38,6 +46,8 @@ fn webhook(r: &Row) -> StoreResult<WebhookRecord> {
         updated_at: col(r, 11)?,
         revision: col(r, 12)?,
         tenant: col(r, 13)?,
+        rate_limit_per_second: col(r, pacing_at)?,
+        ordered: col(r, pacing_at + 1)?,
     }
     .decode()
 }
@@ -63,7 +73,7 @@ fn view(r: &Row) -> StoreResult<WebhookView> {
         }
         None => None,
     };
-    Ok(WebhookView { record: webhook(r)?, health: health.decode()?, owner, recovery: None })
+    Ok(WebhookView { record: webhook(r, VIEW_PACING_AT)?, health: health.decode()?, owner, recovery: None })
 }
 
 pub(super) async fn get_webhook(inner: &Inner, id: &str) -> StoreResult<Option<WebhookView>> {
@@ -121,7 +131,7 @@ pub(super) async fn registry_changes(inner: &Inner, since: u64) -> StoreResult<R
     let full = since == 0 || since_i < pruned_through || since_i > revision;
     let (upserted, deleted) = if full {
         let rows = query(&tx, &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w ORDER BY w.id"), &[]).await?;
-        (rows.iter().map(webhook).collect::<StoreResult<Vec<_>>>()?, Vec::new())
+        (rows.iter().map(|r| webhook(r, PACING_AT)).collect::<StoreResult<Vec<_>>>()?, Vec::new())
     } else {
         let rows = query(
             &tx,
@@ -131,12 +141,27 @@ pub(super) async fn registry_changes(inner: &Inner, since: u64) -> StoreResult<R
         .await?;
         let gone = query(&tx, "SELECT id FROM webhook_deletions WHERE revision > $1 ORDER BY id", &[&since_i]).await?;
         (
-            rows.iter().map(webhook).collect::<StoreResult<Vec<_>>>()?,
+            rows.iter().map(|r| webhook(r, PACING_AT)).collect::<StoreResult<Vec<_>>>()?,
             gone.iter().map(|r| col(r, 0)).collect::<StoreResult<Vec<String>>>()?,
         )
     };
     tx.commit().await.map_err(pg)?;
     Ok(RegistryChanges { revision: revision.max(0) as u64, full, upserted, deleted })
+}
+
+/// A pending delivery as `load_due` and `load_in_order` select it.
+fn pending_row(r: &Row) -> StoreResult<PendingDelivery> {
+    Ok(PendingDelivery {
+        id: col(r, 0)?,
+        event_id: col(r, 1)?,
+        event_type: col(r, 2)?,
+        payload: Bytes::from(col::<Vec<u8>>(r, 3)?),
+        timestamp: col(r, 4)?,
+        attempts: col::<i32>(r, 5)?.max(0) as u32,
+        probes: col::<i32>(r, 8)?.max(0) as u32,
+        next_attempt_at_ms: col(r, 6)?,
+        created_at_ms: col(r, 7)?,
+    })
 }
 
 pub(super) async fn load_due(
@@ -169,19 +194,7 @@ pub(super) async fn load_due(
     )?;
     let items = rows
         .iter()
-        .map(|r| {
-            Ok(PendingDelivery {
-                id: col(r, 0)?,
-                event_id: col(r, 1)?,
-                event_type: col(r, 2)?,
-                payload: Bytes::from(col::<Vec<u8>>(r, 3)?),
-                timestamp: col(r, 4)?,
-                attempts: col::<i32>(r, 5)?.max(0) as u32,
-                probes: col::<i32>(r, 8)?.max(0) as u32,
-                next_attempt_at_ms: col(r, 6)?,
-                created_at_ms: col(r, 7)?,
-            })
-        })
+        .map(pending_row)
         .collect::<StoreResult<Vec<_>>>()?;
     let next_due_at_ms = match next {
         Some(r) => col(&r, 0)?,
@@ -379,4 +392,30 @@ pub(super) async fn list_api_tokens(inner: &Inner, after: String, limit: u32) ->
     )
     .await?;
     rows.iter().map(token).collect()
+}
+
+// ----- pacing -----
+
+/// An ordered webhook's queue: pending deliveries in publish order (`seq`, taken from a sequence
+/// by the publishing transaction; then id, for rows from before the column), whatever their
+/// due time.
+pub(super) async fn load_in_order(
+    inner: &Inner,
+    webhook_id: &str,
+    exclude: &[String],
+    limit: u32,
+) -> StoreResult<DuePage> {
+    let client = inner.pool.get().await.map_err(pool_err)?;
+    let limit = i64::from(limit);
+    let rows = query(
+        &client,
+        "SELECT d.id, d.event_id, e.event_type, e.payload, e.timestamp, d.attempts, d.next_attempt_at, \
+         d.created_at, d.probes FROM deliveries d JOIN events e ON e.id = d.event_id \
+         WHERE d.webhook_id = $1 AND d.status = 'pending' AND NOT (d.id = ANY($2::text[])) \
+         ORDER BY d.seq, d.id LIMIT $3",
+        &[&webhook_id, &exclude, &limit],
+    )
+    .await?;
+    let items = rows.iter().map(pending_row).collect::<StoreResult<Vec<_>>>()?;
+    Ok(DuePage { items, next_due_at_ms: None })
 }

@@ -184,6 +184,11 @@ impl Store for SqliteStore {
         self.read(move |c| read::load_due(c, &webhook_id, now_ms, &exclude, limit)).await
     }
 
+    async fn load_in_order(&self, webhook_id: &str, exclude: Vec<String>, limit: u32) -> StoreResult<DuePage> {
+        let webhook_id = webhook_id.to_string();
+        self.read(move |c| read::load_in_order(c, &webhook_id, &exclude, limit)).await
+    }
+
     async fn due_summary(&self, webhook_ids: Vec<String>) -> StoreResult<Vec<PendingSummary>> {
         self.read(move |c| read::due_summary(c, &webhook_ids)).await
     }

@@ -9,19 +9,26 @@ use crate::store::common::{RawHealth, RawWebhook};
 use crate::store::*;
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
-     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant";
+     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant, \
+     w.rate_limit_per_second, w.ordered";
 
-/// A registration with its health and lease: `WEBHOOK_COLUMNS`, then health (14..=20), then
-/// the lease (21..=23).
+/// Where the pacing columns are in a `WEBHOOK_COLUMNS` row.
+const PACING_AT: usize = 14;
+/// Where the pacing columns are in a `VIEW_SELECT` row.
+const VIEW_PACING_AT: usize = 24;
+
+/// A registration with its health and lease: the first 14 of `WEBHOOK_COLUMNS` (through the
+/// tenant), then health (14..=20), then the lease (21..=23), then pacing (24, 25).
 const VIEW_SELECT: &str = "SELECT w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
      w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant, \
      s.state, s.consecutive_failures, s.failing_since, s.last_success_at, s.last_failure_at, s.breaker_probe_at, \
-     s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0) \
+     s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0), \
+     w.rate_limit_per_second, w.ordered \
      FROM webhooks w LEFT JOIN webhook_state s ON s.webhook_id = w.id \
      LEFT JOIN leases l ON l.webhook_id = w.id AND l.node_id IS NOT NULL \
      LEFT JOIN nodes n ON n.id = l.node_id";
 
-fn raw_webhook(r: &Row<'_>) -> rusqlite::Result<RawWebhook> {
+fn raw_webhook(r: &Row<'_>, pacing_at: usize) -> rusqlite::Result<RawWebhook> {
     Ok(RawWebhook {
         id: r.get(0)?,
         url: r.get(1)?,
@@ -37,6 +44,8 @@ fn raw_webhook(r: &Row<'_>) -> rusqlite::Result<RawWebhook> {
         updated_at: r.get(11)?,
         revision: r.get(12)?,
         tenant: r.get(13)?,
+        rate_limit_per_second: r.get(pacing_at)?,
+        ordered: r.get(pacing_at + 1)?,
     })
 }
 
@@ -50,7 +59,7 @@ fn raw_view(r: &Row<'_>) -> rusqlite::Result<RawView> {
         }
         None => None,
     };
-    Ok((raw_webhook(r)?, health, owner))
+    Ok((raw_webhook(r, VIEW_PACING_AT)?, health, owner))
 }
 
 fn decode_view((w, h, owner): RawView) -> StoreResult<WebhookView> {
@@ -89,7 +98,7 @@ pub(super) fn list_tenant_webhooks(c: &Connection, tenant: &str, after: &str, li
 fn webhooks_where(c: &Connection, cond: &str, arg: i64) -> StoreResult<Vec<WebhookRecord>> {
     let raws = c
         .prepare_cached(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE {cond} ORDER BY w.id"))
-        .and_then(|mut s| s.query_map([arg], raw_webhook)?.collect::<Result<Vec<_>, _>>())
+        .and_then(|mut s| s.query_map([arg], |r| raw_webhook(r, PACING_AT))?.collect::<Result<Vec<_>, _>>())
         .map_err(unavailable)?;
     raws.into_iter().map(RawWebhook::decode).collect()
 }
@@ -144,21 +153,7 @@ pub(super) fn load_due(
         )
         .map_err(unavailable)?;
     let items = stmt
-        .query_map(params![webhook_id, now_ms, json_list(exclude), limit], |r| {
-            let payload: String = r.get(3)?;
-            let attempts: i64 = r.get(5)?;
-            Ok(PendingDelivery {
-                id: r.get(0)?,
-                event_id: r.get(1)?,
-                event_type: r.get(2)?,
-                payload: Bytes::from(payload),
-                timestamp: r.get(4)?,
-                attempts: attempts.max(0) as u32,
-                probes: r.get::<_, i64>(8)?.max(0) as u32,
-                next_attempt_at_ms: r.get(6)?,
-                created_at_ms: r.get(7)?,
-            })
-        })
+        .query_map(params![webhook_id, now_ms, json_list(exclude), limit], pending_row)
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(unavailable)?;
     let next_due_at_ms = c
@@ -169,6 +164,42 @@ pub(super) fn load_due(
         .and_then(|mut s| s.query_row(params![webhook_id, now_ms], |r| r.get(0)))
         .map_err(unavailable)?;
     Ok(DuePage { items, next_due_at_ms })
+}
+
+/// A pending delivery as `load_due` and `load_in_order` select it.
+fn pending_row(r: &Row<'_>) -> rusqlite::Result<PendingDelivery> {
+    let payload: String = r.get(3)?;
+    let attempts: i64 = r.get(5)?;
+    Ok(PendingDelivery {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        event_type: r.get(2)?,
+        payload: Bytes::from(payload),
+        timestamp: r.get(4)?,
+        attempts: attempts.max(0) as u32,
+        probes: r.get::<_, i64>(8)?.max(0) as u32,
+        next_attempt_at_ms: r.get(6)?,
+        created_at_ms: r.get(7)?,
+    })
+}
+
+// ----- pacing -----
+
+/// An ordered webhook's queue: pending deliveries in id order (publish order: ids are minted in
+/// order by the one process that owns the file), whatever their due time. `INDEXED BY` keeps the
+/// planner on the pending-only index rather than walking the webhook's whole history in id order.
+pub(super) fn load_in_order(c: &Connection, webhook_id: &str, exclude: &[String], limit: u32) -> StoreResult<DuePage> {
+    let items = c
+        .prepare_cached(
+            "SELECT d.id, d.event_id, e.event_type, e.payload, e.timestamp, d.attempts, d.next_attempt_at, d.created_at, \
+             d.probes FROM deliveries d INDEXED BY deliveries_due JOIN events e ON e.id = d.event_id \
+             WHERE d.webhook_id = ?1 AND d.status = 'pending' \
+             AND d.id NOT IN (SELECT value FROM json_each(?2)) \
+             ORDER BY d.id LIMIT ?3",
+        )
+        .and_then(|mut s| s.query_map(params![webhook_id, json_list(exclude), limit], pending_row)?.collect())
+        .map_err(unavailable)?;
+    Ok(DuePage { items, next_due_at_ms: None })
 }
 
 pub(super) fn due_summary(c: &Connection, ids: &[String]) -> StoreResult<Vec<PendingSummary>> {

@@ -29,12 +29,13 @@ pub(super) fn upsert_webhook(
     let revision = next_revision(tx)?;
     tx.prepare_cached(
         "INSERT INTO webhooks (id, url, secret, events, headers, retry_config, max_in_flight, description, \
-         disabled_at, disabled_reason, created_at, updated_at, revision, tenant) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, ?9, ?10, ?11, ?12) \
+         disabled_at, disabled_reason, created_at, updated_at, revision, tenant, rate_limit_per_second, ordered) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, ?9, ?10, ?11, ?12, ?13, ?14) \
          ON CONFLICT(id) DO UPDATE SET url = excluded.url, secret = excluded.secret, events = excluded.events, \
          headers = excluded.headers, retry_config = excluded.retry_config, max_in_flight = excluded.max_in_flight, \
          description = excluded.description, disabled_at = NULL, disabled_reason = NULL, \
-         updated_at = excluded.updated_at, revision = excluded.revision, tenant = excluded.tenant",
+         updated_at = excluded.updated_at, revision = excluded.revision, tenant = excluded.tenant, \
+         rate_limit_per_second = excluded.rate_limit_per_second, ordered = excluded.ordered",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -49,7 +50,9 @@ pub(super) fn upsert_webhook(
             w.created_at_ms,
             w.updated_at_ms,
             revision,
-            w.tenant
+            w.tenant,
+            w.rate_limit_per_second,
+            w.ordered
         ])
     })
     .map_err(unavailable)?;

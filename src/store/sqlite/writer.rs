@@ -22,6 +22,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0007_retention.sql"),
     // tenants part (0005-0007 belong to other parts; the integrator orders them)
     include_str!("../../../migrations/sqlite/0008_tenants.sql"),
+    // 0005..0008 belong to other parts of issue 9 (lifecycle, replay, retention, tenants).
+    include_str!("../../../migrations/sqlite/0009_pacing.sql"),
 ];
 
 /// Most jobs one transaction takes; bounds the latency a single group adds.
