@@ -633,6 +633,9 @@ mod tests {
             s.into_record("a".into(), &c, &TargetPolicy::default(), None),
             Err(SpecError::Events(CatalogError::UnknownPattern(_)))
         ));
+    }
+
+    #[test]
     fn pacing_fields_are_validated_and_default_to_no_limit_unordered() {
         let c = EventCatalog::default();
         let p = TargetPolicy::default();

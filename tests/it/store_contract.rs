@@ -110,6 +110,8 @@ fn webhook(id: &str) -> WebhookRecord {
         updated_at_ms: 1_000,
         revision: 0,
         tenant: None,
+        rate_limit_per_second: None,
+        ordered: false,
     }
 }
 

@@ -379,8 +379,7 @@ pub(super) fn list_deliveries(
     }
     // tenants part
     if let Some(t) = filter.tenant {
-        args.push(t);
-        sql.push_str(&format!(" AND d.webhook_id IN (SELECT id FROM webhooks WHERE tenant = ?{})", args.len()));
+        and("(SELECT wt.tenant FROM webhooks wt WHERE wt.id = d.webhook_id) =", t.into());
     }
     if let Some(b) = before {
         and("d.id <", b.into());
