@@ -63,7 +63,8 @@ pub fn soak(o: Soak) -> Value {
     let db = dir.path().join("soak.db");
     let wal = dir.path().join("soak.db-wal");
     let mut s = settings(&db);
-    s.retention.completed = Retention::For(o.retention);
+    // `--retention-secs 0`: the control run, keeping everything (as `WEBHOOKS_RETENTION=0`).
+    s.retention.completed = if o.retention.is_zero() { Retention::KeepAll } else { Retention::For(o.retention) };
     s.retention.interval = o.prune_every;
     let started = Instant::now();
     let samples = actix_web::rt::System::new().block_on(async {

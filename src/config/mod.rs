@@ -89,7 +89,8 @@ pub struct Settings {
 pub enum Retention {
     /// Keep it forever (`0`): nothing is pruned.
     KeepAll,
-    /// Prune it once it is older than this.
+    /// Prune it once it is older than this (`Duration::ZERO`: at the next cycle after it
+    /// finished; the variables' `0` means [`Retention::KeepAll`] instead).
     For(Duration),
 }
 

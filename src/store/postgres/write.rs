@@ -79,27 +79,30 @@ async fn lease_epochs(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<V
     rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
 }
 
-/// The event an idempotency key names, with its deliveries.
-async fn existing_event(tx: &Transaction<'_>, key: &str) -> StoreResult<ExistingEvent> {
-    let row = query_opt(
+/// The event an idempotency key names, with its deliveries; `None` when the key is gone (its
+/// event pruned since the key was seen).
+async fn existing_event(tx: &Transaction<'_>, key: &str) -> StoreResult<Option<ExistingEvent>> {
+    let Some(row) = query_opt(
         tx,
         "SELECT e.id, e.event_type, e.timestamp, e.tenant FROM idempotency_keys k \
          JOIN events e ON e.id = k.event_id WHERE k.key = $1",
         &[&key],
     )
     .await?
-    .ok_or_else(|| StoreError::Corrupt(format!("idempotency key `{key}` names no event")))?;
+    else {
+        return Ok(None);
+    };
     let id: String = col(&row, 0)?;
     let (lo, hi) = delivery_id_range(&id);
     let rows =
         query(tx, "SELECT id, webhook_id FROM deliveries WHERE id >= $1 AND id < $2 ORDER BY id", &[&lo, &hi]).await?;
-    Ok(ExistingEvent {
+    Ok(Some(ExistingEvent {
         event_type: col(&row, 1)?,
         timestamp: col(&row, 2)?,
         deliveries: rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect::<StoreResult<_>>()?,
         tenant: col(&row, 3)?,
         id,
-    })
+    }))
 }
 
 /// New events as columns for one multi-row insert: id, type, payload, timestamp, created_at,
@@ -154,8 +157,27 @@ async fn write_events(
         .iter()
         .map(|r| col(r, 0))
         .collect::<StoreResult<_>>()?;
-        for key in keys.iter().filter(|k| !won.contains(**k)) {
-            taken.insert(key.to_string(), existing_event(tx, key).await?);
+        for (key, event_id) in claims.iter().filter(|c| !won.contains(c.0)) {
+            match existing_event(tx, key).await? {
+                Some(existing) => {
+                    taken.insert(key.to_string(), existing);
+                }
+                // The key's event was pruned (retention) between the insert and this read: the
+                // key is free again, so this event claims it.
+                None => {
+                    let claimed = execute(
+                        tx,
+                        "INSERT INTO idempotency_keys (key, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        &[key, event_id],
+                    )
+                    .await?;
+                    if claimed == 0 {
+                        return Err(StoreError::Unavailable(format!(
+                            "idempotency key `{key}` changed hands during the publish; try again"
+                        )));
+                    }
+                }
+            }
         }
     }
     let mut results = Vec::with_capacity(batch.events.len());
