@@ -65,7 +65,7 @@ async fn retry(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<H
         return Err(ApiError::not_found(&format!("delivery `{}`", id.escape_debug())));
     }
     match webhooks.retry_delivery(&id).await? {
-        RetryOutcome::Requeued { delivery, .. } => Ok(HttpResponse::Accepted().json(DeliveryOut::new(delivery, None))),
+        RetryOutcome::Requeued { delivery, .. } => Ok(HttpResponse::Accepted().json(DeliveryOut::new(*delivery, None))),
         RetryOutcome::NotFound => Err(ApiError::not_found(&format!("delivery `{id}`"))),
         RetryOutcome::Succeeded => {
             Err(conflict("delivery_succeeded", format!("delivery `{id}` succeeded already: there is nothing to retry")))
@@ -193,6 +193,10 @@ async fn recover(
     body: web::Json<RecoverIn>,
 ) -> Result<HttpResponse, ApiError> {
     if crate::model::validate_webhook_id(&id).is_err() {
+        return Err(ApiError::not_found(&format!("webhook `{id}`")));
+    }
+    // An unknown webhook is a 404 whatever the window (a valid-looking request for nothing).
+    if webhooks.webhook(&id).await?.is_none() {
         return Err(ApiError::not_found(&format!("webhook `{id}`")));
     }
     let body = body.into_inner();

@@ -41,7 +41,12 @@ async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
 }
 
 fn log_of(d: &Value) -> Vec<(u64, Option<u64>)> {
-    d["attemptLog"].as_array().unwrap().iter().map(|a| (a["attempt"].as_u64().unwrap(), a["statusCode"].as_u64())).collect()
+    d["attemptLog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["attempt"].as_u64().unwrap(), a["statusCode"].as_u64()))
+        .collect()
 }
 
 #[actix_web::test]
@@ -57,7 +62,10 @@ async fn a_failed_delivery_retried_after_the_receiver_recovers_is_delivered_by_a
     up.store(true, Ordering::SeqCst);
     let (status, body) = app.post(&format!("/v1/deliveries/{id}/retry"), json!(null)).await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!((body["id"].as_str(), body["status"].as_str(), body["attempts"].as_u64()), (Some(id.as_str()), Some("pending"), Some(2)));
+    assert_eq!(
+        (body["id"].as_str(), body["status"].as_str(), body["attempts"].as_u64()),
+        (Some(id.as_str()), Some("pending"), Some(2))
+    );
     assert!(body["nextRetryAt"].is_string() && body["completedAt"].is_null(), "{body}");
 
     let done = wait_status(&app, &id, "success").await;
@@ -135,7 +143,8 @@ async fn recover_requeues_the_failed_deliveries_of_its_window_and_no_others() {
     let app = TestApp::start().await;
     let (rx, up) = flaky();
     let wh = register(&app, &rx.url, 0).await;
-    let before: Vec<String> = [publish_one(&app, "order.created").await, publish_one(&app, "order.updated").await].into();
+    let before: Vec<String> =
+        [publish_one(&app, "order.created").await, publish_one(&app, "order.updated").await].into();
     for id in &before {
         wait_status(&app, id, "failed").await;
     }
@@ -224,7 +233,8 @@ async fn one_recovery_at_a_time_and_a_restart_mid_way_reads_interrupted() {
     let (_, w) = app.get(&format!("/v1/webhooks/{wh}")).await;
     assert_eq!(w["recovery"]["state"], "running");
     assert!(w["recovery"]["finishedAt"].is_null());
-    let (status, body) = app.post(&format!("/v1/webhooks/{wh}/recover"), json!({"since": "2020-01-01T00:00:00Z"})).await;
+    let (status, body) =
+        app.post(&format!("/v1/webhooks/{wh}/recover"), json!({"since": "2020-01-01T00:00:00Z"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("recovery_running")), "{body}");
 
     let dir = app.stop().await;
@@ -232,7 +242,8 @@ async fn one_recovery_at_a_time_and_a_restart_mid_way_reads_interrupted() {
     let (_, w) = app.get(&format!("/v1/webhooks/{wh}")).await;
     assert_eq!(w["recovery"]["state"], "interrupted", "{w}");
     assert!(w["recovery"]["finishedAt"].is_string());
-    let (status, body) = app.post(&format!("/v1/webhooks/{wh}/recover"), json!({"since": "2020-01-01T00:00:00Z"})).await;
+    let (status, body) =
+        app.post(&format!("/v1/webhooks/{wh}/recover"), json!({"since": "2020-01-01T00:00:00Z"})).await;
     assert_eq!(status, 202, "an interrupted recovery does not block the next: {body}");
     app.stop().await;
 }
@@ -324,9 +335,72 @@ async fn deliveries_filter_by_event_and_creation_time_with_cursors() {
     let east = rfc3339(t0 + 7_200_000).replace('Z', "%2B02%3A00").replace(':', "%3A");
     assert_eq!(all(format!("&since={east}&until={}", enc(mid))).await, newest_first(created[..5].to_vec()));
 
-    for bad in ["event=Order", "event=order", "since=yesterday", "until=2026-13-01T00:00:00Z", "since=2026-11-29T06:00:00"] {
+    for bad in
+        ["event=Order", "event=order", "since=yesterday", "until=2026-13-01T00:00:00Z", "since=2026-11-29T06:00:00"]
+    {
         let (status, body) = app.get(&format!("/v1/deliveries?{bad}")).await;
         assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{bad}: {body}");
     }
     app.stop().await;
+}
+
+/// A node on PostgreSQL whose safety-net poll is too slow to matter: what it learns of re-queued
+/// work, it learns from the notices.
+fn pg_node(url: &str, node: &str) -> servio_webhooks::Settings {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&dir);
+    s.database_url = url.to_string();
+    s.node_id = Some(node.to_string());
+    s.cluster.heartbeat_interval = Duration::from_millis(250);
+    s.cluster.lease_ttl = Duration::from_millis(2_000);
+    s.cluster.poll_interval = Duration::from_secs(120);
+    s
+}
+
+#[actix_web::test]
+async fn pg_retry_and_recover_on_one_node_reach_the_owner_on_another() {
+    let Some(schema) = crate::pg::schema().await else { return };
+    let a = TestApp::start_with(Arc::new(tempfile::tempdir().unwrap()), pg_node(&schema.url, "replay-a")).await;
+    let b = TestApp::start_with(Arc::new(tempfile::tempdir().unwrap()), pg_node(&schema.url, "replay-b")).await;
+    let (rx, up) = flaky();
+    let wh = register(&a, &rx.url, 0).await;
+    let owner = wait_until(WAIT, "the webhook has an owner", || {
+        let a = &a;
+        let wh = wh.clone();
+        async move {
+            let (_, w) = a.get(&format!("/v1/webhooks/{wh}")).await;
+            w["ownerNode"].as_str().map(str::to_string)
+        }
+    })
+    .await;
+    // Requests go to the node that does not own the webhook.
+    let other = if owner == "replay-a" { &b } else { &a };
+    let owner_app = if owner == "replay-a" { &a } else { &b };
+    let since = rfc3339(now_ms() - 1);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(publish_one(other, "order.created").await);
+    }
+    for id in &ids {
+        wait_status(other, id, "failed").await;
+    }
+    assert_eq!(rx.count(), 3);
+    up.store(true, Ordering::SeqCst);
+
+    let (status, body) = other.post(&format!("/v1/deliveries/{}/retry", ids[0]), json!(null)).await;
+    assert_eq!(status, 202, "{body}");
+    let d = wait_status(owner_app, &ids[0], "success").await;
+    assert_eq!(log_of(&d), [(1, Some(500)), (2, Some(200))]);
+
+    let (status, body) = other.post(&format!("/v1/webhooks/{wh}/recover"), json!({"since": since})).await;
+    assert_eq!((status, &body), (202, &json!({"queued": 2})));
+    for id in &ids[1..] {
+        wait_status(owner_app, id, "success").await;
+    }
+    // Every node shows the recovery, run by the node that took the request.
+    let (_, w) = owner_app.get(&format!("/v1/webhooks/{wh}")).await;
+    assert_eq!((w["recovery"]["state"].as_str(), w["recovery"]["requeued"].as_u64()), (Some("done"), Some(2)), "{w}");
+    assert_eq!(rx.count(), 6);
+    b.stop().await;
+    a.stop().await;
 }
