@@ -178,8 +178,8 @@ async fn list(
         return Ok(HttpResponse::Ok().json(Page::<DeliveryOut> { data: Vec::new(), next_cursor: None }));
     }
     // tenants part: a tenant token sees only deliveries to its tenant's webhooks.
-    let tenant = principal.tenant().map(str::to_string);
-    let filter = DeliveryFilter { webhook_id, status, tenant, ..DeliveryFilter::default() };
+    let mut filter = DeliveryFilter { webhook_id, status, ..DeliveryFilter::default() };
+    filter.tenant = principal.tenant().map(str::to_string);
     let rows = webhooks.deliveries(filter, before, limit + 1).await?;
     let (rows, next_cursor) = paginate(rows, limit, |d| &d.id);
     let data = rows.into_iter().map(|d| DeliveryOut::new(d, None)).collect();

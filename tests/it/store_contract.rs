@@ -681,7 +681,11 @@ async fn health_round_trip_disable_and_reenable(b: &Backend) {
     assert!(s.load_due("w1", i64::MAX, vec![], 10).await.unwrap().items.is_empty());
     let failed = s
         .list_deliveries(
-            DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Failed), ..Default::default() },
+            DeliveryFilter {
+                webhook_id: Some("w1".into()),
+                status: Some(DeliveryStatus::Failed),
+                ..Default::default()
+            },
             None,
             10,
         )
@@ -729,7 +733,10 @@ async fn delivery_listing_filters_and_cursors(b: &Backend) {
         paged.extend(page);
     }
     assert_eq!(paged, all);
-    let w1 = s.list_deliveries(DeliveryFilter { webhook_id: Some("w1".into()), status: None, ..Default::default() }, None, 10).await.unwrap();
+    let w1 = s
+        .list_deliveries(DeliveryFilter { webhook_id: Some("w1".into()), status: None, ..Default::default() }, None, 10)
+        .await
+        .unwrap();
     assert_eq!(w1.len(), 3);
     assert!(w1.iter().all(|d| d.webhook_id == "w1"));
     apply(
@@ -741,19 +748,28 @@ async fn delivery_listing_filters_and_cursors(b: &Backend) {
     )
     .await;
     let failed = s
-        .list_deliveries(DeliveryFilter { webhook_id: None, status: Some(DeliveryStatus::Failed), ..Default::default() }, None, 10)
+        .list_deliveries(
+            DeliveryFilter { webhook_id: None, status: Some(DeliveryStatus::Failed), ..Default::default() },
+            None,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(failed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), [failed_id.as_str()]);
     assert_eq!(failed[0].last_error.as_deref(), Some("nope"));
-    let pending = DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Pending), ..Default::default() };
+    let pending =
+        DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Pending), ..Default::default() };
     let older = s.list_deliveries(pending, Some(w1[0].id.clone()), 10).await.unwrap();
     assert_eq!(older.len(), 1, "w1's pending older than its newest: the oldest (the middle one failed)");
     assert!(
-        s.list_deliveries(DeliveryFilter { webhook_id: Some("none".into()), status: None, ..Default::default() }, None, 10)
-            .await
-            .unwrap()
-            .is_empty()
+        s.list_deliveries(
+            DeliveryFilter { webhook_id: Some("none".into()), status: None, ..Default::default() },
+            None,
+            10
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
     s.close().await;
 }
