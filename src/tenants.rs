@@ -84,8 +84,8 @@ impl<'a> PresentedToken<'a> {
         let rest = bearer.strip_prefix(TOKEN_PREFIX)?;
         let (hex, secret) = (rest.get(..ID_HEX)?, rest.get(ID_HEX..)?.strip_prefix('_')?);
         let hex_ok = hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        let secret_ok = secret.len() == SECRET_CHARS
-            && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let secret_ok =
+            secret.len() == SECRET_CHARS && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         (hex_ok && secret_ok).then(|| Self { id: format!("tok_{hex}"), secret })
     }
 

@@ -18,7 +18,7 @@
 //!    explicitly (`Settings::open_admin_api`) answers; otherwise every request is refused, telling
 //!    to set a token or open the API, so that a host app bound on a public address never exposes
 //!    it by accident. A bearer value shaped like a tenant token (`swt_…`, see
-//!    [`crate::tenants`]) that is not the admin token is let through as [`Pass::Presented`]: the
+//!    [`crate::tenants`]) that is not the admin token is let through as `Pass::Presented`: the
 //!    next layer ([`super::principal`]) looks it up and answers 401 if it is not a live token.
 //! 4. **JSON bodies** (415 `unsupported_media_type`): any request with a body needs
 //!    `Content-Type: application/json` or an `application/*+json` type, with an optional
@@ -294,7 +294,12 @@ pub(crate) async fn admin_guard(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let verdict = match req.app_data::<web::Data<AdminGuard>>() {
         Some(guard) => guard
-            .check(req.headers(), req.method(), req.uri().authority().map(|a| a.as_str()), req.app_config().local_addr())
+            .check(
+                req.headers(),
+                req.method(),
+                req.uri().authority().map(|a| a.as_str()),
+                req.app_config().local_addr(),
+            )
             .map(Pass::into_owned),
         None => Ok(Pass::Admin),
     };

@@ -314,7 +314,12 @@ fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
         &format!("{token}/properties/description"),
         json!({"pattern": rules::NO_NUL_PATTERN, "maxLength": limits(crate::model::spec_limits::DESCRIPTION_LEN)}),
     );
-    param_schema(doc, "/paths/~1v1~1tokens/get", "cursor", json!({"pattern": rules::CURSOR_PATTERN, "maxLength": limits(rules::CURSOR_LEN)}));
+    param_schema(
+        doc,
+        "/paths/~1v1~1tokens/get",
+        "cursor",
+        json!({"pattern": rules::CURSOR_PATTERN, "maxLength": limits(rules::CURSOR_LEN)}),
+    );
 
     let publish = "/components/schemas/PublishIn";
     set(doc, publish, json!({"additionalProperties": false}));

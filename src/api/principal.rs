@@ -7,7 +7,7 @@
 //! forged token is 401 `unauthorized`.
 //!
 //! Tenants are confined twice. Here, by route: a tenant token may call only the routes that scope
-//! what they show by tenant ([`tenant_may_call`]: webhooks, publish, deliveries, event types);
+//! what they show by tenant (`tenant_may_call`: webhooks, publish, deliveries, event types);
 //! anything else (tokens, nodes, routes added later) is 403 `forbidden` until it learns tenants.
 //! In the handlers, by row: [`Principal::sees`] makes another tenant's (or an untenanted) webhook
 //! or delivery a 404, exactly like one that does not exist, so ids do not leak.
@@ -63,7 +63,9 @@ impl Principal {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
-            Principal::Tenant { .. } => Err(forbidden("this route needs the admin token; a tenant token cannot use it")),
+            Principal::Tenant { .. } => {
+                Err(forbidden("this route needs the admin token; a tenant token cannot use it"))
+            }
         }
     }
 
@@ -90,7 +92,7 @@ impl FromRequest for Principal {
     type Error = actix_web::Error;
     type Future = Ready<Result<Self, Self::Error>>;
 
-    /// What [`scope_principal`] decided; the admin where nothing was decided (no guard mounted).
+    /// What `scope_principal` decided; the admin where nothing was decided (no guard mounted).
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(Ok(req.extensions().get::<Principal>().cloned().unwrap_or(Principal::Admin)))
     }
@@ -112,7 +114,8 @@ pub(crate) fn tenant_may_call(method: &Method, path: &str) -> bool {
 pub(crate) async fn resolve(webhooks: &Webhooks, presented: &str) -> Result<Option<Principal>, StoreError> {
     let Some(token) = PresentedToken::parse(presented) else { return Ok(None) };
     let Some(stored) = webhooks.store().api_token(&token.id).await? else { return Ok(None) };
-    Ok(token.matches(&stored.secret_hash).then(|| Principal::Tenant { tenant: stored.tenant, token_id: stored.id }))
+    let principal = Principal::Tenant { tenant: stored.tenant, token_id: stored.id };
+    Ok(token.matches(&stored.secret_hash).then_some(principal))
 }
 
 /// The middleware inside the guard: turns what the guard let in into a [`Principal`] (see the

@@ -99,7 +99,10 @@ async fn create(
     if !valid_tenant(&tenant) {
         return Err(ApiError::bad_request(
             "invalid_tenant",
-            format!("invalid tenant: use 1 to {} characters of letters, digits, `.`, `_`, `:`, `-`", spec_limits::TENANT_LEN),
+            format!(
+                "invalid tenant: use 1 to {} characters of letters, digits, `.`, `_`, `:`, `-`",
+                spec_limits::TENANT_LEN
+            ),
         ));
     }
     if let Some(d) = &description

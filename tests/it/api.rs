@@ -298,6 +298,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/deliveries/{id}", &["get"]),
     ("/v1/event-types", &["get"]),
     ("/v1/nodes", &["get"]),
+    ("/v1/tokens", &["get", "post"]),
+    ("/v1/tokens/{id}", &["delete"]),
     ("/metrics", &["get"]),
     ("/healthz", &["get"]),
     ("/openapi.json", &["get"]),

@@ -24,4 +24,5 @@ mod security;
 mod storage_faults;
 mod store_contract;
 mod supervision;
+mod tenants;
 mod tls;

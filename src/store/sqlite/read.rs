@@ -87,7 +87,12 @@ pub(super) fn list_webhooks(c: &Connection, after: &str, limit: u32) -> StoreRes
 }
 
 /// One tenant's registrations after `after` (tenants part).
-pub(super) fn list_tenant_webhooks(c: &Connection, tenant: &str, after: &str, limit: u32) -> StoreResult<Vec<WebhookView>> {
+pub(super) fn list_tenant_webhooks(
+    c: &Connection,
+    tenant: &str,
+    after: &str,
+    limit: u32,
+) -> StoreResult<Vec<WebhookView>> {
     let raws = c
         .prepare_cached(&format!("{VIEW_SELECT} WHERE w.tenant = ?1 AND w.id > ?2 ORDER BY w.id LIMIT ?3"))
         .and_then(|mut s| s.query_map(params![tenant, after, limit], raw_view)?.collect::<Result<Vec<_>, _>>())
