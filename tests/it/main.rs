@@ -15,6 +15,7 @@ mod host_log;
 mod hostile;
 mod isolation;
 mod load_smoke;
+mod pacing;
 mod pg;
 mod process;
 mod races;

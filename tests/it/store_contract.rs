@@ -1428,7 +1428,10 @@ async fn load_in_order_follows_publish_order_whatever_the_due_times(b: &Backend)
     assert_eq!(order(&by_due)[0], d[4], "load_due goes by due time instead");
 
     assert_eq!(order(&s.load_in_order("o1", vec![], 2).await.unwrap()), d[..2]);
-    assert_eq!(order(&s.load_in_order("o1", vec![d[0].clone(), d[2].clone()], 2).await.unwrap()), [d[1].clone(), d[3].clone()]);
+    assert_eq!(
+        order(&s.load_in_order("o1", vec![d[0].clone(), d[2].clone()], 2).await.unwrap()),
+        [d[1].clone(), d[3].clone()]
+    );
 
     // The head retrying later stays the head; a finished delivery leaves the queue.
     apply(

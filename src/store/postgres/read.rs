@@ -192,10 +192,7 @@ pub(super) async fn load_due(
             &next_params,
         ),
     )?;
-    let items = rows
-        .iter()
-        .map(pending_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let items = rows.iter().map(pending_row).collect::<StoreResult<Vec<_>>>()?;
     let next_due_at_ms = match next {
         Some(r) => col(&r, 0)?,
         None => None,
