@@ -199,6 +199,8 @@ fn bench_webhook(id: &str) -> WebhookRecord {
         created_at_ms: 1_000,
         updated_at_ms: 1_000,
         revision: 0,
+        previous_secret: None,
+        previous_secret_until_ms: None,
     }
 }
 

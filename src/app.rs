@@ -35,6 +35,9 @@ use crate::store::{
 };
 
 pub use dispatcher::{DeliveryRef, PublishError, PublishReceipt};
+pub use lifecycle::{LifecycleError, TestDelivery};
+
+mod lifecycle;
 
 /// Why the subsystem could not start.
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +252,15 @@ impl Webhooks {
         idempotency_key: Option<String>,
     ) -> Result<PublishReceipt, PublishError> {
         let event_type = self.inner.catalog.resolve(event)?;
+        self.check_publish(&data, idempotency_key.as_deref())?;
+        let (reply, rx) = oneshot::channel();
+        self.inner.dispatcher.do_send(Publish(PublishRequest { event_type, data, idempotency_key, only: None, reply }));
+        rx.await.map_err(|_| PublishError::ShuttingDown)?
+    }
+
+    /// Whether a publish of `data` may go ahead: its shape and size, the key, and whether the
+    /// subsystem takes work right now.
+    fn check_publish(&self, data: &RawValue, idempotency_key: Option<&str>) -> Result<(), PublishError> {
         if !data.get().trim_start().starts_with('{') {
             return Err(PublishError::InvalidData("data must be a JSON object".into()));
         }
@@ -256,7 +268,7 @@ impl Webhooks {
         if data.get().len() > limit {
             return Err(PublishError::PayloadTooLarge { limit });
         }
-        if let Some(key) = &idempotency_key
+        if let Some(key) = idempotency_key
             && !crate::model::valid_idempotency_key(key)
         {
             return Err(PublishError::InvalidIdempotencyKey);
@@ -267,9 +279,7 @@ impl Webhooks {
         if let Some(refusal) = self.write_refusal() {
             return Err(PublishError::Unavailable(refusal));
         }
-        let (reply, rx) = oneshot::channel();
-        self.inner.dispatcher.do_send(Publish(PublishRequest { event_type, data, idempotency_key, reply }));
-        rx.await.map_err(|_| PublishError::ShuttingDown)?
+        Ok(())
     }
 
     /// Registers a webhook: a new generated id when `id` is `None`, else creates or replaces `id`

@@ -26,12 +26,19 @@ pub const DEFAULT_EVENT_TYPES: &[(&str, &str)] = &[
     ("inventory.low", "An inventory item fell below its reorder threshold."),
 ];
 
+/// The event type of `POST /v1/webhooks/{id}/test`: reserved, so it cannot be published (nor
+/// configured as a catalog type), but a subscription may name it without it counting as unknown.
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
 /// Why an event type name or catalog entry was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
     /// The type is well-formed but not in the catalog.
     #[error("unknown event type `{0}`")]
     Unknown(String),
+    /// The type is reserved for the sender itself ([`TEST_EVENT_TYPE`]).
+    #[error("event type `{0}` is reserved: it is sent only by POST /v1/webhooks/{{id}}/test")]
+    Reserved(String),
     /// The name does not look like `resource.action`.
     #[error("invalid event type name `{0}`: use lowercase dotted segments like `order.created`")]
     InvalidName(String),
@@ -78,6 +85,9 @@ impl EventCatalog {
                 None => (entry, ""),
             };
             validate_name(name)?;
+            if name == TEST_EVENT_TYPE {
+                return Err(CatalogError::Reserved(name.to_string()));
+            }
             c.insert(name, description);
         }
         Ok(c)
@@ -100,11 +110,20 @@ impl EventCatalog {
     pub fn resolve(&self, name: &str) -> Result<Arc<str>, CatalogError> {
         match self.index.get(name) {
             Some(n) => Ok(n.clone()),
+            None if name == TEST_EVENT_TYPE => Err(CatalogError::Reserved(name.to_string())),
             None => {
                 validate_name(name)?;
                 Err(CatalogError::Unknown(name.to_string()))
             }
         }
+    }
+
+    /// A type a subscription may name: a known one, or the reserved [`TEST_EVENT_TYPE`].
+    pub fn resolve_subscribable(&self, name: &str) -> Result<Arc<str>, CatalogError> {
+        if name == TEST_EVENT_TYPE {
+            return Ok(Arc::from(TEST_EVENT_TYPE));
+        }
+        self.resolve(name)
     }
 
     /// Validates a webhook's subscription list. `None`, an empty list and `["*"]` mean every type.
@@ -117,7 +136,7 @@ impl EventCatalog {
         }
         let mut names = Vec::with_capacity(events.len());
         for e in events {
-            let n = self.resolve(e)?;
+            let n = self.resolve_subscribable(e)?;
             if !names.contains(&n) {
                 names.push(n);
             }
@@ -182,5 +201,18 @@ mod tests {
         assert!(!s.matches("order.updated"));
         assert_eq!(s, Subscription::Only(vec![Arc::from("order.created")]));
         assert!(c.subscription(Some(&["order.shiped".into()])).is_err());
+    }
+
+    #[test]
+    fn the_test_event_type_is_reserved_but_subscribable() {
+        let c = EventCatalog::default();
+        assert_eq!(c.resolve(TEST_EVENT_TYPE), Err(CatalogError::Reserved(TEST_EVENT_TYPE.into())));
+        assert!(c.types().iter().all(|t| t.name != TEST_EVENT_TYPE));
+        let s = c.subscription(Some(&[TEST_EVENT_TYPE.into(), "order.created".into()])).unwrap();
+        assert!(s.matches(TEST_EVENT_TYPE) && s.matches("order.created"));
+        assert_eq!(
+            EventCatalog::with_extra(&["webhook.test"]).unwrap_err(),
+            CatalogError::Reserved(TEST_EVENT_TYPE.into())
+        );
     }
 }

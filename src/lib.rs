@@ -76,7 +76,7 @@ pub mod retry;
 pub mod signing;
 pub mod store;
 
-pub use app::{PublishError, PublishReceipt, RegisterError, StartError, WebhookInfo, Webhooks};
+pub use app::{LifecycleError, PublishError, PublishReceipt, RegisterError, StartError, WebhookInfo, Webhooks};
 pub use config::Settings;
 pub use model::WebhookSpec;
 pub use retry::{Jitter, RetryConfig};

@@ -93,13 +93,13 @@ impl DeliveryStatus {
 ///
 /// Unknown fields are refused (`deny_unknown_fields`): a misspelt `evnts` would otherwise register
 /// a webhook for every event type.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSpec {
     /// Target URL, `http` or `https`.
     pub url: String,
     /// `whsec_…` or a plain string; generated when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// Subscribed event types; absent (or `null`) or containing `"*"` means all. An empty list is
     /// refused: it reads as "none" but used to mean "all".
@@ -149,6 +149,37 @@ pub struct WebhookRecord {
     /// Registry revision of the last change (disable included), set by the store: tells a newer
     /// copy of a registration from an older one on every node. Ignored on write.
     pub revision: u64,
+    // ----- lifecycle: secret rotation -----
+    /// The secret before the last rotation: it signs too, beside `secret`, until
+    /// `previous_secret_until_ms`.
+    pub previous_secret: Option<String>,
+    /// End of the rotation's overlap window, Unix ms.
+    pub previous_secret_until_ms: Option<i64>,
+}
+
+impl WebhookRecord {
+    /// The registration as a spec (without its secret): what `PATCH` applies a merge patch to.
+    /// Every field of [`WebhookSpec`] but the secret is filled from the record, so a field added to
+    /// both is patchable as soon as it is here.
+    pub fn to_spec(&self) -> WebhookSpec {
+        WebhookSpec {
+            url: self.url.clone(),
+            secret: None,
+            events: self.events.clone(),
+            headers: (!self.headers.is_empty()).then(|| self.headers.clone()),
+            retry_config: Some(self.retry_config),
+            description: self.description.clone(),
+            max_in_flight: self.max_in_flight,
+        }
+    }
+
+    /// The previous secret while its overlap window is open at `now_ms`.
+    pub fn previous_secret_at(&self, now_ms: i64) -> Option<&str> {
+        match (&self.previous_secret, self.previous_secret_until_ms) {
+            (Some(s), Some(until)) if now_ms < until => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// Why a registration was refused; each maps to a 400 with its own error code.
@@ -300,18 +331,12 @@ impl WebhookSpec {
     ) -> Result<WebhookRecord, SpecError> {
         validate_webhook_id(&id)?;
         let url = validate_url(&self.url, policy)?;
-        let secret = match self.secret {
-            Some(s) => {
-                if s.chars().count() > spec_limits::SECRET_LEN {
-                    return Err(SpecError::Invalid(format!(
-                        "secret is longer than {} characters",
-                        spec_limits::SECRET_LEN
-                    )));
-                }
-                SigningKey::from_secret(&s)?;
-                s
-            }
-            None => existing.map(|e| e.secret.clone()).unwrap_or_else(generate_secret),
+        // A rotation's previous secret keeps signing while the secret stays; a new one given
+        // here replaces the key at once.
+        let (secret, previous_secret, previous_secret_until_ms) = match (self.secret, existing) {
+            (Some(s), _) => (validate_secret(s)?, None, None),
+            (None, Some(e)) => (e.secret.clone(), e.previous_secret.clone(), e.previous_secret_until_ms),
+            (None, None) => (generate_secret(), None, None),
         };
         if self.events.as_ref().is_some_and(Vec::is_empty) {
             return Err(SpecError::Invalid(
@@ -320,7 +345,7 @@ impl WebhookSpec {
         }
         // Every name must be a known type, `"*"` among them or not.
         for name in self.events.iter().flatten().filter(|e| *e != "*") {
-            catalog.resolve(name)?;
+            catalog.resolve_subscribable(name)?;
         }
         let events = match catalog.subscription(self.events.as_deref())? {
             Subscription::All => None,
@@ -358,8 +383,19 @@ impl WebhookSpec {
             created_at_ms: existing.map(|e| e.created_at_ms).unwrap_or(now),
             updated_at_ms: now,
             revision: 0,
+            previous_secret,
+            previous_secret_until_ms,
         })
     }
+}
+
+/// Checks a given secret (create, replace, rotation): at most 512 characters, a usable key.
+pub fn validate_secret(s: String) -> Result<String, SpecError> {
+    if s.chars().count() > spec_limits::SECRET_LEN {
+        return Err(SpecError::Invalid(format!("secret is longer than {} characters", spec_limits::SECRET_LEN)));
+    }
+    SigningKey::from_secret(&s)?;
+    Ok(s)
 }
 
 fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), SpecError> {

@@ -9,6 +9,8 @@ pub mod docs;
 pub mod error;
 pub mod events;
 pub mod guard;
+pub mod lifecycle;
+pub mod merge_patch;
 pub mod nodes;
 pub mod openapi;
 pub mod ops;
@@ -234,6 +236,7 @@ fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks, mounts: &Mounts, 
             .app_data(web::QueryConfig::default().error_handler(|err, _| error::query_error(err).into()))
             .wrap(from_fn(guard::admin_guard))
             .configure(webhooks::configure)
+            .configure(lifecycle::configure)
             .configure(events::configure)
             .configure(deliveries::configure)
             .configure(nodes::configure)

@@ -20,9 +20,10 @@ use utoipa::{Modify, OpenApi};
 use super::deliveries::{self, AttemptOut, DeliveryOut};
 use super::error::{ErrorDetail, ErrorResponse};
 use super::events::{self, PublishIn};
+use super::lifecycle::{self, DisableIn, EnableIn, RotateIn, SecretOut, TestAccepted, TestIn, TestOut};
 use super::nodes::{self, NodeList, NodeOut};
 use super::ops::{self, EventTypeList, HealthOut};
-use super::webhooks::{self, WebhookIn, WebhookOut};
+use super::webhooks::{self, WebhookCreated, WebhookIn, WebhookOut};
 use super::{Mounts, rules};
 use crate::catalog::{EventCatalog, EventType};
 use crate::config::Settings;
@@ -52,6 +53,12 @@ use crate::retry::{Jitter, RetryConfig};
         webhooks::get,
         webhooks::replace,
         webhooks::delete,
+        lifecycle::patch,
+        lifecycle::disable,
+        lifecycle::enable,
+        lifecycle::secret,
+        lifecycle::rotate_secret,
+        lifecycle::test,
         events::publish,
         deliveries::list,
         deliveries::get,
@@ -64,6 +71,14 @@ use crate::retry::{Jitter, RetryConfig};
     components(schemas(
         WebhookIn,
         WebhookOut,
+        WebhookCreated,
+        DisableIn,
+        EnableIn,
+        RotateIn,
+        SecretOut,
+        TestIn,
+        TestOut,
+        TestAccepted,
         PublishIn,
         PublishReceipt,
         DeliveryRef,
@@ -239,6 +254,7 @@ fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
     let names: Vec<Value> = catalog.types().iter().map(|t| json!(t.name)).collect();
     let mut subscribable = names.clone();
     subscribable.push(json!("*"));
+    subscribable.push(json!(crate::catalog::TEST_EVENT_TYPE));
     let limits = |n: usize| json!(n);
 
     let webhook = "/components/schemas/WebhookIn";
@@ -295,9 +311,22 @@ fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
     );
 
     let id = json!({"pattern": rules::WEBHOOK_ID_PATTERN, "maxLength": limits(crate::model::spec_limits::ID_LEN)});
-    for method in ["get", "put", "delete"] {
+    for method in ["get", "put", "patch", "delete"] {
         param_schema(doc, &format!("/paths/~1v1~1webhooks~1{{id}}/{method}"), "id", id.clone());
     }
+    // ----- lifecycle -----
+    param_schema(doc, "/paths/~1v1~1webhooks~1{id}~1secret/get", "id", id.clone());
+    for action in ["disable", "enable", "rotate-secret", "test"] {
+        param_schema(doc, &format!("/paths/~1v1~1webhooks~1{{id}}~1{action}/post"), "id", id.clone());
+    }
+    for input in ["DisableIn", "EnableIn", "RotateIn", "TestIn"] {
+        set(doc, &format!("/components/schemas/{input}"), json!({"additionalProperties": false}));
+    }
+    set(
+        doc,
+        "/components/schemas/RotateIn/properties/secret",
+        json!({"pattern": rules::SECRET_PATTERN, "minLength": 1, "maxLength": limits(rules::SECRET_LEN)}),
+    );
     let cursor = json!({"pattern": rules::CURSOR_PATTERN, "maxLength": limits(rules::CURSOR_LEN)});
     param_schema(doc, "/paths/~1v1~1webhooks/get", "cursor", cursor.clone());
     param_schema(doc, "/paths/~1v1~1deliveries/get", "cursor", cursor);
@@ -462,7 +491,7 @@ mod tests {
         assert_eq!(props["secret"]["pattern"], json!(rules::SECRET_PATTERN));
         assert_eq!(props["events"]["minItems"], json!(1));
         let events = props["events"]["items"]["enum"].as_array().unwrap();
-        assert_eq!(events.len(), EventCatalog::default().types().len() + 1);
+        assert_eq!(events.len(), EventCatalog::default().types().len() + 2, "the types, `*` and `webhook.test`");
         assert_eq!(props["headers"]["propertyNames"]["pattern"], json!(rules::header_name_pattern()));
         assert_eq!(props["headers"]["maxProperties"], json!(crate::model::spec_limits::HEADERS));
         let status = doc["paths"]["/v1/deliveries"]["get"]["parameters"]

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -21,8 +20,9 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/webhooks/{id}")
                 .get(get)
                 .put(replace)
+                .patch(super::lifecycle::patch)
                 .delete(delete)
-                .default_service(web::to(super::allow("GET, PUT, DELETE"))),
+                .default_service(web::to(super::allow("GET, PUT, DELETE, PATCH"))),
         );
 }
 
@@ -78,7 +78,7 @@ pub struct WebhookIn {
 impl WebhookIn {
     /// The registration, after the checks that make the API accept exactly what its document
     /// describes (see [`super::rules`]); the rest is [`WebhookSpec::into_record`]'s.
-    fn into_spec(self, webhooks: &Webhooks) -> Result<WebhookSpec, ApiError> {
+    pub(crate) fn into_spec(self, webhooks: &Webhooks) -> Result<WebhookSpec, ApiError> {
         if !rules::url_ok(&self.url) {
             // The registration's own check names a refused target more precisely.
             let policy = webhooks.settings().target_policy();
@@ -163,7 +163,7 @@ fn whole(v: serde_json::Value) -> serde_json::Value {
 }
 
 /// Deserializes an optional integer field from any JSON number without a fraction (see [`whole`]).
-fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::de::DeserializeOwned,
@@ -183,8 +183,6 @@ pub struct WebhookOut {
     id: String,
     /// Target URL.
     url: String,
-    /// Signing secret, as given or generated (`whsec_…`).
-    secret: String,
     /// Subscribed event types; `null` = every event type.
     #[schema(required = true)]
     events: Option<Vec<String>>,
@@ -242,13 +240,31 @@ impl From<WebhookInfo> for WebhookOut {
             updated_at: crate::model::rfc3339(r.updated_at_ms),
             id: r.id,
             url: r.url,
-            secret: r.secret,
             events: r.events,
             headers: r.headers,
             retry_config: r.retry_config,
             description: r.description,
             max_in_flight: r.max_in_flight,
         }
+    }
+}
+
+/// A webhook as its creation returns it: the resource plus its signing secret, shown this once
+/// (later: `GET /v1/webhooks/{id}/secret`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCreated {
+    /// The webhook.
+    #[serde(flatten)]
+    webhook: WebhookOut,
+    /// Signing secret, as given or generated (`whsec_…`).
+    secret: String,
+}
+
+impl From<WebhookInfo> for WebhookCreated {
+    fn from(info: WebhookInfo) -> Self {
+        let secret = info.record.secret.clone();
+        Self { webhook: info.into(), secret }
     }
 }
 
@@ -283,7 +299,7 @@ pub struct ListQuery {
     operation_id = "createWebhook",
     request_body = WebhookIn,
     responses(
-        (status = 201, description = "Registered; the response holds the generated `id` and `secret`.", body = WebhookOut),
+        (status = 201, description = "Registered; the response holds the generated `id` and the `secret` (shown only here and by `GET /v1/webhooks/{id}/secret`).", body = WebhookCreated),
         (status = 400, description = "Invalid registration: `invalid_json`, `invalid_request`, `invalid_url`, `private_target_not_allowed`, `invalid_secret`, `invalid_header`, `invalid_retry_config`, `unknown_event_type`, `invalid_event_type`.", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
         (status = 413, description = "Request body too large (`payload_too_large`).", body = ErrorResponse),
@@ -294,7 +310,7 @@ pub struct ListQuery {
 async fn create(webhooks: web::Data<Webhooks>, body: web::Json<WebhookIn>) -> Result<HttpResponse, ApiError> {
     let spec = body.into_inner().into_spec(&webhooks)?;
     let (info, _) = webhooks.register(None, spec).await?;
-    Ok(HttpResponse::Created().json(WebhookOut::from(info)))
+    Ok(HttpResponse::Created().json(WebhookCreated::from(info)))
 }
 
 /// Registers or replaces the webhook with a caller-chosen id; re-enables a disabled one.
@@ -306,8 +322,8 @@ async fn create(webhooks: web::Data<Webhooks>, body: web::Json<WebhookIn>) -> Re
     params(("id" = String, Path, description = "Caller-chosen id: 1 to 128 characters of `[A-Za-z0-9_.:-]`, not `.` or `..` (400 `invalid_request`).")),
     request_body = WebhookIn,
     responses(
-        (status = 200, description = "Replaced; the secret is kept unless one is given.", body = WebhookOut),
-        (status = 201, description = "Created.", body = WebhookOut),
+        (status = 200, description = "Replaced; the secret is kept unless one is given (it is not in the response).", body = WebhookOut),
+        (status = 201, description = "Created; the response shows the `secret` this once.", body = WebhookCreated),
         (status = 400, description = "Invalid id or registration (same codes as `POST /v1/webhooks`).", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
         (status = 413, description = "Request body too large (`payload_too_large`).", body = ErrorResponse),
@@ -329,8 +345,10 @@ async fn replace(
     }
     let spec = body.into_inner().into_spec(&webhooks)?;
     let (info, upserted) = webhooks.register(Some(id), spec).await?;
-    let status = if upserted == Upserted::Created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(HttpResponse::build(status).json(WebhookOut::from(info)))
+    Ok(match upserted {
+        Upserted::Created => HttpResponse::Created().json(WebhookCreated::from(info)),
+        Upserted::Replaced => HttpResponse::Ok().json(WebhookOut::from(info)),
+    })
 }
 
 /// Lists webhooks in id order, a page at a time.

@@ -354,6 +354,21 @@ pub const VARS: &[Var] = &[
         apply: |s, v| positive(v).map(|n| s.max_pending_writes = n),
     },
     Var {
+        name: "WEBHOOKS_SECRET_ROTATION_OVERLAP",
+        flag: "secret-rotation-overlap",
+        help: "How long the previous secret keeps signing beside the new one after a rotation that does not \
+               give overlapSeconds, s; 0 for none, at most 2592000 (default 86400, 24 h)",
+        kind: Kind::Value,
+        apply: |s, v| {
+            let d = Duration::from_secs(number::<u64>(v)?);
+            if d > super::MAX_SECRET_ROTATION_OVERLAP {
+                return Err(format!("must be at most 2592000 (30 days), got `{v}`"));
+            }
+            s.secret_rotation_overlap = d;
+            Ok(())
+        },
+    },
+    Var {
         name: "WEBHOOKS_SHUTDOWN_GRACE_SECS",
         flag: "shutdown-grace-secs",
         help: "How long shutdown waits for attempts in flight, s (default 10)",

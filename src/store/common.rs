@@ -55,6 +55,9 @@ pub(crate) struct RawWebhook {
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
     pub(crate) revision: i64,
+    // ----- lifecycle -----
+    pub(crate) previous_secret: Option<String>,
+    pub(crate) previous_secret_until: Option<i64>,
 }
 
 impl RawWebhook {
@@ -73,6 +76,8 @@ impl RawWebhook {
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at,
             revision: self.revision.max(0) as u64,
+            previous_secret: self.previous_secret,
+            previous_secret_until_ms: self.previous_secret_until,
         })
     }
 }

@@ -97,6 +97,9 @@ pub(crate) struct PublishRequest {
     pub(crate) event_type: Arc<str>,
     pub(crate) data: Box<RawValue>,
     pub(crate) idempotency_key: Option<String>,
+    /// Lifecycle: a test event for this webhook alone, whatever it subscribes to (it must not be
+    /// disabled); `None`: every subscribed, enabled webhook.
+    pub(crate) only: Option<Arc<str>>,
     pub(crate) reply: oneshot::Sender<Result<PublishReceipt, PublishError>>,
 }
 

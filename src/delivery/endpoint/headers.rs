@@ -2,6 +2,7 @@
 //! and the headers of one attempt.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 
@@ -26,6 +27,9 @@ pub(crate) struct EndpointConfig {
     pub(crate) id: Arc<str>,
     pub(crate) target: Arc<Target>,
     keys: Vec<SigningKey>,
+    /// During a secret rotation: the previous key, signing beside the current one until the end
+    /// of the overlap window (Unix ms).
+    previous: Option<(SigningKey, i64)>,
     headers: HeaderMap,
     pub(crate) retry: RetryConfig,
     pub(crate) max_in_flight: usize,
@@ -55,6 +59,10 @@ impl EndpointConfig {
                 Vec::new()
             }
         };
+        let previous = match (&r.previous_secret, r.previous_secret_until_ms) {
+            (Some(secret), Some(until)) => SigningKey::from_secret(secret).ok().map(|k| (k, until)),
+            _ => None,
+        };
         // Sized for what it holds: an idle endpoint should cost little memory (fleets of 100k).
         let mut headers = HeaderMap::with_capacity(r.headers.len() + 2);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -71,6 +79,7 @@ impl EndpointConfig {
             id: Arc::from(r.id.as_str()),
             target: Arc::new(target),
             keys,
+            previous,
             headers,
             retry: r.retry_config,
             max_in_flight: r.max_in_flight.unwrap_or(settings.delivery.max_in_flight).max(1) as usize,
@@ -78,9 +87,11 @@ impl EndpointConfig {
         }
     }
 
-    /// The headers of one attempt at `timestamp` (Unix s): the static ones plus id, timestamp
-    /// and signatures; or why the attempt may not go out.
-    pub(crate) fn attempt_headers(&self, p: &Pending, timestamp: i64) -> Result<HeaderMap, String> {
+    /// The headers of one attempt started at `started`: the static ones plus id, timestamp
+    /// and signatures (the current key's, then during a rotation's overlap window the previous
+    /// key's); or why the attempt may not go out.
+    pub(crate) fn attempt_headers(&self, p: &Pending, started: SystemTime) -> Result<HeaderMap, String> {
+        let timestamp = signing::unix_seconds(started);
         if let Some(reason) = &self.refused {
             return Err(reason.clone());
         }
@@ -89,7 +100,13 @@ impl EndpointConfig {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
-        let signature = signature_header(&self.keys, &env.id, timestamp, &env.body);
+        let mut signature = signature_header(&self.keys, &env.id, timestamp, &env.body);
+        if let Some((key, until_ms)) = &self.previous
+            && crate::model::to_ms(started) < *until_ms
+        {
+            signature.push(' ');
+            signature.push_str(&key.sign_v1(&env.id, timestamp, &env.body));
+        }
         let hv = |s: String| HeaderValue::from_str(&s).map_err(|e| format!("bad header value: {e}"));
         headers.insert(H_WEBHOOK_ID, env.h_id.clone());
         headers.insert(H_WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));

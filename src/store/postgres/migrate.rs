@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, "node_leases", include_str!("../../../migrations/postgres/0002_node_leases.sql")),
     (3, "probes", include_str!("../../../migrations/postgres/0003_probes.sql")),
+    (4, "lifecycle", include_str!("../../../migrations/postgres/0004_lifecycle.sql")),
 ];
 
 /// The advisory-lock key of a schema's migrations (FNV-1a of the channel name: stable across

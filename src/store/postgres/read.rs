@@ -11,18 +11,25 @@ use crate::store::common::{RawHealth, RawWebhook};
 use crate::store::*;
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
-     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision";
+     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, \
+     w.previous_secret, w.previous_secret_until";
 
-/// A registration with its health (columns 13..=19) and lease (20..=22).
+/// A registration with its health (columns 13..=19), lease (20..=22) and lifecycle columns (23..=24).
 const VIEW_SELECT: &str = "SELECT w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
      w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, \
      s.state, s.consecutive_failures, s.failing_since, s.last_success_at, s.last_failure_at, s.breaker_probe_at, \
-     s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0) \
+     s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0), \
+     w.previous_secret, w.previous_secret_until \
      FROM webhooks w LEFT JOIN webhook_state s ON s.webhook_id = w.id \
      LEFT JOIN leases l ON l.webhook_id = w.id AND l.node_id IS NOT NULL \
      LEFT JOIN nodes n ON n.id = l.node_id";
 
 fn webhook(r: &Row) -> StoreResult<WebhookRecord> {
+    webhook_at(r, 13)
+}
+
+/// A `webhooks` row from `WEBHOOK_COLUMNS` order, its lifecycle columns starting at `lifecycle`.
+fn webhook_at(r: &Row, lifecycle: usize) -> StoreResult<WebhookRecord> {
     RawWebhook {
         id: col(r, 0)?,
         url: col(r, 1)?,
@@ -37,6 +44,8 @@ fn webhook(r: &Row) -> StoreResult<WebhookRecord> {
         created_at: col(r, 10)?,
         updated_at: col(r, 11)?,
         revision: col(r, 12)?,
+        previous_secret: col(r, lifecycle)?,
+        previous_secret_until: col(r, lifecycle + 1)?,
     }
     .decode()
 }
@@ -62,7 +71,7 @@ fn view(r: &Row) -> StoreResult<WebhookView> {
         }
         None => None,
     };
-    Ok(WebhookView { record: webhook(r)?, health: health.decode()?, owner })
+    Ok(WebhookView { record: webhook_at(r, 23)?, health: health.decode()?, owner })
 }
 
 pub(super) async fn get_webhook(inner: &Inner, id: &str) -> StoreResult<Option<WebhookView>> {

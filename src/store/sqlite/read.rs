@@ -9,19 +9,26 @@ use crate::store::common::{RawHealth, RawWebhook};
 use crate::store::*;
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
-     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision";
+     w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, \
+     w.previous_secret, w.previous_secret_until";
 
-/// A registration with its health and lease: `WEBHOOK_COLUMNS`, then health (13..=19), then
-/// the lease (20..=22).
+/// A registration with its health and lease: `WEBHOOK_COLUMNS` up to the revision, then health
+/// (13..=19), the lease (20..=22), then the lifecycle columns (23..=24).
 const VIEW_SELECT: &str = "SELECT w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
      w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, \
      s.state, s.consecutive_failures, s.failing_since, s.last_success_at, s.last_failure_at, s.breaker_probe_at, \
-     s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0) \
+     s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0), \
+     w.previous_secret, w.previous_secret_until \
      FROM webhooks w LEFT JOIN webhook_state s ON s.webhook_id = w.id \
      LEFT JOIN leases l ON l.webhook_id = w.id AND l.node_id IS NOT NULL \
      LEFT JOIN nodes n ON n.id = l.node_id";
 
 fn raw_webhook(r: &Row<'_>) -> rusqlite::Result<RawWebhook> {
+    raw_webhook_at(r, 13)
+}
+
+/// A `webhooks` row from `WEBHOOK_COLUMNS` order, its lifecycle columns starting at `lifecycle`.
+fn raw_webhook_at(r: &Row<'_>, lifecycle: usize) -> rusqlite::Result<RawWebhook> {
     Ok(RawWebhook {
         id: r.get(0)?,
         url: r.get(1)?,
@@ -36,6 +43,8 @@ fn raw_webhook(r: &Row<'_>) -> rusqlite::Result<RawWebhook> {
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
         revision: r.get(12)?,
+        previous_secret: r.get(lifecycle)?,
+        previous_secret_until: r.get(lifecycle + 1)?,
     })
 }
 
@@ -49,7 +58,7 @@ fn raw_view(r: &Row<'_>) -> rusqlite::Result<RawView> {
         }
         None => None,
     };
-    Ok((raw_webhook(r)?, health, owner))
+    Ok((raw_webhook_at(r, 23)?, health, owner))
 }
 
 fn decode_view((w, h, owner): RawView) -> StoreResult<WebhookView> {

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0002_cluster.sql"),
     include_str!("../../../migrations/sqlite/0003_node_leases.sql"),
     include_str!("../../../migrations/sqlite/0004_probes.sql"),
+    include_str!("../../../migrations/sqlite/0005_lifecycle.sql"),
 ];
 
 /// Most jobs one transaction takes; bounds the latency a single group adds.
