@@ -580,6 +580,37 @@ mod tests {
     }
 
     #[test]
+    fn a_record_as_spec_round_trips_and_keeps_a_rotation() {
+        let c = EventCatalog::default();
+        let mut s = spec("https://example.com");
+        s.events = Some(vec!["order.created".into()]);
+        s.headers = Some(BTreeMap::from([("X-A".into(), "1".into())]));
+        s.description = Some("d".into());
+        s.max_in_flight = Some(3);
+        let mut first = s.into_record("a".into(), &c, &TargetPolicy::default(), None).unwrap();
+        first.previous_secret = Some("old-secret".into());
+        first.previous_secret_until_ms = Some(5_000);
+        let json = serde_json::to_value(first.to_spec()).unwrap();
+        assert!(json.get("secret").is_none(), "{json}");
+        let again: WebhookSpec = serde_json::from_value(json).unwrap();
+        let second = again.into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap();
+        assert_eq!(
+            WebhookRecord { updated_at_ms: first.updated_at_ms, ..second.clone() },
+            first,
+            "every field survives, the secret and the rotation included"
+        );
+        assert_eq!(first.previous_secret_at(4_999), Some("old-secret"));
+        assert_eq!(first.previous_secret_at(5_000), None, "the overlap is over");
+        // A secret given in a spec replaces the key at once: no overlap.
+        let mut s = spec("https://example.com");
+        s.secret = Some("new-plain-secret".into());
+        let third = s.into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap();
+        assert_eq!((third.secret.as_str(), third.previous_secret), ("new-plain-secret", None));
+        assert!(matches!(validate_secret("x".repeat(513)), Err(SpecError::Invalid(_))));
+        assert!(matches!(validate_secret("whsec_".into()), Err(SpecError::Secret(_))));
+    }
+
+    #[test]
     fn status_filters_accept_aliases() {
         assert_eq!(DeliveryStatus::parse("succeeded"), Some(DeliveryStatus::Success));
         assert_eq!(DeliveryStatus::parse("pending"), Some(DeliveryStatus::Pending));

@@ -400,6 +400,19 @@ mod tests {
     }
 
     #[test]
+    fn the_rotation_overlap_is_whole_seconds_up_to_30_days() {
+        assert_eq!(Settings::default().secret_rotation_overlap, Duration::from_secs(86_400));
+        let s = Settings::from_vars(env(&[("WEBHOOKS_SECRET_ROTATION_OVERLAP", "0")])).unwrap();
+        assert_eq!(s.secret_rotation_overlap, Duration::ZERO);
+        let s = Settings::from_vars(env(&[("WEBHOOKS_SECRET_ROTATION_OVERLAP", "2592000")])).unwrap();
+        assert_eq!(s.secret_rotation_overlap, Duration::from_secs(2_592_000));
+        for bad in ["2592001", "-1", "1h", "1.5"] {
+            let err = Settings::from_vars(env(&[("WEBHOOKS_SECRET_ROTATION_OVERLAP", bad)])).unwrap_err();
+            assert!(err.to_string().contains("WEBHOOKS_SECRET_ROTATION_OVERLAP"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn the_environment_fills_the_settings_and_errors_name_the_variable() {
         let s = Settings::from_vars(env(&[
             ("WEBHOOKS_DATABASE_URL", "postgres://u@db/servio"),

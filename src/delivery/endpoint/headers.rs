@@ -118,3 +118,68 @@ impl EndpointConfig {
         Ok(headers)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::delivery::Envelope;
+    use crate::signing::verify_at;
+
+    const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const NEW: &str = "whsec_bmV3LXNlY3JldC1mb3ItdGhlLXJvdGF0aW9u";
+
+    fn record(previous_until_ms: Option<i64>) -> WebhookRecord {
+        WebhookRecord {
+            id: "w".into(),
+            url: "https://example.com/hook".into(),
+            secret: NEW.into(),
+            events: None,
+            headers: BTreeMap::new(),
+            retry_config: RetryConfig::default(),
+            max_in_flight: None,
+            description: None,
+            disabled_at_ms: None,
+            disabled_reason: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            revision: 1,
+            previous_secret: previous_until_ms.map(|_| OLD.to_string()),
+            previous_secret_until_ms: previous_until_ms,
+        }
+    }
+
+    fn pending() -> Pending {
+        let body = bytes::Bytes::from_static(br#"{"id":"evt_1","event":"order.created","data":{},"timestamp":"t"}"#);
+        let envelope = Arc::new(Envelope::new("evt_1", "order.created", "t", body, 0));
+        Pending { id: "dlv_1".into(), envelope, attempts: 0, probes: 0, due_ms: 0 }
+    }
+
+    /// Which of the two secrets verify an attempt started at `at_ms`.
+    fn verifying(r: &WebhookRecord, at_ms: u64) -> (bool, bool, usize) {
+        let started = UNIX_EPOCH + Duration::from_millis(at_ms);
+        let cfg = EndpointConfig::from_record(r, &Settings::default());
+        let p = pending();
+        let h = cfg.attempt_headers(&p, started).unwrap();
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+        let ok = |s: &str| verify_at(s, get, &p.envelope.body, started, Duration::from_secs(300)).is_ok();
+        let tokens = get("webhook-signature").unwrap().split(' ').count();
+        (ok(OLD), ok(NEW), tokens)
+    }
+
+    #[test]
+    fn the_previous_key_signs_until_the_overlap_ends() {
+        let until = 1_700_000_000_500;
+        assert_eq!(verifying(&record(Some(until)), 1_700_000_000_000), (true, true, 2), "during the overlap");
+        assert_eq!(verifying(&record(Some(until)), 1_700_000_000_499), (true, true, 2));
+        assert_eq!(verifying(&record(Some(until)), 1_700_000_000_500), (false, true, 1), "after it");
+        assert_eq!(verifying(&record(None), 1_700_000_000_000), (false, true, 1), "no rotation");
+        let cfg = EndpointConfig::from_record(&record(Some(until)), &Settings::default());
+        let p = pending();
+        let h = cfg.attempt_headers(&p, UNIX_EPOCH + Duration::from_millis(1_700_000_000_000)).unwrap();
+        let hex = SigningKey::from_secret(NEW).unwrap().sign_body_hex(&p.envelope.body);
+        assert_eq!(h[H_X_SIGNATURE], hex.as_str(), "the seed's header uses the new key");
+    }
+}
