@@ -203,6 +203,8 @@ fn bench_webhook(id: &str) -> WebhookRecord {
         updated_at_ms: 1_000,
         revision: 0,
         tenant: None,
+        previous_secret: None,
+        previous_secret_until_ms: None,
     }
 }
 

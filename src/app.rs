@@ -35,6 +35,9 @@ use crate::store::{
 };
 
 pub use dispatcher::{DeliveryRef, PublishError, PublishReceipt};
+pub use lifecycle::{LifecycleError, TestDelivery};
+
+mod lifecycle;
 
 /// Why the subsystem could not start.
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +301,21 @@ impl Webhooks {
     ) -> Result<PublishReceipt, PublishError> {
         let PublishOptions { idempotency_key, tenant } = options;
         let event_type = self.inner.catalog.resolve(event)?;
+        self.check_publish(&data, idempotency_key.as_deref())?;
+        let tenant = match tenant {
+            Some(t) if crate::model::valid_tenant(&t) => Some(Arc::from(t)),
+            Some(_) => return Err(PublishError::InvalidTenant),
+            None => crate::tenants::venue_id(&data).map(Arc::from),
+        };
+        let (reply, rx) = oneshot::channel();
+        let request = PublishRequest { event_type, data, idempotency_key, tenant, only: None, reply };
+        self.inner.dispatcher.do_send(Publish(request));
+        rx.await.map_err(|_| PublishError::ShuttingDown)?
+    }
+
+    /// Whether a publish of `data` may go ahead: its shape and size, the key, and whether the
+    /// subsystem takes work right now.
+    fn check_publish(&self, data: &RawValue, idempotency_key: Option<&str>) -> Result<(), PublishError> {
         if !data.get().trim_start().starts_with('{') {
             return Err(PublishError::InvalidData("data must be a JSON object".into()));
         }
@@ -305,25 +323,18 @@ impl Webhooks {
         if data.get().len() > limit {
             return Err(PublishError::PayloadTooLarge { limit });
         }
-        if let Some(key) = &idempotency_key
+        if let Some(key) = idempotency_key
             && !crate::model::valid_idempotency_key(key)
         {
             return Err(PublishError::InvalidIdempotencyKey);
         }
-        let tenant = match tenant {
-            Some(t) if crate::model::valid_tenant(&t) => Some(Arc::from(t)),
-            Some(_) => return Err(PublishError::InvalidTenant),
-            None => crate::tenants::venue_id(&data).map(Arc::from),
-        };
         if self.inner.stopped.load(Ordering::Relaxed) {
             return Err(PublishError::ShuttingDown);
         }
         if let Some(refusal) = self.write_refusal() {
             return Err(PublishError::Unavailable(refusal));
         }
-        let (reply, rx) = oneshot::channel();
-        self.inner.dispatcher.do_send(Publish(PublishRequest { event_type, data, idempotency_key, tenant, reply }));
-        rx.await.map_err(|_| PublishError::ShuttingDown)?
+        Ok(())
     }
 
     /// Registers a webhook: a new generated id when `id` is `None`, else creates or replaces `id`

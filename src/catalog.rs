@@ -32,12 +32,19 @@ pub const DEFAULT_EVENT_TYPES: &[(&str, &str)] = &[
     ("inventory.low", "An inventory item fell below its reorder threshold."),
 ];
 
+/// The event type of `POST /v1/webhooks/{id}/test`: reserved, so it cannot be published (nor
+/// configured as a catalog type), but a subscription may name it without it counting as unknown.
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
 /// Why an event type name or catalog entry was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
     /// The type is well-formed but not in the catalog.
     #[error("unknown event type `{0}`")]
     Unknown(String),
+    /// The type is reserved for the sender itself ([`TEST_EVENT_TYPE`]).
+    #[error("event type `{0}` is reserved: it is sent only by POST /v1/webhooks/{{id}}/test")]
+    Reserved(String),
     /// The name does not look like `resource.action`.
     #[error("invalid event type name `{0}`: use lowercase dotted segments like `order.created`")]
     InvalidName(String),
@@ -90,6 +97,9 @@ impl EventCatalog {
                 None => (entry, ""),
             };
             validate_name(name)?;
+            if name == TEST_EVENT_TYPE {
+                return Err(CatalogError::Reserved(name.to_string()));
+            }
             c.insert(name, description);
         }
         Ok(c)
@@ -112,11 +122,20 @@ impl EventCatalog {
     pub fn resolve(&self, name: &str) -> Result<Arc<str>, CatalogError> {
         match self.index.get(name) {
             Some(n) => Ok(n.clone()),
+            None if name == TEST_EVENT_TYPE => Err(CatalogError::Reserved(name.to_string())),
             None => {
                 validate_name(name)?;
                 Err(CatalogError::Unknown(name.to_string()))
             }
         }
+    }
+
+    /// A type a subscription may name: a known one, or the reserved [`TEST_EVENT_TYPE`].
+    pub fn resolve_subscribable(&self, name: &str) -> Result<Arc<str>, CatalogError> {
+        if name == TEST_EVENT_TYPE {
+            return Ok(Arc::from(TEST_EVENT_TYPE));
+        }
+        self.resolve(name)
     }
 
     /// Validates a webhook's subscription list. `None`, an empty list and `["*"]` mean every type.
@@ -143,7 +162,7 @@ impl EventCatalog {
     /// A subscription entry: a known type, or a wildcard `<known prefix>.*` (returned as written).
     pub fn resolve_entry(&self, entry: &str) -> Result<Arc<str>, CatalogError> {
         if !entry.contains('*') {
-            return self.resolve(entry);
+            return self.resolve_subscribable(entry);
         }
         match entry.strip_suffix(".*") {
             Some(prefix) if !prefix.contains('*') && self.prefixes().iter().any(|p| p == prefix) => {
@@ -261,5 +280,18 @@ mod tests {
             assert_eq!(c.subscription(Some(&[bad.into()])), Err(CatalogError::UnknownPattern(bad.into())), "{bad}");
         }
         assert_eq!(c.patterns()[0], "order.*");
+    }
+
+    #[test]
+    fn the_test_event_type_is_reserved_but_subscribable() {
+        let c = EventCatalog::default();
+        assert_eq!(c.resolve(TEST_EVENT_TYPE), Err(CatalogError::Reserved(TEST_EVENT_TYPE.into())));
+        assert!(c.types().iter().all(|t| t.name != TEST_EVENT_TYPE));
+        let s = c.subscription(Some(&[TEST_EVENT_TYPE.into(), "order.created".into()])).unwrap();
+        assert!(s.matches(TEST_EVENT_TYPE) && s.matches("order.created"));
+        assert_eq!(
+            EventCatalog::with_extra(&["webhook.test"]).unwrap_err(),
+            CatalogError::Reserved(TEST_EVENT_TYPE.into())
+        );
     }
 }

@@ -82,7 +82,9 @@ pub mod signing;
 pub mod store;
 pub mod tenants;
 
-pub use app::{PublishError, PublishOptions, PublishReceipt, RegisterError, StartError, WebhookInfo, Webhooks};
+pub use app::{
+    LifecycleError, PublishError, PublishOptions, PublishReceipt, RegisterError, StartError, WebhookInfo, Webhooks,
+};
 pub use config::Settings;
 pub use model::WebhookSpec;
 pub use retry::{Jitter, RetryConfig};

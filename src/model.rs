@@ -93,13 +93,13 @@ impl DeliveryStatus {
 ///
 /// Unknown fields are refused (`deny_unknown_fields`): a misspelt `evnts` would otherwise register
 /// a webhook for every event type.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSpec {
     /// Target URL, `http` or `https`.
     pub url: String,
     /// `whsec_…` or a plain string; generated when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// Subscribed event types; absent (or `null`) or containing `"*"` means all. An empty list is
     /// refused: it reads as "none" but used to mean "all".
@@ -172,6 +172,40 @@ pub struct WebhookRecord {
     // ----- tenants part -----
     /// The tenant it belongs to (see [`WebhookSpec::tenant`]).
     pub tenant: Option<String>,
+    // ----- lifecycle: secret rotation -----
+    /// The secret before the last rotation: it signs too, beside `secret`, until
+    /// `previous_secret_until_ms`.
+    pub previous_secret: Option<String>,
+    /// End of the rotation's overlap window, Unix ms.
+    pub previous_secret_until_ms: Option<i64>,
+}
+
+impl WebhookRecord {
+    /// The registration as a spec (without its secret): what `PATCH` applies a merge patch to.
+    /// Every field of [`WebhookSpec`] but the secret is filled from the record, so a field added to
+    /// both is patchable as soon as it is here.
+    pub fn to_spec(&self) -> WebhookSpec {
+        WebhookSpec {
+            url: self.url.clone(),
+            secret: None,
+            events: self.events.clone(),
+            headers: (!self.headers.is_empty()).then(|| self.headers.clone()),
+            retry_config: Some(self.retry_config),
+            description: self.description.clone(),
+            max_in_flight: self.max_in_flight,
+            tenant: self.tenant.clone(),
+            rate_limit_per_second: self.rate_limit_per_second,
+            ordered: self.ordered.then_some(true),
+        }
+    }
+
+    /// The previous secret while its overlap window is open at `now_ms`.
+    pub fn previous_secret_at(&self, now_ms: i64) -> Option<&str> {
+        match (&self.previous_secret, self.previous_secret_until_ms) {
+            (Some(s), Some(until)) if now_ms < until => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// Why a registration was refused; each maps to a 400 with its own error code.
@@ -347,18 +381,12 @@ impl WebhookSpec {
     ) -> Result<WebhookRecord, SpecError> {
         validate_webhook_id(&id)?;
         let url = validate_url(&self.url, policy)?;
-        let secret = match self.secret {
-            Some(s) => {
-                if s.chars().count() > spec_limits::SECRET_LEN {
-                    return Err(SpecError::Invalid(format!(
-                        "secret is longer than {} characters",
-                        spec_limits::SECRET_LEN
-                    )));
-                }
-                SigningKey::from_secret(&s)?;
-                s
-            }
-            None => existing.map(|e| e.secret.clone()).unwrap_or_else(generate_secret),
+        // A rotation's previous secret keeps signing while the secret stays; a new one given
+        // here replaces the key at once.
+        let (secret, previous_secret, previous_secret_until_ms) = match (self.secret, existing) {
+            (Some(s), _) => (validate_secret(s)?, None, None),
+            (None, Some(e)) => (e.secret.clone(), e.previous_secret.clone(), e.previous_secret_until_ms),
+            (None, None) => (generate_secret(), None, None),
         };
         if self.events.as_ref().is_some_and(Vec::is_empty) {
             return Err(SpecError::Invalid(
@@ -412,6 +440,8 @@ impl WebhookSpec {
             updated_at_ms: now,
             revision: 0,
             tenant: self.tenant,
+            previous_secret,
+            previous_secret_until_ms,
         })
     }
 }
@@ -428,6 +458,15 @@ pub fn validate_rate_limit(rate: Option<f64>) -> Result<(), SpecError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Checks a given secret (create, replace, rotation): at most 512 characters, a usable key.
+pub fn validate_secret(s: String) -> Result<String, SpecError> {
+    if s.chars().count() > spec_limits::SECRET_LEN {
+        return Err(SpecError::Invalid(format!("secret is longer than {} characters", spec_limits::SECRET_LEN)));
+    }
+    SigningKey::from_secret(&s)?;
+    Ok(s)
 }
 
 fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), SpecError> {
@@ -654,6 +693,37 @@ mod tests {
         }
         assert!(validate_rate_limit(Some(spec_limits::RATE_LIMIT_PER_SECOND)).is_ok());
         assert!(validate_rate_limit(Some(1e-3)).is_ok());
+    }
+
+    #[test]
+    fn a_record_as_spec_round_trips_and_keeps_a_rotation() {
+        let c = EventCatalog::default();
+        let mut s = spec("https://example.com");
+        s.events = Some(vec!["order.created".into()]);
+        s.headers = Some(BTreeMap::from([("X-A".into(), "1".into())]));
+        s.description = Some("d".into());
+        s.max_in_flight = Some(3);
+        let mut first = s.into_record("a".into(), &c, &TargetPolicy::default(), None).unwrap();
+        first.previous_secret = Some("old-secret".into());
+        first.previous_secret_until_ms = Some(5_000);
+        let json = serde_json::to_value(first.to_spec()).unwrap();
+        assert!(json.get("secret").is_none(), "{json}");
+        let again: WebhookSpec = serde_json::from_value(json).unwrap();
+        let second = again.into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap();
+        assert_eq!(
+            WebhookRecord { updated_at_ms: first.updated_at_ms, ..second.clone() },
+            first,
+            "every field survives, the secret and the rotation included"
+        );
+        assert_eq!(first.previous_secret_at(4_999), Some("old-secret"));
+        assert_eq!(first.previous_secret_at(5_000), None, "the overlap is over");
+        // A secret given in a spec replaces the key at once: no overlap.
+        let mut s = spec("https://example.com");
+        s.secret = Some("new-plain-secret".into());
+        let third = s.into_record("a".into(), &c, &TargetPolicy::default(), Some(&first)).unwrap();
+        assert_eq!((third.secret.as_str(), third.previous_secret), ("new-plain-secret", None));
+        assert!(matches!(validate_secret("x".repeat(513)), Err(SpecError::Invalid(_))));
+        assert!(matches!(validate_secret("whsec_".into()), Err(SpecError::Secret(_))));
     }
 
     #[test]

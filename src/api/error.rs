@@ -105,6 +105,7 @@ impl From<CatalogError> for ApiError {
                 ApiError::bad_request("unknown_event_type", e.to_string())
             }
             CatalogError::InvalidName(_) => ApiError::bad_request("invalid_event_type", e.to_string()),
+            CatalogError::Reserved(_) => ApiError::bad_request("reserved_event_type", e.to_string()),
         }
     }
 }

@@ -188,10 +188,10 @@ impl AdminGuard {
         };
         let has_body = headers.contains_key(header::TRANSFER_ENCODING)
             || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
-        let takes_body = matches!(*method, Method::POST | Method::PUT);
+        let takes_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
         match headers.get(header::CONTENT_TYPE) {
             Some(ct) if (has_body || takes_body) && !is_json_content_type(ct) => return Err(Refusal::MediaType),
-            // A `POST` or `PUT` without a content type is the JSON extractor's to refuse (the same
+            // A `POST`, `PUT` or `PATCH` without a content type is the JSON extractor's to refuse (the same
             // 415, before it reads anything), so that a method the path does not take gets its 405.
             None if has_body && !takes_body => return Err(Refusal::MediaType),
             _ => {}

@@ -9,6 +9,8 @@ pub mod docs;
 pub mod error;
 pub mod events;
 pub mod guard;
+pub mod lifecycle;
+pub mod merge_patch;
 pub mod nodes;
 pub mod openapi;
 pub mod ops;
@@ -239,6 +241,7 @@ fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks, mounts: &Mounts, 
             .wrap(from_fn(principal::scope_principal))
             .wrap(from_fn(guard::admin_guard))
             .configure(webhooks::configure)
+            .configure(lifecycle::configure)
             .configure(events::configure)
             .configure(deliveries::configure)
             .configure(replay::configure)

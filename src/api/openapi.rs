@@ -20,11 +20,12 @@ use utoipa::{Modify, OpenApi};
 use super::deliveries::{self, AttemptOut, DeliveryOut};
 use super::error::{ErrorDetail, ErrorResponse};
 use super::events::{self, PublishIn};
+use super::lifecycle::{self, DisableIn, EnableIn, RotateIn, SecretOut, TestAccepted, TestIn, TestOut};
 use super::nodes::{self, NodeList, NodeOut};
 use super::ops::{self, EventTypeList, HealthOut};
 use super::replay::{self, RecoverIn, RecoverOut, RecoveryOut, RecoveryStateOut};
 use super::tokens::{self, TokenCreated, TokenIn, TokenOut};
-use super::webhooks::{self, WebhookIn, WebhookOut};
+use super::webhooks::{self, WebhookCreated, WebhookIn, WebhookOut};
 use super::{Mounts, rules};
 use crate::catalog::{EventCatalog, EventType};
 use crate::config::Settings;
@@ -56,6 +57,12 @@ use crate::retry::{Jitter, RetryConfig};
         webhooks::get,
         webhooks::replace,
         webhooks::delete,
+        lifecycle::patch,
+        lifecycle::disable,
+        lifecycle::enable,
+        lifecycle::secret,
+        lifecycle::rotate_secret,
+        lifecycle::test,
         events::publish,
         deliveries::list,
         deliveries::get,
@@ -73,6 +80,14 @@ use crate::retry::{Jitter, RetryConfig};
     components(schemas(
         WebhookIn,
         WebhookOut,
+        WebhookCreated,
+        DisableIn,
+        EnableIn,
+        RotateIn,
+        SecretOut,
+        TestIn,
+        TestOut,
+        TestAccepted,
         PublishIn,
         PublishReceipt,
         DeliveryRef,
@@ -262,6 +277,7 @@ fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
     let names: Vec<Value> = catalog.types().iter().map(|t| json!(t.name)).collect();
     let mut subscribable = names.clone();
     subscribable.push(json!("*"));
+    subscribable.push(json!(crate::catalog::TEST_EVENT_TYPE));
     // tenants part: the wildcards `<known prefix>.*`.
     subscribable.extend(catalog.patterns().into_iter().map(Value::from));
     let limits = |n: usize| json!(n);
@@ -339,9 +355,22 @@ fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
     );
 
     let id = json!({"pattern": rules::WEBHOOK_ID_PATTERN, "maxLength": limits(crate::model::spec_limits::ID_LEN)});
-    for method in ["get", "put", "delete"] {
+    for method in ["get", "put", "patch", "delete"] {
         param_schema(doc, &format!("/paths/~1v1~1webhooks~1{{id}}/{method}"), "id", id.clone());
     }
+    // ----- lifecycle -----
+    param_schema(doc, "/paths/~1v1~1webhooks~1{id}~1secret/get", "id", id.clone());
+    for action in ["disable", "enable", "rotate-secret", "test"] {
+        param_schema(doc, &format!("/paths/~1v1~1webhooks~1{{id}}~1{action}/post"), "id", id.clone());
+    }
+    for input in ["DisableIn", "EnableIn", "RotateIn", "TestIn"] {
+        set(doc, &format!("/components/schemas/{input}"), json!({"additionalProperties": false}));
+    }
+    set(
+        doc,
+        "/components/schemas/RotateIn/properties/secret",
+        json!({"pattern": rules::SECRET_PATTERN, "minLength": 1, "maxLength": limits(rules::SECRET_LEN)}),
+    );
     let cursor = json!({"pattern": rules::CURSOR_PATTERN, "maxLength": limits(rules::CURSOR_LEN)});
     param_schema(doc, "/paths/~1v1~1webhooks/get", "cursor", cursor.clone());
     param_schema(doc, "/paths/~1v1~1deliveries/get", "cursor", cursor);
@@ -516,7 +545,11 @@ mod tests {
         assert_eq!(props["events"]["minItems"], json!(1));
         let events = props["events"]["items"]["enum"].as_array().unwrap();
         let catalog = EventCatalog::default();
-        assert_eq!(events.len(), catalog.types().len() + 1 + catalog.patterns().len());
+        assert_eq!(
+            events.len(),
+            catalog.types().len() + 2 + catalog.patterns().len(),
+            "the types, `*`, `webhook.test` and the wildcards"
+        );
         // Every documented entry is one a registration accepts (wildcards included).
         let entries: Vec<String> = events.iter().map(|e| e.as_str().unwrap().to_string()).collect();
         assert!(catalog.subscription(Some(&entries)).is_ok());

@@ -59,6 +59,31 @@ impl Principal {
         }
     }
 
+    /// 404 (as if it did not exist) unless the caller may reach webhook `id`: the admin always; a
+    /// tenant when the webhook exists and is its tenant's.
+    pub(crate) async fn reach_webhook(&self, webhooks: &Webhooks, id: &str) -> Result<(), ApiError> {
+        if *self == Principal::Admin {
+            return Ok(());
+        }
+        let owner = webhooks.store().get_webhook(id).await?.map(|v| v.record.tenant);
+        match owner {
+            Some(owner) if self.sees(owner.as_deref()) => Ok(()),
+            _ => Err(ApiError::not_found(&format!("webhook `{id}`"))),
+        }
+    }
+
+    /// 404 unless the caller may reach delivery `id` (through its webhook, as [`Principal::reach_webhook`]).
+    pub(crate) async fn reach_delivery(&self, webhooks: &Webhooks, id: &str) -> Result<(), ApiError> {
+        if *self == Principal::Admin {
+            return Ok(());
+        }
+        let webhook_id = webhooks.delivery(id).await?.map(|(d, _)| d.webhook_id);
+        match webhook_id {
+            Some(w) if self.reach_webhook(webhooks, &w).await.is_ok() => Ok(()),
+            _ => Err(ApiError::not_found(&format!("delivery `{id}`"))),
+        }
+    }
+
     /// 403 `forbidden` unless the caller is the admin.
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
@@ -104,6 +129,9 @@ pub(crate) fn tenant_may_call(method: &Method, path: &str) -> bool {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["webhooks"] | ["webhooks", _] | ["deliveries"] | ["deliveries", _] => true,
+        // Lifecycle and replay of its own webhooks and deliveries (the handlers check the row).
+        ["webhooks", _, "disable" | "enable" | "secret" | "rotate-secret" | "test" | "recover"] => true,
+        ["deliveries", _, "retry"] => true,
         ["events"] => *method == Method::POST,
         ["event-types"] => *method == Method::GET,
         _ => false,
@@ -172,6 +200,11 @@ mod tests {
             (Method::GET, "/deliveries/dlv_1"),
             (Method::POST, "/events"),
             (Method::GET, "/event-types"),
+            (Method::GET, "/webhooks/wh_1/secret"),
+            (Method::POST, "/webhooks/wh_1/rotate-secret"),
+            (Method::POST, "/webhooks/wh_1/disable"),
+            (Method::POST, "/webhooks/wh_1/recover"),
+            (Method::POST, "/deliveries/dlv_1/retry"),
         ] {
             assert!(tenant_may_call(&m, p), "{m} {p}");
         }
@@ -180,9 +213,8 @@ mod tests {
             (Method::POST, "/tokens"),
             (Method::DELETE, "/tokens/tok_1"),
             (Method::GET, "/nodes"),
-            (Method::GET, "/webhooks/wh_1/secret"),
-            (Method::POST, "/webhooks/wh_1/rotate-secret"),
-            (Method::POST, "/deliveries/dlv_1/retry"),
+            (Method::GET, "/webhooks/wh_1/deliveries"),
+            (Method::POST, "/deliveries/dlv_1/other"),
             (Method::GET, "/"),
             (Method::GET, ""),
         ] {

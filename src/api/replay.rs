@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use super::ApiError;
 use super::deliveries::DeliveryOut;
 use super::error::ErrorResponse;
+use super::principal::Principal;
 use crate::app::Webhooks;
 use crate::model::now_ms;
 use crate::replay::rfc3339;
@@ -59,11 +60,16 @@ fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
     ),
     security(("bearer" = []))
 )]
-async fn retry(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn retry(
+    webhooks: web::Data<Webhooks>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     // Delivery ids are ASCII; a NUL would only upset the store.
     if id.contains('\0') {
         return Err(ApiError::not_found(&format!("delivery `{}`", id.escape_debug())));
     }
+    principal.reach_delivery(&webhooks, &id).await?;
     match webhooks.retry_delivery(&id).await? {
         RetryOutcome::Requeued { delivery, .. } => Ok(HttpResponse::Accepted().json(DeliveryOut::new(*delivery, None))),
         RetryOutcome::NotFound => Err(ApiError::not_found(&format!("delivery `{id}`"))),
@@ -189,12 +195,14 @@ impl From<RecoveryRecord> for RecoveryOut {
 )]
 async fn recover(
     webhooks: web::Data<Webhooks>,
+    principal: Principal,
     id: web::Path<String>,
     body: web::Json<RecoverIn>,
 ) -> Result<HttpResponse, ApiError> {
     if crate::model::validate_webhook_id(&id).is_err() {
         return Err(ApiError::not_found(&format!("webhook `{id}`")));
     }
+    principal.reach_webhook(&webhooks, &id).await?;
     // An unknown webhook is a 404 whatever the window (a valid-looking request for nothing).
     if webhooks.webhook(&id).await?.is_none() {
         return Err(ApiError::not_found(&format!("webhook `{id}`")));

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -22,8 +21,9 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/webhooks/{id}")
                 .get(get)
                 .put(replace)
+                .patch(super::lifecycle::patch)
                 .delete(delete)
-                .default_service(web::to(super::allow("GET, PUT, DELETE"))),
+                .default_service(web::to(super::allow("GET, PUT, DELETE, PATCH"))),
         );
 }
 
@@ -135,9 +135,19 @@ fn webhook_tenant(
 }
 
 impl WebhookIn {
+    /// The tenant this body gives its registration, checked against the caller (tenants part);
+    /// `existing` is the current registration's tenant when there is one.
+    pub(crate) fn tenant_for(
+        &mut self,
+        principal: &Principal,
+        existing: Option<Option<String>>,
+    ) -> Result<Option<String>, ApiError> {
+        webhook_tenant(principal, self.tenant.take(), existing)
+    }
+
     /// The registration, after the checks that make the API accept exactly what its document
     /// describes (see [`super::rules`]); the rest is [`WebhookSpec::into_record`]'s.
-    fn into_spec(self, webhooks: &Webhooks, tenant: Option<String>) -> Result<WebhookSpec, ApiError> {
+    pub(crate) fn into_spec(self, webhooks: &Webhooks, tenant: Option<String>) -> Result<WebhookSpec, ApiError> {
         if !rules::url_ok(&self.url) {
             // The registration's own check names a refused target more precisely.
             let policy = webhooks.settings().target_policy();
@@ -225,7 +235,7 @@ fn whole(v: serde_json::Value) -> serde_json::Value {
 }
 
 /// Deserializes an optional integer field from any JSON number without a fraction (see [`whole`]).
-fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::de::DeserializeOwned,
@@ -245,8 +255,6 @@ pub struct WebhookOut {
     id: String,
     /// Target URL.
     url: String,
-    /// Signing secret, as given or generated (`whsec_…`).
-    secret: String,
     /// Subscribed event types; `null` = every event type.
     #[schema(required = true)]
     events: Option<Vec<String>>,
@@ -319,7 +327,6 @@ impl From<WebhookInfo> for WebhookOut {
             tenant: r.tenant,
             id: r.id,
             url: r.url,
-            secret: r.secret,
             events: r.events,
             headers: r.headers,
             retry_config: r.retry_config,
@@ -329,6 +336,25 @@ impl From<WebhookInfo> for WebhookOut {
             rate_limit_per_second: r.rate_limit_per_second,
             ordered: r.ordered,
         }
+    }
+}
+
+/// A webhook as its creation returns it: the resource plus its signing secret, shown this once
+/// (later: `GET /v1/webhooks/{id}/secret`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCreated {
+    /// The webhook.
+    #[serde(flatten)]
+    webhook: WebhookOut,
+    /// Signing secret, as given or generated (`whsec_…`).
+    secret: String,
+}
+
+impl From<WebhookInfo> for WebhookCreated {
+    fn from(info: WebhookInfo) -> Self {
+        let secret = info.record.secret.clone();
+        Self { webhook: info.into(), secret }
     }
 }
 
@@ -363,7 +389,7 @@ pub struct ListQuery {
     operation_id = "createWebhook",
     request_body = WebhookIn,
     responses(
-        (status = 201, description = "Registered; the response holds the generated `id` and `secret`.", body = WebhookOut),
+        (status = 201, description = "Registered; the response holds the generated `id` and the `secret` (shown only here and by `GET /v1/webhooks/{id}/secret`).", body = WebhookCreated),
         (status = 400, description = "Invalid registration: `invalid_json`, `invalid_request`, `invalid_url`, `private_target_not_allowed`, `invalid_secret`, `invalid_header`, `invalid_retry_config`, `unknown_event_type`, `invalid_event_type`, `invalid_tenant`.", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
         (status = 403, description = "A tenant token registering for another tenant or none (`tenant_mismatch`).", body = ErrorResponse),
@@ -381,7 +407,7 @@ async fn create(
     let tenant = webhook_tenant(&principal, body.tenant.take(), None)?;
     let spec = body.into_spec(&webhooks, tenant)?;
     let (info, _) = webhooks.register(None, spec).await?;
-    Ok(HttpResponse::Created().json(WebhookOut::from(info)))
+    Ok(HttpResponse::Created().json(WebhookCreated::from(info)))
 }
 
 /// Registers or replaces the webhook with a caller-chosen id; re-enables a disabled one.
@@ -393,8 +419,8 @@ async fn create(
     params(("id" = String, Path, description = "Caller-chosen id: 1 to 128 characters of `[A-Za-z0-9_.:-]`, not `.` or `..` (400 `invalid_request`).")),
     request_body = WebhookIn,
     responses(
-        (status = 200, description = "Replaced; the secret is kept unless one is given.", body = WebhookOut),
-        (status = 201, description = "Created.", body = WebhookOut),
+        (status = 200, description = "Replaced; the secret is kept unless one is given (it is not in the response).", body = WebhookOut),
+        (status = 201, description = "Created; the response shows the `secret` this once.", body = WebhookCreated),
         (status = 400, description = "Invalid id or registration (same codes as `POST /v1/webhooks`).", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
         (status = 403, description = "A tenant token registering for another tenant or none (`tenant_mismatch`).", body = ErrorResponse),
@@ -429,8 +455,10 @@ async fn replace(
     let tenant = webhook_tenant(&principal, body.tenant.take(), existing)?;
     let spec = body.into_spec(&webhooks, tenant)?;
     let (info, upserted) = webhooks.register(Some(id), spec).await?;
-    let status = if upserted == Upserted::Created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(HttpResponse::build(status).json(WebhookOut::from(info)))
+    Ok(match upserted {
+        Upserted::Created => HttpResponse::Created().json(WebhookCreated::from(info)),
+        Upserted::Replaced => HttpResponse::Ok().json(WebhookOut::from(info)),
+    })
 }
 
 /// Lists webhooks in id order, a page at a time.

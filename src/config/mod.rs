@@ -78,6 +78,11 @@ pub struct Settings {
     pub node_id: Option<String>,
     /// Heartbeats, leases and polling (several nodes on one PostgreSQL database).
     pub cluster: ClusterSettings,
+    // ----- lifecycle -----
+    /// How long the previous secret keeps signing beside the new one after
+    /// `POST /v1/webhooks/{id}/rotate-secret` without `overlapSeconds`
+    /// (`WEBHOOKS_SECRET_ROTATION_OVERLAP`, whole seconds, default 86400 = 24 h, at most 30 days).
+    pub secret_rotation_overlap: Duration,
     // ----- retention (part: retention) -----
     /// How long finished deliveries, their attempt log and their events are kept, and how the
     /// background pruner runs (see [`crate::retention`]).
@@ -160,6 +165,9 @@ impl Default for RetentionSettings {
     }
 }
 
+/// The longest secret-rotation overlap (per call or by setting): 30 days.
+pub const MAX_SECRET_ROTATION_OVERLAP: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// How nodes sharing a database keep track of each other and of who owns which webhook.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -234,6 +242,9 @@ impl Settings {
                 ));
             }
         }
+        if self.secret_rotation_overlap > MAX_SECRET_ROTATION_OVERLAP {
+            return Err(config_error("WEBHOOKS_SECRET_ROTATION_OVERLAP", "must be at most 2592000 s (30 days)"));
+        }
         let c = &self.cluster;
         if c.heartbeat_interval.is_zero() {
             return Err(config_error("WEBHOOKS_HEARTBEAT_INTERVAL_MS", "must be positive"));
@@ -303,6 +314,7 @@ impl Default for Settings {
             node_id: None,
             cluster: ClusterSettings::default(),
             retention: RetentionSettings::default(),
+            secret_rotation_overlap: Duration::from_secs(24 * 3600),
         }
     }
 }

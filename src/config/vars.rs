@@ -362,6 +362,21 @@ pub const VARS: &[Var] = &[
         apply: |s, v| positive(v).map(|n| s.max_pending_writes = n),
     },
     Var {
+        name: "WEBHOOKS_SECRET_ROTATION_OVERLAP",
+        flag: "secret-rotation-overlap",
+        help: "How long the previous secret keeps signing beside the new one after a rotation that does not \
+               give overlapSeconds, s; 0 for none, at most 2592000 (default 86400, 24 h)",
+        kind: Kind::Value,
+        apply: |s, v| {
+            let d = Duration::from_secs(number::<u64>(v)?);
+            if d > super::MAX_SECRET_ROTATION_OVERLAP {
+                return Err(format!("must be at most 2592000 (30 days), got `{v}`"));
+            }
+            s.secret_rotation_overlap = d;
+            Ok(())
+        },
+    },
+    Var {
         name: "WEBHOOKS_SHUTDOWN_GRACE_SECS",
         flag: "shutdown-grace-secs",
         help: "How long shutdown waits for attempts in flight, s (default 10)",
@@ -413,6 +428,19 @@ mod tests {
         for v in VARS {
             let expected = format!("WEBHOOKS_{}", v.flag.to_ascii_uppercase().replace('-', "_"));
             assert_eq!(v.name, expected, "the flag mirrors the variable");
+        }
+    }
+
+    #[test]
+    fn the_rotation_overlap_is_whole_seconds_up_to_30_days() {
+        assert_eq!(Settings::default().secret_rotation_overlap, Duration::from_secs(86_400));
+        let s = Settings::from_vars(env(&[("WEBHOOKS_SECRET_ROTATION_OVERLAP", "0")])).unwrap();
+        assert_eq!(s.secret_rotation_overlap, Duration::ZERO);
+        let s = Settings::from_vars(env(&[("WEBHOOKS_SECRET_ROTATION_OVERLAP", "2592000")])).unwrap();
+        assert_eq!(s.secret_rotation_overlap, Duration::from_secs(2_592_000));
+        for bad in ["2592001", "-1", "1h", "1.5"] {
+            let err = Settings::from_vars(env(&[("WEBHOOKS_SECRET_ROTATION_OVERLAP", bad)])).unwrap_err();
+            assert!(err.to_string().contains("WEBHOOKS_SECRET_ROTATION_OVERLAP"), "{bad}: {err}");
         }
     }
 

@@ -59,6 +59,9 @@ pub(crate) struct RawWebhook {
     // ----- pacing -----
     pub(crate) rate_limit_per_second: Option<f64>,
     pub(crate) ordered: bool,
+    // ----- lifecycle -----
+    pub(crate) previous_secret: Option<String>,
+    pub(crate) previous_secret_until: Option<i64>,
 }
 
 impl RawWebhook {
@@ -80,6 +83,8 @@ impl RawWebhook {
             updated_at_ms: self.updated_at,
             revision: self.revision.max(0) as u64,
             tenant: self.tenant,
+            previous_secret: self.previous_secret,
+            previous_secret_until_ms: self.previous_secret_until,
         })
     }
 }

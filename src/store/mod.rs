@@ -47,6 +47,16 @@ pub trait Store: Send + Sync + 'static {
     /// What changed in the registry after revision `since` (`0`: everything).
     async fn registry_changes(&self, since: u64) -> StoreResult<RegistryChanges>;
 
+    // ----- lifecycle -----
+
+    /// Compare-and-set: stores `webhook` as it is (every field, its disabled state and previous
+    /// secret included; `created_at_ms` and `revision` ignored) only while the stored registration
+    /// still has revision `expected_revision`, moves the registry revision on and announces it
+    /// ([`Notice::Registry`]). A change that disables it fails its pending deliveries with the
+    /// disabled reason (as an automatic disable does); one that re-enables it resets its stored
+    /// health. Returns the new revision, or `None` when the webhook is gone or changed since.
+    async fn update_webhook(&self, webhook: WebhookRecord, expected_revision: u64) -> StoreResult<Option<u64>>;
+
     // ----- deliveries -----
 
     /// Applies one group commit atomically (see [`WriteBatch`] for fencing). New deliveries

@@ -34,7 +34,10 @@ async fn webhook_lifecycle() {
 
     let (status, got) = app.get(&format!("/v1/webhooks/{id}")).await;
     assert_eq!(status, 200);
-    assert_eq!(got["secret"], created["secret"]);
+    assert!(got.get("secret").is_none(), "reads carry no secret: {got}");
+    let (status, secret) = app.get(&format!("/v1/webhooks/{id}/secret")).await;
+    assert_eq!(status, 200);
+    assert_eq!(secret, json!({"secret": created["secret"]}));
     assert_eq!(got["description"], "kitchen display");
 
     // PUT with a caller-chosen id: 201 the first time, 200 when replacing; the secret is kept.
@@ -48,7 +51,8 @@ async fn webhook_lifecycle() {
     let (status, put2) = app.request("PUT", "/v1/webhooks/pos-1", Some(r#"{"url":"https://example.com/b"}"#)).await;
     assert_eq!(status, 200);
     assert_eq!(put2["url"], "https://example.com/b");
-    assert_eq!(put2["secret"], "plain-old-secret");
+    assert!(put2.get("secret").is_none(), "a replace does not show the secret: {put2}");
+    assert_eq!(app.get("/v1/webhooks/pos-1/secret").await.1["secret"], "plain-old-secret");
     assert_eq!(put2["createdAt"], put["createdAt"]);
 
     let (status, list) = app.get("/v1/webhooks").await;
@@ -200,7 +204,7 @@ async fn bad_queries_and_unknown_routes_get_json_errors() {
     let (s, json) = app.request("PATCH", "/v1/webhooks", None).await;
     assert_eq!((s, json["error"]["code"].as_str()), (405, Some("method_not_allowed")));
     // A method the path does not take is 405 (with `Allow`) before any content-type question.
-    for (method, path, allow) in [("PUT", "/v1/nodes", "GET"), ("POST", "/v1/webhooks/x", "GET, PUT, DELETE")] {
+    for (method, path, allow) in [("PUT", "/v1/nodes", "GET"), ("POST", "/v1/webhooks/x", "GET, PUT, DELETE, PATCH")] {
         let resp = app
             .http
             .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base))
@@ -292,7 +296,12 @@ async fn idempotency_key_returns_the_first_publish() {
 /// Every route the router serves, with its methods: what `/openapi.json` must describe.
 const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/webhooks", &["get", "post"]),
-    ("/v1/webhooks/{id}", &["get", "put", "delete"]),
+    ("/v1/webhooks/{id}", &["get", "put", "delete", "patch"]),
+    ("/v1/webhooks/{id}/secret", &["get"]),
+    ("/v1/webhooks/{id}/disable", &["post"]),
+    ("/v1/webhooks/{id}/enable", &["post"]),
+    ("/v1/webhooks/{id}/rotate-secret", &["post"]),
+    ("/v1/webhooks/{id}/test", &["post"]),
     ("/v1/events", &["post"]),
     ("/v1/deliveries", &["get"]),
     ("/v1/deliveries/{id}", &["get"]),
@@ -334,11 +343,11 @@ async fn openapi_document_describes_every_route() {
     assert!(doc["components"].get("securitySchemes").is_none(), "{}", doc["components"]["securitySchemes"]);
 
     let webhook = &doc["components"]["schemas"]["WebhookOut"]["properties"];
-    for field in
-        ["id", "url", "secret", "events", "headers", "retryConfig", "state", "consecutiveFailures", "lastSuccessAt"]
-    {
+    for field in ["id", "url", "events", "headers", "retryConfig", "state", "consecutiveFailures", "lastSuccessAt"] {
         assert!(webhook.get(field).is_some(), "WebhookOut.{field} is missing: {webhook}");
     }
+    assert!(webhook.get("secret").is_none(), "reads carry no secret");
+    assert!(doc["components"]["schemas"]["WebhookCreated"].to_string().contains("secret"));
     for (page, item) in [("Page_WebhookOut", "WebhookOut"), ("Page_DeliveryOut", "DeliveryOut")] {
         let items = &doc["components"]["schemas"][page]["properties"]["data"]["items"];
         assert_eq!(items["$ref"], format!("#/components/schemas/{item}"), "{page}.data.items");

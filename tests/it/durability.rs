@@ -111,7 +111,11 @@ async fn kill_9_loses_nothing_and_sigterm_drains() {
     )
     .unwrap();
     assert_eq!(w["url"], receiver.url.as_str());
-    assert_eq!(w["secret"], "seed-secret");
+    let secret: serde_json::Value = serde_json::from_str(
+        &http.get(format!("{}/v1/webhooks/webhook-0/secret", server.base)).send().await.unwrap().text().await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(secret["secret"], "seed-secret");
     assert_eq!(w["retryConfig"]["maxRetries"], 50);
 
     let mut published = HashSet::new();

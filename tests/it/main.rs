@@ -14,6 +14,7 @@ mod helpers;
 mod host_log;
 mod hostile;
 mod isolation;
+mod lifecycle;
 mod load_smoke;
 mod pacing;
 mod pg;

@@ -59,6 +59,10 @@ impl Store for FaultyStore {
     async fn get_webhook(&self, id: &str) -> StoreResult<Option<WebhookView>> {
         self.inner.get_webhook(id).await
     }
+    async fn update_webhook(&self, w: WebhookRecord, expected: u64) -> StoreResult<Option<u64>> {
+        self.gate().await?;
+        self.inner.update_webhook(w, expected).await
+    }
     async fn list_webhooks(&self, after: Option<String>, limit: u32) -> StoreResult<Vec<WebhookView>> {
         self.inner.list_webhooks(after, limit).await
     }

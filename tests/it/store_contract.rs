@@ -89,6 +89,9 @@ contract!(
     // pacing
     pacing_fields_round_trip,
     load_in_order_follows_publish_order_whatever_the_due_times,
+    // lifecycle
+    lifecycle_update_is_compare_and_set,
+    lifecycle_disable_fails_pending_and_enable_resets_health,
 );
 
 // The tenants part's contract tests (tenant column, events' tenant, API tokens).
@@ -112,6 +115,8 @@ fn webhook(id: &str) -> WebhookRecord {
         tenant: None,
         rate_limit_per_second: None,
         ordered: false,
+        previous_secret: None,
+        previous_secret_until_ms: None,
     }
 }
 
@@ -1473,4 +1478,85 @@ async fn pg_publish_order_is_the_database_sequence_not_the_id() {
     assert_eq!(page.items.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [later.as_str(), early.as_str()]);
     a.close().await;
     b.close().await;
+}
+
+// ----- lifecycle -----
+
+async fn lifecycle_update_is_compare_and_set(b: &Backend) {
+    let s = b.open("a").await;
+    let (_, r1) = s.upsert_webhook(webhook("w1")).await.unwrap();
+    let mut changed = s.get_webhook("w1").await.unwrap().unwrap().record;
+    changed.url = "https://example.org/patched".into();
+    changed.secret = "whsec_bmV3LXNlY3JldA==".into();
+    changed.previous_secret = Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
+    changed.previous_secret_until_ms = Some(9_000);
+    changed.updated_at_ms = 3_000;
+    let r2 = s.update_webhook(changed.clone(), r1).await.unwrap().expect("revision matched");
+    assert!(r2 > r1);
+    let stored = s.get_webhook("w1").await.unwrap().unwrap().record;
+    assert_eq!(stored, WebhookRecord { revision: r2, ..changed.clone() }, "every field round-trips");
+    let listed = s.list_webhooks(None, 10).await.unwrap();
+    assert_eq!(listed[0].record.previous_secret_until_ms, Some(9_000), "listings carry the rotation");
+    let changes = s.registry_changes(r1).await.unwrap();
+    assert_eq!(changes.upserted.len(), 1);
+    assert_eq!(changes.upserted[0].previous_secret.as_deref(), changed.previous_secret.as_deref());
+
+    // A writer that read revision r1 lost the race: nothing changes.
+    let mut stale = changed.clone();
+    stale.url = "https://example.org/stale".into();
+    assert_eq!(s.update_webhook(stale, r1).await.unwrap(), None);
+    assert_eq!(s.get_webhook("w1").await.unwrap().unwrap().record.url, "https://example.org/patched");
+    assert_eq!(s.update_webhook(webhook("nope"), r2).await.unwrap(), None, "unknown webhook");
+
+    // A replace keeps what it is given, the rotation included.
+    let mut replaced = webhook("w1");
+    replaced.previous_secret = Some("old".into());
+    replaced.previous_secret_until_ms = Some(5);
+    s.upsert_webhook(replaced).await.unwrap();
+    let r = s.get_webhook("w1").await.unwrap().unwrap().record;
+    assert_eq!((r.previous_secret.as_deref(), r.previous_secret_until_ms), (Some("old"), Some(5)));
+    s.close().await;
+}
+
+async fn lifecycle_disable_fails_pending_and_enable_resets_health(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1", "w2"]).await;
+    let f = claim(&s, "a", &["w1"], LONG).await.remove(0);
+    publish(&s, vec![event(&["w1", "w2"], None)]).await;
+    let health = StoredHealth { consecutive_failures: 3, failing_since_ms: Some(1), ..StoredHealth::default() };
+    apply(&s, WriteBatch { health: vec![HealthWrite { fence: f.clone(), health }], ..WriteBatch::default() }).await;
+
+    let view = s.get_webhook("w1").await.unwrap().unwrap();
+    let mut disabled = view.record.clone();
+    disabled.disabled_at_ms = Some(7_000);
+    disabled.disabled_reason = Some("disabled by operator: maintenance".into());
+    let r = s.update_webhook(disabled, view.record.revision).await.unwrap().expect("applied");
+    let v = s.get_webhook("w1").await.unwrap().unwrap();
+    assert_eq!(v.record.disabled_at_ms, Some(7_000));
+    assert_eq!(v.record.disabled_reason.as_deref(), Some("disabled by operator: maintenance"));
+    let failed = s
+        .list_deliveries(DeliveryFilter { webhook_id: Some("w1".into()), ..DeliveryFilter::default() }, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].status, DeliveryStatus::Failed);
+    assert_eq!(failed[0].last_error.as_deref(), Some("disabled by operator: maintenance"));
+    let other = s
+        .list_deliveries(DeliveryFilter { webhook_id: Some("w2".into()), ..DeliveryFilter::default() }, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(other[0].status, DeliveryStatus::Pending, "other webhooks keep theirs");
+
+    // Published while disabled (a node that had not heard yet): stays pending until enabled.
+    publish(&s, vec![event(&["w1"], None)]).await;
+    let mut enabled = v.record.clone();
+    enabled.disabled_at_ms = None;
+    enabled.disabled_reason = None;
+    s.update_webhook(enabled, r).await.unwrap().expect("applied");
+    let v = s.get_webhook("w1").await.unwrap().unwrap();
+    assert_eq!(v.record.disabled_at_ms, None);
+    let h = v.health.expect("health row kept");
+    assert_eq!((h.consecutive_failures, h.failing_since_ms), (0, None), "health starts over");
+    assert_eq!(s.load_due("w1", i64::MAX / 2, vec![], 10).await.unwrap().items.len(), 1, "still pending");
+    s.close().await;
 }

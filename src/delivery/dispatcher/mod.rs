@@ -200,10 +200,19 @@ impl DispatcherActor {
         let timestamp = rfc3339(created_at_ms);
         let body = build_body(&id, &msg.event_type, msg.data.get(), &timestamp);
         let mut deliveries = Vec::new();
-        for (webhook_id, entry) in &self.endpoints {
-            if entry.accepts(&msg.event_type, msg.tenant.as_deref()) {
-                let seq = deliveries.len() as u32;
-                deliveries.push(NewDelivery { id: delivery_id(&id, seq), webhook_id: webhook_id.clone() });
+        match &msg.only {
+            Some(target) => {
+                if let Some((webhook_id, _)) = self.endpoints.get_key_value(target) {
+                    deliveries.push(NewDelivery { id: delivery_id(&id, 0), webhook_id: webhook_id.clone() });
+                }
+            }
+            None => {
+                for (webhook_id, entry) in &self.endpoints {
+                    if entry.accepts(&msg.event_type, msg.tenant.as_deref()) {
+                        let seq = deliveries.len() as u32;
+                        deliveries.push(NewDelivery { id: delivery_id(&id, seq), webhook_id: webhook_id.clone() });
+                    }
+                }
             }
         }
         let envelope = Arc::new(Envelope::new(&id, &msg.event_type, &timestamp, body.clone(), created_at_ms));
@@ -296,7 +305,7 @@ impl DispatcherActor {
                 }
             }
             if let Some(addr) = &entry.addr {
-                addr.do_send(Reconfigure { config, reenable: reenabled });
+                addr.do_send(Reconfigure { config, reenable: reenabled, disabled: entry.disabled });
                 entry.sent += 1;
             }
             return;

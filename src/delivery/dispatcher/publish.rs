@@ -107,6 +107,9 @@ pub(crate) struct PublishRequest {
     pub(crate) idempotency_key: Option<String>,
     /// tenants part: the event's tenant, validated.
     pub(crate) tenant: Option<Arc<str>>,
+    /// Lifecycle: a test event for this webhook alone, whatever it subscribes to (it must not be
+    /// disabled); `None`: every subscribed, enabled webhook.
+    pub(crate) only: Option<Arc<str>>,
     pub(crate) reply: oneshot::Sender<Result<PublishReceipt, PublishError>>,
 }
 

@@ -2,6 +2,7 @@
 //! and the headers of one attempt.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 
@@ -26,6 +27,9 @@ pub(crate) struct EndpointConfig {
     pub(crate) id: Arc<str>,
     pub(crate) target: Arc<Target>,
     keys: Vec<SigningKey>,
+    /// During a secret rotation: the previous key, signing beside the current one until the end
+    /// of the overlap window (Unix ms).
+    previous: Option<(SigningKey, i64)>,
     headers: HeaderMap,
     pub(crate) retry: RetryConfig,
     pub(crate) max_in_flight: usize,
@@ -60,6 +64,10 @@ impl EndpointConfig {
                 Vec::new()
             }
         };
+        let previous = match (&r.previous_secret, r.previous_secret_until_ms) {
+            (Some(secret), Some(until)) => SigningKey::from_secret(secret).ok().map(|k| (k, until)),
+            _ => None,
+        };
         // Sized for what it holds: an idle endpoint should cost little memory (fleets of 100k).
         let mut headers = HeaderMap::with_capacity(r.headers.len() + 2);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -76,6 +84,7 @@ impl EndpointConfig {
             id: Arc::from(r.id.as_str()),
             target: Arc::new(target),
             keys,
+            previous,
             headers,
             retry: r.retry_config,
             max_in_flight: r.max_in_flight.unwrap_or(settings.delivery.max_in_flight).max(1) as usize,
@@ -85,9 +94,11 @@ impl EndpointConfig {
         }
     }
 
-    /// The headers of one attempt at `timestamp` (Unix s): the static ones plus id, timestamp
-    /// and signatures; or why the attempt may not go out.
-    pub(crate) fn attempt_headers(&self, p: &Pending, timestamp: i64) -> Result<HeaderMap, String> {
+    /// The headers of one attempt started at `started`: the static ones plus id, timestamp
+    /// and signatures (the current key's, then during a rotation's overlap window the previous
+    /// key's); or why the attempt may not go out.
+    pub(crate) fn attempt_headers(&self, p: &Pending, started: SystemTime) -> Result<HeaderMap, String> {
+        let timestamp = signing::unix_seconds(started);
         if let Some(reason) = &self.refused {
             return Err(reason.clone());
         }
@@ -96,7 +107,13 @@ impl EndpointConfig {
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
-        let signature = signature_header(&self.keys, &env.id, timestamp, &env.body);
+        let mut signature = signature_header(&self.keys, &env.id, timestamp, &env.body);
+        if let Some((key, until_ms)) = &self.previous
+            && crate::model::to_ms(started) < *until_ms
+        {
+            signature.push(' ');
+            signature.push_str(&key.sign_v1(&env.id, timestamp, &env.body));
+        }
         let hv = |s: String| HeaderValue::from_str(&s).map_err(|e| format!("bad header value: {e}"));
         headers.insert(H_WEBHOOK_ID, env.h_id.clone());
         headers.insert(H_WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
@@ -106,5 +123,70 @@ impl EndpointConfig {
         headers.insert(H_X_TIMESTAMP, env.h_timestamp.clone());
         headers.insert(H_X_SIGNATURE, hv(self.keys[0].sign_body_hex(&env.body))?);
         Ok(headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::delivery::Envelope;
+    use crate::signing::verify_at;
+
+    const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const NEW: &str = "whsec_bmV3LXNlY3JldC1mb3ItdGhlLXJvdGF0aW9u";
+
+    fn record(previous_until_ms: Option<i64>) -> WebhookRecord {
+        WebhookRecord {
+            id: "w".into(),
+            url: "https://example.com/hook".into(),
+            secret: NEW.into(),
+            events: None,
+            headers: BTreeMap::new(),
+            retry_config: RetryConfig::default(),
+            max_in_flight: None,
+            description: None,
+            disabled_at_ms: None,
+            disabled_reason: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            revision: 1,
+            previous_secret: previous_until_ms.map(|_| OLD.to_string()),
+            previous_secret_until_ms: previous_until_ms,
+        }
+    }
+
+    fn pending() -> Pending {
+        let body = bytes::Bytes::from_static(br#"{"id":"evt_1","event":"order.created","data":{},"timestamp":"t"}"#);
+        let envelope = Arc::new(Envelope::new("evt_1", "order.created", "t", body, 0));
+        Pending { id: "dlv_1".into(), envelope, attempts: 0, probes: 0, due_ms: 0 }
+    }
+
+    /// Which of the two secrets verify an attempt started at `at_ms`.
+    fn verifying(r: &WebhookRecord, at_ms: u64) -> (bool, bool, usize) {
+        let started = UNIX_EPOCH + Duration::from_millis(at_ms);
+        let cfg = EndpointConfig::from_record(r, &Settings::default());
+        let p = pending();
+        let h = cfg.attempt_headers(&p, started).unwrap();
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+        let ok = |s: &str| verify_at(s, get, &p.envelope.body, started, Duration::from_secs(300)).is_ok();
+        let tokens = get("webhook-signature").unwrap().split(' ').count();
+        (ok(OLD), ok(NEW), tokens)
+    }
+
+    #[test]
+    fn the_previous_key_signs_until_the_overlap_ends() {
+        let until = 1_700_000_000_500;
+        assert_eq!(verifying(&record(Some(until)), 1_700_000_000_000), (true, true, 2), "during the overlap");
+        assert_eq!(verifying(&record(Some(until)), 1_700_000_000_499), (true, true, 2));
+        assert_eq!(verifying(&record(Some(until)), 1_700_000_000_500), (false, true, 1), "after it");
+        assert_eq!(verifying(&record(None), 1_700_000_000_000), (false, true, 1), "no rotation");
+        let cfg = EndpointConfig::from_record(&record(Some(until)), &Settings::default());
+        let p = pending();
+        let h = cfg.attempt_headers(&p, UNIX_EPOCH + Duration::from_millis(1_700_000_000_000)).unwrap();
+        let hex = SigningKey::from_secret(NEW).unwrap().sign_body_hex(&p.envelope.body);
+        assert_eq!(h[H_X_SIGNATURE], hex.as_str(), "the seed's header uses the new key");
     }
 }

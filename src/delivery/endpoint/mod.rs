@@ -42,7 +42,6 @@ use super::{Pending, Shared};
 use crate::metrics::{EndpointMetrics, WebhookLabel};
 use crate::model::{now_ms, to_ms};
 use crate::retry::AttemptOutcome;
-use crate::signing;
 use crate::store::{
     AttemptRecord, AttemptUpdate, DisableWebhook, DuePage, FailDelivery, Fence, HealthWrite, NextStep, StoreResult,
     StoredHealth,
@@ -64,12 +63,15 @@ pub(crate) struct CheckStore;
 #[rtype(result = "()")]
 pub(crate) struct Requeued(pub(crate) Vec<Box<str>>);
 
-/// The registration changed; takes effect for the next attempt. `reenable` clears a disable.
+/// The registration changed; takes effect for the next attempt. `reenable` clears a disable;
+/// `disabled`: the registry says it is disabled (an operator's disable: the store has failed its
+/// pending deliveries already).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Reconfigure {
     pub(crate) config: Arc<EndpointConfig>,
     pub(crate) reenable: bool,
+    pub(crate) disabled: bool,
 }
 
 /// Start no more attempts; answer once none is in flight (shutdown, or a hand-off to another node).
@@ -482,7 +484,7 @@ impl EndpointActor {
         self.current = Some(p.id.clone());
         let attempt = p.attempts + 1;
         let started = SystemTime::now();
-        let headers = self.cfg.attempt_headers(&p, signing::unix_seconds(started));
+        let headers = self.cfg.attempt_headers(&p, started);
         let delivery = &self.shared.settings.delivery;
         let (timeout, limit) = (delivery.request_timeout, delivery.response_body_limit);
         let target = self.cfg.target.clone();
@@ -538,8 +540,16 @@ impl EndpointActor {
             return;
         }
         let now = now_ms();
+        // A test delivery (`POST /v1/webhooks/{id}/test`) gets one attempt, never a retry.
+        let test_retry;
+        let retry = if p.envelope.h_event == crate::catalog::TEST_EVENT_TYPE {
+            test_retry = crate::retry::RetryConfig { max_retries: 0, ..self.cfg.retry };
+            &test_retry
+        } else {
+            &self.cfg.retry
+        };
         let ctx_in = AttemptContext {
-            retry: &self.cfg.retry,
+            retry,
             retry_after_cap: self.shared.settings.delivery.retry_after_cap,
             attempt,
             probes: p.probes,
@@ -701,17 +711,23 @@ impl EndpointActor {
             return;
         }
         tracing::warn!(node = %self.shared.node_id, webhook = %self.cfg.id, reason = %disable.reason, "disabling endpoint; its pending deliveries fail");
+        self.stop_sending(ctx);
+        self.metrics.label.disabled(disable.kind);
+        let op = DisableWebhook { fence: self.fence.clone(), reason: disable.reason, at_ms: now_ms() };
+        self.shared.ledger.do_send(DisableEndpoint { op, label: self.metrics.label.clone() });
+        self.persist_health(Persist::Always);
+    }
+
+    /// Disabled (automatically or by an operator): nothing more goes out, and attempts in flight
+    /// are not retried (their deliveries are failed in the store).
+    fn stop_sending(&mut self, ctx: &mut Context<Self>) {
         self.disabled = true;
         self.generation += 1;
         self.health.set_state(EndpointState::Disabled);
-        self.metrics.label.disabled(disable.kind);
         self.window.clear();
         if let Some((_, h)) = self.timer.take() {
             ctx.cancel_future(h);
         }
-        let op = DisableWebhook { fence: self.fence.clone(), reason: disable.reason, at_ms: now_ms() };
-        self.shared.ledger.do_send(DisableEndpoint { op, label: self.metrics.label.clone() });
-        self.persist_health(Persist::Always);
     }
 
     /// Pages due deliveries in from the store when it may hold some and the window has room.
@@ -882,6 +898,13 @@ impl Handler<Reconfigure> for EndpointActor {
             // Pacing: a change of `ordered` re-sorts what the window holds (the rate is read at
             // each attempt).
             act.window.set_ordered(act.cfg.ordered, now_ms());
+            if msg.disabled && !act.disabled {
+                // Disabled by an operator: the store failed its pending deliveries already.
+                tracing::info!(node = %act.shared.node_id, webhook = %act.cfg.id, "endpoint disabled by an operator");
+                act.stop_sending(ctx);
+                act.persist_health(Persist::Always);
+                return;
+            }
             if msg.reenable && act.disabled {
                 act.disabled = false;
                 act.breaker.reset(act.shared.settings.breaker.clone());

@@ -12,13 +12,10 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, "node_leases", include_str!("../../../migrations/postgres/0002_node_leases.sql")),
     (3, "probes", include_str!("../../../migrations/postgres/0003_probes.sql")),
-    // replay (4 is lifecycle's; the runner applies every version above the stored one, in order)
+    (4, "lifecycle", include_str!("../../../migrations/postgres/0004_lifecycle.sql")),
     (5, "replay", include_str!("../../../migrations/postgres/0005_replay.sql")),
-    // retention (part: retention); 0004 and 0005 belong to other parts and are renumbered on merge
     (6, "retention", include_str!("../../../migrations/postgres/0006_retention.sql")),
-    // tenants part (4-6 belong to other parts; the runner applies versions above the current one)
     (7, "tenants", include_str!("../../../migrations/postgres/0007_tenants.sql")),
-    // 4..7 belong to other parts of issue 9 (lifecycle, replay, retention, tenants).
     (8, "pacing", include_str!("../../../migrations/postgres/0008_pacing.sql")),
 ];
 

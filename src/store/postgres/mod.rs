@@ -261,6 +261,10 @@ impl Store for PgStore {
         self.run(move |inner| async move { registry::delete_webhook(&inner, &id, at_ms).await }).await
     }
 
+    async fn update_webhook(&self, webhook: WebhookRecord, expected_revision: u64) -> StoreResult<Option<u64>> {
+        self.run(move |inner| async move { registry::update_webhook(&inner, &webhook, expected_revision).await }).await
+    }
+
     async fn get_webhook(&self, id: &str) -> StoreResult<Option<WebhookView>> {
         let id = id.to_string();
         self.run(move |inner| async move { read::get_webhook(&inner, &id).await }).await

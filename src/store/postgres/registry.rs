@@ -28,13 +28,14 @@ pub(super) async fn upsert_webhook(inner: &Inner, w: &WebhookRecord) -> StoreRes
     execute(
         &tx,
         "INSERT INTO webhooks (id, url, secret, events, headers, retry_config, max_in_flight, description, \
-         disabled_at, disabled_reason, created_at, updated_at, revision, tenant, rate_limit_per_second, ordered) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10, $11, $12, $13, $14) \
+         disabled_at, disabled_reason, created_at, updated_at, revision, tenant, rate_limit_per_second, ordered, previous_secret, previous_secret_until) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret = excluded.secret, events = excluded.events, \
          headers = excluded.headers, retry_config = excluded.retry_config, max_in_flight = excluded.max_in_flight, \
          description = excluded.description, disabled_at = NULL, disabled_reason = NULL, \
          updated_at = excluded.updated_at, revision = excluded.revision, tenant = excluded.tenant, \
-         rate_limit_per_second = excluded.rate_limit_per_second, ordered = excluded.ordered",
+         rate_limit_per_second = excluded.rate_limit_per_second, ordered = excluded.ordered, \
+         previous_secret = excluded.previous_secret, previous_secret_until = excluded.previous_secret_until",
         &[
             &w.id,
             &w.url,
@@ -50,6 +51,8 @@ pub(super) async fn upsert_webhook(inner: &Inner, w: &WebhookRecord) -> StoreRes
             &w.tenant,
             &w.rate_limit_per_second,
             &w.ordered,
+            &w.previous_secret,
+            &w.previous_secret_until_ms,
         ],
     )
     .await?;
@@ -70,6 +73,86 @@ pub(super) async fn upsert_webhook(inner: &Inner, w: &WebhookRecord) -> StoreRes
     tx.commit().await.map_err(pg)?;
     let upserted = if previous.is_some() { Upserted::Replaced } else { Upserted::Created };
     Ok((upserted, revision.max(0) as u64))
+}
+
+// ----- lifecycle -----
+
+/// [`Store::update_webhook`]: the whole registration, disabled state included, if its revision is
+/// still `expected`. The row lock waits for publishes holding it (`FOR KEY SHARE`), so a disable
+/// fails the deliveries they commit.
+pub(super) async fn update_webhook(inner: &Inner, w: &WebhookRecord, expected: u64) -> StoreResult<Option<u64>> {
+    let enc = EncodedWebhook::new(w)?;
+    let mut client = inner.pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg)?;
+    let revision = next_revision(&tx).await?;
+    let expected = i64::try_from(expected).unwrap_or(-1);
+    let Some(row) = query_opt(
+        &tx,
+        "SELECT disabled_at FROM webhooks WHERE id = $1 AND revision = $2 FOR UPDATE",
+        &[&w.id, &expected],
+    )
+    .await?
+    else {
+        tx.rollback().await.map_err(pg)?;
+        return Ok(None);
+    };
+    let was_disabled = super::col::<Option<i64>>(&row, 0)?.is_some();
+    let max_in_flight = w.max_in_flight.map(i64::from);
+    execute(
+        &tx,
+        "UPDATE webhooks SET url = $2, secret = $3, events = $4, headers = $5, retry_config = $6, \
+         max_in_flight = $7, description = $8, disabled_at = $9, disabled_reason = $10, updated_at = $11, \
+         revision = $12, previous_secret = $13, previous_secret_until = $14, tenant = $15, \
+         rate_limit_per_second = $16, ordered = $17 WHERE id = $1",
+        &[
+            &w.id,
+            &w.url,
+            &w.secret,
+            &enc.events,
+            &enc.headers,
+            &enc.retry,
+            &max_in_flight,
+            &w.description,
+            &w.disabled_at_ms,
+            &w.disabled_reason,
+            &w.updated_at_ms,
+            &revision,
+            &w.previous_secret,
+            &w.previous_secret_until_ms,
+            &w.tenant,
+            &w.rate_limit_per_second,
+            &w.ordered,
+        ],
+    )
+    .await?;
+    match (was_disabled, w.disabled_at_ms) {
+        (false, Some(at)) => {
+            // Disabled: its pending deliveries fail, as with an automatic disable.
+            let reason = w.disabled_reason.as_deref().unwrap_or("endpoint disabled");
+            execute(
+                &tx,
+                "UPDATE deliveries SET status = 'failed', completed_at = $3, last_error = $2, next_attempt_at = NULL \
+                 WHERE webhook_id = $1 AND status = 'pending'",
+                &[&w.id, &reason, &at],
+            )
+            .await?;
+        }
+        (true, None) => {
+            // Re-enabled: the stored health starts over.
+            execute(
+                &tx,
+                "UPDATE webhook_state SET state = 'healthy', consecutive_failures = 0, failing_since = NULL, \
+                 last_success_at = NULL, last_failure_at = NULL, breaker_probe_at = NULL, breaker_cooldown_ms = NULL, \
+                 updated_at = $2 WHERE webhook_id = $1",
+                &[&w.id, &now_ms()],
+            )
+            .await?;
+        }
+        _ => {}
+    }
+    notify::send(&tx, &inner.channel, &notify::registry_payload(&inner.node_id)).await?;
+    tx.commit().await.map_err(pg)?;
+    Ok(Some(revision.max(0) as u64))
 }
 
 pub(super) async fn delete_webhook(inner: &Inner, id: &str, at_ms: i64) -> StoreResult<bool> {

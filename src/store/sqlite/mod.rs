@@ -159,6 +159,11 @@ impl Store for SqliteStore {
         self.write(move |tx| write::delete_webhook(tx, &id, at_ms)).await
     }
 
+    async fn update_webhook(&self, w: WebhookRecord, expected_revision: u64) -> StoreResult<Option<u64>> {
+        let encoded = common::EncodedWebhook::new(&w)?;
+        self.write(move |tx| write::update_webhook(tx, &w, &encoded, expected_revision)).await
+    }
+
     async fn get_webhook(&self, id: &str) -> StoreResult<Option<WebhookView>> {
         let id = id.to_string();
         self.read(move |c| read::get_webhook(c, &id)).await

@@ -10,20 +10,21 @@ use crate::store::*;
 
 const WEBHOOK_COLUMNS: &str = "w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
      w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant, \
-     w.rate_limit_per_second, w.ordered";
+     w.rate_limit_per_second, w.ordered, w.previous_secret, w.previous_secret_until";
 
-/// Where the pacing columns are in a `WEBHOOK_COLUMNS` row.
+/// Where the tail columns (pacing: rate, ordered; lifecycle: previous secret, until) start in a
+/// `WEBHOOK_COLUMNS` row.
 const PACING_AT: usize = 14;
-/// Where the pacing columns are in a `VIEW_SELECT` row.
+/// Where the same tail columns start in a `VIEW_SELECT` row.
 const VIEW_PACING_AT: usize = 24;
 
 /// A registration with its health and lease: the first 14 of `WEBHOOK_COLUMNS` (through the
-/// tenant), then health (14..=20), then the lease (21..=23), then pacing (24, 25).
+/// tenant), then health (14..=20), then the lease (21..=23), then the tail (24..=27).
 const VIEW_SELECT: &str = "SELECT w.id, w.url, w.secret, w.events, w.headers, w.retry_config, w.max_in_flight, \
      w.description, w.disabled_at, w.disabled_reason, w.created_at, w.updated_at, w.revision, w.tenant, \
      s.state, s.consecutive_failures, s.failing_since, s.last_success_at, s.last_failure_at, s.breaker_probe_at, \
      s.breaker_cooldown_ms, l.node_id, l.epoch, coalesce(n.expires_at, 0), \
-     w.rate_limit_per_second, w.ordered \
+     w.rate_limit_per_second, w.ordered, w.previous_secret, w.previous_secret_until \
      FROM webhooks w LEFT JOIN webhook_state s ON s.webhook_id = w.id \
      LEFT JOIN leases l ON l.webhook_id = w.id AND l.node_id IS NOT NULL \
      LEFT JOIN nodes n ON n.id = l.node_id";
@@ -46,6 +47,8 @@ fn raw_webhook(r: &Row<'_>, pacing_at: usize) -> rusqlite::Result<RawWebhook> {
         tenant: r.get(13)?,
         rate_limit_per_second: r.get(pacing_at)?,
         ordered: r.get(pacing_at + 1)?,
+        previous_secret: r.get(lifecycle)?,
+        previous_secret_until: r.get(lifecycle + 1)?,
     })
 }
 

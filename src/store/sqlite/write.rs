@@ -29,13 +29,14 @@ pub(super) fn upsert_webhook(
     let revision = next_revision(tx)?;
     tx.prepare_cached(
         "INSERT INTO webhooks (id, url, secret, events, headers, retry_config, max_in_flight, description, \
-         disabled_at, disabled_reason, created_at, updated_at, revision, tenant, rate_limit_per_second, ordered) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, ?9, ?10, ?11, ?12, ?13, ?14) \
+         disabled_at, disabled_reason, created_at, updated_at, revision, tenant, rate_limit_per_second, ordered, previous_secret, previous_secret_until) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
          ON CONFLICT(id) DO UPDATE SET url = excluded.url, secret = excluded.secret, events = excluded.events, \
          headers = excluded.headers, retry_config = excluded.retry_config, max_in_flight = excluded.max_in_flight, \
          description = excluded.description, disabled_at = NULL, disabled_reason = NULL, \
          updated_at = excluded.updated_at, revision = excluded.revision, tenant = excluded.tenant, \
-         rate_limit_per_second = excluded.rate_limit_per_second, ordered = excluded.ordered",
+         rate_limit_per_second = excluded.rate_limit_per_second, ordered = excluded.ordered, \
+         previous_secret = excluded.previous_secret, previous_secret_until = excluded.previous_secret_until",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -52,7 +53,9 @@ pub(super) fn upsert_webhook(
             revision,
             w.tenant,
             w.rate_limit_per_second,
-            w.ordered
+            w.ordered,
+            w.previous_secret,
+            w.previous_secret_until_ms
         ])
     })
     .map_err(unavailable)?;
@@ -72,6 +75,71 @@ pub(super) fn upsert_webhook(
     }
     let upserted = if previous.is_some() { Upserted::Replaced } else { Upserted::Created };
     Ok((upserted, revision.max(0) as u64))
+}
+
+// ----- lifecycle -----
+
+/// [`Store::update_webhook`]: the whole registration, disabled state included, if its revision is
+/// still `expected`.
+pub(super) fn update_webhook(
+    tx: &Transaction<'_>,
+    w: &WebhookRecord,
+    enc: &EncodedWebhook,
+    expected: u64,
+) -> StoreResult<Option<u64>> {
+    let current: Option<Option<i64>> = tx
+        .prepare_cached("SELECT disabled_at FROM webhooks WHERE id = ?1 AND revision = ?2")
+        .and_then(|mut s| s.query_row(params![w.id, i64::try_from(expected).unwrap_or(-1)], |r| r.get(0)).optional())
+        .map_err(unavailable)?;
+    let Some(was_disabled) = current.map(|d| d.is_some()) else { return Ok(None) };
+    let revision = next_revision(tx)?;
+    tx.prepare_cached(
+        "UPDATE webhooks SET url = ?2, secret = ?3, events = ?4, headers = ?5, retry_config = ?6, \
+         max_in_flight = ?7, description = ?8, disabled_at = ?9, disabled_reason = ?10, updated_at = ?11, \
+         revision = ?12, previous_secret = ?13, previous_secret_until = ?14, tenant = ?15, \
+         rate_limit_per_second = ?16, ordered = ?17 WHERE id = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            w.id,
+            w.url,
+            w.secret,
+            enc.events,
+            enc.headers,
+            enc.retry,
+            w.max_in_flight.map(i64::from),
+            w.description,
+            w.disabled_at_ms,
+            w.disabled_reason,
+            w.updated_at_ms,
+            revision,
+            w.previous_secret,
+            w.previous_secret_until_ms,
+            w.tenant,
+            w.rate_limit_per_second,
+            w.ordered
+        ])
+    })
+    .map_err(unavailable)?;
+    match (was_disabled, w.disabled_at_ms) {
+        (false, Some(at)) => {
+            // Disabled: its pending deliveries fail, as with an automatic disable.
+            let reason = w.disabled_reason.as_deref().unwrap_or("endpoint disabled");
+            fail_pending_of_webhook(tx, &w.id, reason, at)?;
+        }
+        (true, None) => {
+            // Re-enabled: the stored health starts over.
+            tx.prepare_cached(
+                "UPDATE webhook_state SET state = 'healthy', consecutive_failures = 0, failing_since = NULL, \
+                 last_success_at = NULL, last_failure_at = NULL, breaker_probe_at = NULL, breaker_cooldown_ms = NULL, \
+                 updated_at = ?2 WHERE webhook_id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![w.id, now_ms()]))
+            .map_err(unavailable)?;
+        }
+        _ => {}
+    }
+    Ok(Some(revision.max(0) as u64))
 }
 
 pub(super) fn delete_webhook(tx: &Transaction<'_>, id: &str, at_ms: i64) -> StoreResult<bool> {

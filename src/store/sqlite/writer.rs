@@ -16,13 +16,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0002_cluster.sql"),
     include_str!("../../../migrations/sqlite/0003_node_leases.sql"),
     include_str!("../../../migrations/sqlite/0004_probes.sql"),
-    // replay (0005 is lifecycle's; the integrator orders them when merging)
+    include_str!("../../../migrations/sqlite/0005_lifecycle.sql"),
     include_str!("../../../migrations/sqlite/0006_replay.sql"),
-    // retention (part: retention); 0005 and 0006 belong to other parts and are renumbered on merge
     include_str!("../../../migrations/sqlite/0007_retention.sql"),
-    // tenants part (0005-0007 belong to other parts; the integrator orders them)
     include_str!("../../../migrations/sqlite/0008_tenants.sql"),
-    // 0005..0008 belong to other parts of issue 9 (lifecycle, replay, retention, tenants).
     include_str!("../../../migrations/sqlite/0009_pacing.sql"),
 ];
 
