@@ -155,6 +155,9 @@ mod tests {
             revision: 1,
             previous_secret: previous_until_ms.map(|_| OLD.to_string()),
             previous_secret_until_ms: previous_until_ms,
+            tenant: None,
+            rate_limit_per_second: None,
+            ordered: false,
         }
     }
 

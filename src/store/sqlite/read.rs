@@ -47,8 +47,8 @@ fn raw_webhook(r: &Row<'_>, pacing_at: usize) -> rusqlite::Result<RawWebhook> {
         tenant: r.get(13)?,
         rate_limit_per_second: r.get(pacing_at)?,
         ordered: r.get(pacing_at + 1)?,
-        previous_secret: r.get(lifecycle)?,
-        previous_secret_until: r.get(lifecycle + 1)?,
+        previous_secret: r.get(pacing_at + 2)?,
+        previous_secret_until: r.get(pacing_at + 3)?,
     })
 }
 
