@@ -505,6 +505,12 @@ mod tests {
         assert_eq!(retry["maxDelay"]["maximum"], json!(limits::MAX_DELAY_MS));
         assert_eq!(retry["backoffMultiplier"]["maximum"].as_f64(), Some(limits::MAX_MULTIPLIER));
         assert_eq!(schemas["WebhookIn"]["properties"]["maxInFlight"]["maximum"], json!(spec_limits::MAX_IN_FLIGHT));
+        // pacing
+        for schema in ["WebhookIn", "WebhookOut"] {
+            let rate = &schemas[schema]["properties"]["rateLimitPerSecond"];
+            assert_eq!(rate["maximum"].as_f64(), Some(spec_limits::RATE_LIMIT_PER_SECOND), "{schema}");
+            assert_eq!(rate["exclusiveMinimum"], json!(0), "{schema}");
+        }
         for path in ["/v1/webhooks", "/v1/deliveries"] {
             let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
             let limit = params.iter().find(|p| p["name"] == "limit").unwrap();

@@ -211,3 +211,61 @@ async fn pacing_fields_are_validated_and_bad_ones_change_nothing() {
     assert_eq!((hook["rateLimitPerSecond"].clone(), hook["ordered"].clone()), (Value::Null, json!(false)));
     app.stop().await;
 }
+
+/// Two nodes on PostgreSQL: an ordered, rate-limited webhook whose owner leaves while its head is
+/// retrying. The new owner goes on with the head, then the rest in publish order (published on
+/// both nodes), and the limit holds across the move.
+#[actix_web::test]
+async fn order_and_rate_hold_across_a_lease_move() {
+    let Some(db) = super::pg::schema().await else { return };
+    let node = |name: &str| {
+        let mut s = settings(&tempfile::tempdir().unwrap());
+        s.database_url = db.url.clone();
+        s.node_id = Some(name.to_string());
+        s.cluster.heartbeat_interval = Duration::from_millis(250);
+        s.cluster.lease_ttl = Duration::from_millis(2_000);
+        s.cluster.poll_interval = Duration::from_millis(500);
+        s.shutdown_grace = Duration::from_secs(5);
+        s
+    };
+    let mut nodes = Vec::new();
+    for name in ["pace-a", "pace-b"] {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        nodes.push(TestApp::start_with(dir, node(name)).await);
+    }
+    let receiver = TestReceiver::with(|_, _| Reply::Status(503));
+    let body =
+        json!({"url": receiver.url, "ordered": true, "rateLimitPerSecond": 2, "retryConfig": fast_retry(10, 1_000)});
+    let hook = nodes[0].register(body).await;
+    let path = format!("/v1/webhooks/{}", hook["id"].as_str().unwrap());
+    let owner = wait_until(WAIT, "an owner", || {
+        let (app, path) = (&nodes[0], path.clone());
+        async move { app.get(&path).await.1["ownerNode"].as_str().map(str::to_string) }
+    })
+    .await;
+    // Published alternately on both nodes, each after the previous returned.
+    let mut ids = Vec::new();
+    for i in 0..4u64 {
+        let receipt = nodes[(i % 2) as usize].publish("order.created", json!({"n": i})).await;
+        ids.push(receipt["deliveries"][0]["id"].as_str().unwrap().to_string());
+    }
+    receiver.wait_for(1, WAIT).await;
+    let leaving = if owner == "pace-a" { 0 } else { 1 };
+    nodes.remove(leaving).stop().await;
+    receiver.set(|_, _| Reply::Status(200));
+    let stayed = &nodes[0];
+    wait_all(stayed, &ids, "success").await;
+    assert_ne!(stayed.get(&path).await.1["ownerNode"], json!(owner), "the lease moved");
+    let got = arrivals(&receiver);
+    let head_tries = got.iter().take_while(|n| **n == 0).count();
+    assert!(head_tries >= 2, "{got:?}");
+    assert_eq!(got[head_tries..], [1, 2, 3], "{got:?}");
+    let at: Vec<_> = receiver.received().iter().map(|r| r.at).collect();
+    for (i, start) in at.iter().enumerate() {
+        let n = at[i..].iter().take_while(|t| t.duration_since(*start) < Duration::from_secs(1)).count();
+        assert!(n <= 4, "{n} arrivals within 1 s (burst 2 + rate 2)");
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
