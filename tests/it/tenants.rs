@@ -442,3 +442,72 @@ async fn tenant_routing_holds_on_every_node() {
         node.stop().await;
     }
 }
+
+/// The lifecycle and replay routes are the tenant's for its own webhooks and deliveries, and 404
+/// (changing nothing) for another tenant's or an untenanted one; a patch cannot move a webhook to
+/// another tenant.
+#[actix_web::test]
+async fn a_tenant_token_manages_the_lifecycle_and_replay_of_its_own_webhooks_only() {
+    let t = Tokens::start().await;
+    let (_, token) = t.token("venue-a").await;
+    let rx = TestReceiver::ok();
+    let (status, _) = t.call(&token, "PUT", "/v1/webhooks/a-1", Some(json!({"url": rx.url}))).await;
+    assert_eq!(status, 201);
+    let (status, _) = t.admin("PUT", "/v1/webhooks/b-1", Some(json!({"url": rx.url, "tenant": "venue-b"}))).await;
+    assert_eq!(status, 201);
+    let (status, _) = t.admin("PUT", "/v1/webhooks/shared", Some(json!({"url": rx.url}))).await;
+    assert_eq!(status, 201);
+    let (_, b_receipt) =
+        t.admin("POST", "/v1/events", Some(json!({"event": "order.created", "data": {}, "tenant": "venue-b"}))).await;
+    let b_delivery =
+        b_receipt["deliveries"].as_array().unwrap().iter().find(|d| d["webhookId"] == "b-1").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let since = "2020-01-01T00:00:00Z";
+
+    // Another tenant's, or an untenanted, webhook: 404 on every route, nothing changed.
+    for other in ["b-1", "shared"] {
+        let calls: [(&str, String, Option<Value>); 7] = [
+            ("PATCH", format!("/v1/webhooks/{other}"), Some(json!({"description": "mine now"}))),
+            ("POST", format!("/v1/webhooks/{other}/disable"), None),
+            ("POST", format!("/v1/webhooks/{other}/enable"), None),
+            ("GET", format!("/v1/webhooks/{other}/secret"), None),
+            ("POST", format!("/v1/webhooks/{other}/rotate-secret"), None),
+            ("POST", format!("/v1/webhooks/{other}/test"), None),
+            ("POST", format!("/v1/webhooks/{other}/recover"), Some(json!({"since": since}))),
+        ];
+        for (method, path, body) in calls {
+            let (status, err) = t.call(&token, method, &path, body).await;
+            assert_eq!((status, err["error"]["code"].clone()), (404, json!("not_found")), "{method} {path}: {err}");
+        }
+        let (_, w) = t.admin("GET", &format!("/v1/webhooks/{other}"), None).await;
+        assert_eq!((w["state"].as_str() != Some("disabled"), w["description"].clone()), (true, Value::Null), "{w}");
+    }
+    let (status, err) = t.call(&token, "POST", &format!("/v1/deliveries/{b_delivery}/retry"), None).await;
+    assert_eq!((status, err["error"]["code"].clone()), (404, json!("not_found")), "{err}");
+
+    // Its own: the same routes work.
+    let (status, patched) = t.call(&token, "PATCH", "/v1/webhooks/a-1", Some(json!({"description": "POS"}))).await;
+    assert_eq!(
+        (status, patched["description"].clone(), patched["tenant"].clone()),
+        (200, json!("POS"), json!("venue-a"))
+    );
+    let (status, err) = t.call(&token, "PATCH", "/v1/webhooks/a-1", Some(json!({"tenant": "venue-b"}))).await;
+    assert_eq!((status, err["error"]["code"].clone()), (403, json!("tenant_mismatch")), "{err}");
+    let (status, secret) = t.call(&token, "GET", "/v1/webhooks/a-1/secret", None).await;
+    assert_eq!(status, 200);
+    assert!(secret["secret"].as_str().unwrap().starts_with("whsec_"), "{secret}");
+    let (status, rotated) = t.call(&token, "POST", "/v1/webhooks/a-1/rotate-secret", None).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_ne!(rotated["secret"], secret["secret"]);
+    let (status, ping) = t.call(&token, "POST", "/v1/webhooks/a-1/test", None).await;
+    assert!(status == 200 || status == 202, "{status} {ping}");
+    let (status, recovered) = t.call(&token, "POST", "/v1/webhooks/a-1/recover", Some(json!({"since": since}))).await;
+    assert_eq!((status, recovered["queued"].clone()), (202, json!(0)), "{recovered}");
+    let (status, w) = t.call(&token, "POST", "/v1/webhooks/a-1/disable", None).await;
+    assert_eq!((status, w["state"].clone()), (200, json!("disabled")), "{w}");
+    let (status, w) = t.call(&token, "POST", "/v1/webhooks/a-1/enable", None).await;
+    assert_eq!(status, 200, "{w}");
+    assert_ne!(w["state"], "disabled");
+}
