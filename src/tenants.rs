@@ -33,7 +33,13 @@ const SECRET_CHARS: usize = 43;
 
 /// The tenant an event's data names: `data.venueId` when it is a JSON string that is a valid
 /// tenant name; `None` otherwise (absent, another type, an invalid name, or a repeated key).
+///
+/// Data without the literal text `venueId` is not parsed at all (the common case costs a substring
+/// search); a key spelt with escapes (`"venue\u0049d"`) is therefore not read as one.
 pub fn venue_id(data: &RawValue) -> Option<String> {
+    if !data.get().contains("venueId") {
+        return None;
+    }
     #[derive(Deserialize)]
     struct Venue<'a> {
         #[serde(rename = "venueId", borrow)]

@@ -131,7 +131,9 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut http = Http::new(HttpAuthScheme::Bearer);
         http.description = Some(
-            "`Authorization: Bearer <WEBHOOKS_ADMIN_TOKEN>`; required on `/v1` only when the server has an admin token."
+            "`Authorization: Bearer <WEBHOOKS_ADMIN_TOKEN>`; required on `/v1` only when the server has an admin token. \
+             A tenant token (`swt_…`, from `POST /v1/tokens`) is accepted too, scoped to its tenant: its own webhooks, \
+             deliveries and publishes; other routes answer it 403 `forbidden`."
                 .into(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(http));
