@@ -22,7 +22,7 @@ use crate::cluster::node::{Adopt, Forget, Join, Leave, NodeActor};
 use crate::config::Settings;
 use crate::delivery::client::Connector;
 use crate::delivery::dispatcher::{
-    Apply, DispatcherActor, DrainAll, InjectFault, LiveHealth, Publish, PublishRequest, Remove, RunningActors,
+    Apply, DispatcherActor, DrainAll, InjectFault, LiveHealth, Publish, PublishRequest, Remove, Requeue, RunningActors,
 };
 use crate::delivery::health::{EndpointState, HealthSnapshot};
 use crate::delivery::ledger::{Barrier, LedgerActor, SetListeners, Stop};
@@ -30,8 +30,8 @@ use crate::delivery::write_health::{Refusal, WriteHealth};
 use crate::delivery::{Shared, dispatcher};
 use crate::model::{SpecError, WebhookRecord, WebhookSpec, new_webhook_id, now_ms};
 use crate::store::{
-    self, AttemptRecord, DeliveryFilter, DeliveryRecord, LeaseInfo, NodeRecord, Store, StoreError, StoreOptions,
-    StoredHealth, Upserted, WebhookView,
+    self, AttemptRecord, DeliveryFilter, DeliveryRecord, LeaseInfo, NodeRecord, RecoveryRecord, RecoveryStart,
+    RetryOutcome, Store, StoreError, StoreOptions, StoredHealth, Upserted, WebhookView,
 };
 
 pub use dispatcher::{DeliveryRef, PublishError, PublishReceipt};
@@ -84,6 +84,8 @@ pub struct WebhookInfo {
     pub health: HealthSnapshot,
     /// The node holding its lease, if any.
     pub owner: Option<LeaseInfo>,
+    /// replay: its last recovery, if any.
+    pub recovery: Option<RecoveryRecord>,
 }
 
 impl WebhookInfo {
@@ -95,7 +97,7 @@ impl WebhookInfo {
         } else if health.state == EndpointState::Disabled {
             health.state = EndpointState::Healthy; // re-enabled since the owner last stored it
         }
-        Self { record: view.record, health, owner: view.owner }
+        Self { record: view.record, health, owner: view.owner, recovery: view.recovery }
     }
 }
 
@@ -186,6 +188,12 @@ impl Webhooks {
                 .into_record(id.clone(), &catalog, &settings.target_policy(), existing.as_ref())
                 .map_err(|error| StartError::Seed { id, error })?;
             store.upsert_webhook(record).await?;
+        }
+
+        // replay: a recovery this node id was running before a restart died with that run.
+        let interrupted = store.interrupt_recoveries(&node_id, now_ms()).await?;
+        if interrupted > 0 {
+            tracing::warn!(node = %node_id, interrupted, "recoveries of this node's previous run are interrupted");
         }
 
         let writes = Arc::new(WriteHealth::new(settings.write_stall_timeout, settings.max_pending_writes));
@@ -301,7 +309,7 @@ impl Webhooks {
         self.inner.node.send(Adopt(id)).await.map_err(|_| RegisterError::ShuttingDown)?;
         let info = match self.webhook(&record.id).await? {
             Some(info) => info,
-            None => WebhookInfo::new(WebhookView { record, health: None, owner: None }, None),
+            None => WebhookInfo::new(WebhookView { record, health: None, owner: None, recovery: None }, None),
         };
         Ok((info, upserted))
     }
@@ -379,6 +387,59 @@ impl Webhooks {
         let mut records = self.inner.shared.store.list_deliveries(filter, before, limit).await?;
         self.held_back_until(&mut records).await?;
         Ok(records)
+    }
+
+    // ----- replay -----
+
+    /// Puts one delivery back in the queue for an attempt now (see [`Store::retry_delivery`]:
+    /// a failed one gets a fresh retry budget) and tells its endpoint actor; another node that
+    /// owns the webhook hears of it through the store.
+    pub async fn retry_delivery(&self, id: &str) -> Result<RetryOutcome, StoreError> {
+        let mut out = self.inner.shared.store.retry_delivery(id, now_ms()).await?;
+        if let RetryOutcome::Requeued { delivery, was_failed } = &mut out {
+            self.inner.dispatcher.do_send(Requeue {
+                webhook_id: delivery.webhook_id.clone(),
+                ids: vec![delivery.id.clone()],
+                were_failed: *was_failed,
+            });
+            self.held_back_until(std::slice::from_mut(delivery)).await?;
+        }
+        Ok(out)
+    }
+
+    /// Starts re-queueing the failed deliveries of a webhook created in `[since_ms, until_ms)`:
+    /// counts them and records the recovery (see [`Store::start_recovery`]), then runs its
+    /// batches of [`crate::replay::RECOVER_BATCH`] in the background on this node.
+    pub async fn recover(&self, webhook_id: &str, since_ms: i64, until_ms: i64) -> Result<RecoveryStart, StoreError> {
+        self.recover_in_batches(webhook_id, since_ms, until_ms, crate::replay::RECOVER_BATCH).await
+    }
+
+    /// [`Webhooks::recover`] with another batch size (tests of many batches).
+    #[doc(hidden)]
+    pub async fn recover_in_batches(
+        &self,
+        webhook_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+        batch: u32,
+    ) -> Result<RecoveryStart, StoreError> {
+        let store = self.inner.shared.store.clone();
+        let node_id = self.inner.shared.node_id.to_string();
+        let start = store.start_recovery(webhook_id, &node_id, since_ms, until_ms, now_ms()).await?;
+        if let RecoveryStart::Started(_) = &start {
+            let run = crate::replay::run_recovery(
+                store,
+                self.inner.dispatcher.clone().recipient(),
+                webhook_id.to_string(),
+                node_id,
+                batch,
+            );
+            let spawned = self.inner.arbiters.lock().unwrap_or_else(|p| p.into_inner()).first().map(|a| a.spawn(run));
+            if spawned != Some(true) {
+                tracing::warn!(webhook = %webhook_id, "recovery recorded but not run: the subsystem is stopping");
+            }
+        }
+        Ok(start)
     }
 
     /// A pending delivery of a paused webhook goes out no earlier than the breaker's next probe:

@@ -56,6 +56,7 @@
 //! - `cluster`: which node owns which webhook (membership, leases, balancing, fencing).
 //! - [`store`]: the persistence trait and its SQLite (embedded, one node) and PostgreSQL (several
 //!   nodes) implementations.
+//! - [`replay`]: retrying a delivery and recovering a window of failed ones (background batches).
 //! - [`retry`]: the pure retry policy (schedule) and outcome classification (verdict).
 //! - [`signing`]: Standard Webhooks signatures, and [`signing::verify`] for receivers.
 //! - [`catalog`]: known event types and per-webhook subscriptions.
@@ -72,6 +73,7 @@ pub mod config;
 pub mod delivery;
 pub mod metrics;
 pub mod model;
+pub mod replay;
 pub mod retry;
 pub mod signing;
 pub mod store;

@@ -87,7 +87,7 @@ pub struct AttemptOut {
 }
 
 impl DeliveryOut {
-    fn new(d: DeliveryRecord, log: Option<Vec<AttemptRecord>>) -> Self {
+    pub(crate) fn new(d: DeliveryRecord, log: Option<Vec<AttemptRecord>>) -> Self {
         // Lists come without payload (the store leaves it out); the single route has it.
         let payload = log.as_ref().map(|_| {
             RawValue::from_string(d.payload)
@@ -134,6 +134,14 @@ pub struct DeliveryQuery {
     /// `delivered` are accepted for `success`, `failure` for `failed`); anything else is 400
     /// `invalid_query`.
     status: Option<String>,
+    /// Only deliveries of this event type (exact name; else 400 `invalid_query`).
+    event: Option<String>,
+    /// Only deliveries created at or after this time, RFC 3339 (else 400 `invalid_query`).
+    #[param(format = DateTime)]
+    since: Option<String>,
+    /// Only deliveries created before this time, RFC 3339 (else 400 `invalid_query`).
+    #[param(format = DateTime)]
+    until: Option<String>,
     /// Page size, 1 to 250 (default 50).
     #[param(minimum = 1, maximum = 250)]
     limit: Option<u32>,
@@ -151,7 +159,7 @@ pub struct DeliveryQuery {
     params(DeliveryQuery),
     responses(
         (status = 200, description = "One page of deliveries (without `attemptLog`).", body = Page<DeliveryOut>),
-        (status = 400, description = "`invalid_query` or `invalid_cursor`.", body = ErrorResponse),
+        (status = 400, description = "`invalid_query` (a bad `status`, `event`, `since` or `until`) or `invalid_cursor`.", body = ErrorResponse),
         (status = 401, description = "Missing or wrong bearer token (`unauthorized`).", body = ErrorResponse),
         (status = 503, description = "`store_unavailable`.", body = ErrorResponse),
     ),
@@ -172,7 +180,19 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -
     if webhook_id.as_deref().is_some_and(|w| crate::model::validate_webhook_id(w).is_err()) {
         return Ok(HttpResponse::Ok().json(Page::<DeliveryOut> { data: Vec::new(), next_cursor: None }));
     }
-    let filter = DeliveryFilter { webhook_id, status };
+    // replay: by event type and creation time
+    let event_type = match q.event {
+        Some(e) if crate::catalog::validate_name(&e).is_err() => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`event` is not an event type name (lowercase dotted segments like order.created): `{}`", e.escape_debug()),
+            ));
+        }
+        e => e,
+    };
+    let since_ms = q.since.as_deref().map(|s| super::replay::parse_time("invalid_query", "since", s)).transpose()?;
+    let until_ms = q.until.as_deref().map(|u| super::replay::parse_time("invalid_query", "until", u)).transpose()?;
+    let filter = DeliveryFilter { webhook_id, status, event_type, since_ms, until_ms };
     let rows = webhooks.deliveries(filter, before, limit + 1).await?;
     let (rows, next_cursor) = paginate(rows, limit, |d| &d.id);
     let data = rows.into_iter().map(|d| DeliveryOut::new(d, None)).collect();

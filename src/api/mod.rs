@@ -12,6 +12,7 @@ pub mod guard;
 pub mod nodes;
 pub mod openapi;
 pub mod ops;
+pub mod replay;
 pub mod rules;
 pub mod webhooks;
 
@@ -236,6 +237,7 @@ fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks, mounts: &Mounts, 
             .configure(webhooks::configure)
             .configure(events::configure)
             .configure(deliveries::configure)
+            .configure(replay::configure)
             .configure(nodes::configure)
             .configure(ops::configure_v1)
             .default_service(web::to(not_found)),

@@ -22,6 +22,7 @@ use super::error::{ErrorDetail, ErrorResponse};
 use super::events::{self, PublishIn};
 use super::nodes::{self, NodeList, NodeOut};
 use super::ops::{self, EventTypeList, HealthOut};
+use super::replay::{self, RecoverIn, RecoverOut, RecoveryOut, RecoveryStateOut};
 use super::webhooks::{self, WebhookIn, WebhookOut};
 use super::{Mounts, rules};
 use crate::catalog::{EventCatalog, EventType};
@@ -55,6 +56,8 @@ use crate::retry::{Jitter, RetryConfig};
         events::publish,
         deliveries::list,
         deliveries::get,
+        replay::retry,
+        replay::recover,
         nodes::list,
         ops::event_types,
         ops::metrics,
@@ -80,6 +83,10 @@ use crate::retry::{Jitter, RetryConfig};
         HealthOut,
         ErrorResponse,
         ErrorDetail,
+        RecoverIn,
+        RecoverOut,
+        RecoveryOut,
+        RecoveryStateOut,
     )),
     modifiers(&BearerAuth, &RefPageItems, &AdminGuardResponses),
     tags(
@@ -301,6 +308,15 @@ fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
     let cursor = json!({"pattern": rules::CURSOR_PATTERN, "maxLength": limits(rules::CURSOR_LEN)});
     param_schema(doc, "/paths/~1v1~1webhooks/get", "cursor", cursor.clone());
     param_schema(doc, "/paths/~1v1~1deliveries/get", "cursor", cursor);
+    // replay
+    param_schema(doc, "/paths/~1v1~1webhooks~1{id}~1recover/post", "id", id.clone());
+    set(doc, "/components/schemas/RecoverIn", json!({"additionalProperties": false}));
+    param_schema(
+        doc,
+        "/paths/~1v1~1deliveries/get",
+        "event",
+        json!({"pattern": rules::EVENT_NAME_PATTERN, "maxLength": 128}),
+    );
     param_schema(
         doc,
         "/paths/~1v1~1deliveries/get",

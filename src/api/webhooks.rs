@@ -224,6 +224,11 @@ pub struct WebhookOut {
     /// Last registration change, RFC 3339.
     #[schema(format = DateTime)]
     updated_at: String,
+    // ----- replay -----
+    /// The last recovery (`POST /v1/webhooks/{id}/recover`): its progress while it runs, and
+    /// how it ended; `null` if there never was one.
+    #[schema(required = true)]
+    recovery: Option<super::replay::RecoveryOut>,
 }
 
 impl From<WebhookInfo> for WebhookOut {
@@ -248,6 +253,7 @@ impl From<WebhookInfo> for WebhookOut {
             retry_config: r.retry_config,
             description: r.description,
             max_in_flight: r.max_in_flight,
+            recovery: info.recovery.map(Into::into),
         }
     }
 }

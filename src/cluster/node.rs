@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::balance;
 use super::lease::{LeaseGuard, LeaseTimes};
 use crate::config::ClusterSettings;
-use crate::delivery::dispatcher::{Apply, DispatcherActor, Grant, HandOff, Own, Remove, Revoke, Wake};
+use crate::delivery::dispatcher::{Apply, DispatcherActor, Grant, HandOff, Own, Remove, Requeue, Revoke, Wake};
 use crate::delivery::ledger::Fenced;
 use crate::metrics::names;
 use crate::model::now_ms;
@@ -561,6 +561,12 @@ impl NodeActor {
                 if *origin != *self.id {
                     self.plan_dirty = true;
                     self.tick(ctx);
+                }
+            }
+            Notice::Requeued { origin, webhook_id, ids, were_failed } => {
+                // The re-queueing node told its own dispatcher already.
+                if *origin != *self.id && self.held.contains_key(webhook_id.as_str()) {
+                    self.dispatcher.do_send(Requeue { webhook_id, ids, were_failed });
                 }
             }
             Notice::Resync => {

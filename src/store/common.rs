@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::{BreakerRecord, Fence, StoreError, StoreResult, StoredHealth, WriteBatch};
+use super::{BreakerRecord, Fence, RecoveryRecord, RecoveryState, StoreError, StoreResult, StoredHealth, WriteBatch};
 use crate::delivery::health::EndpointState;
 use crate::model::WebhookRecord;
 use crate::retry::RetryConfig;
@@ -174,6 +174,50 @@ impl FenceCheck {
     }
 }
 
+// ----- replay -----
+
+/// The `SET` list that puts a failed delivery back in the queue, due at `now` (a placeholder):
+/// pending, with a fresh retry budget. Its attempts keep their numbers (the attempt log goes on
+/// after them); `probes` counts the attempts that do not spend the budget, so setting it to
+/// `attempts` makes the retry schedule start over.
+pub(crate) fn requeue_failed_set(now: &str) -> String {
+    format!("status = 'pending', next_attempt_at = {now}, probes = attempts, completed_at = NULL")
+}
+
+/// A `recoveries` row as read, with whether its node is live.
+pub(crate) struct RawRecovery {
+    pub(crate) since: i64,
+    pub(crate) until: i64,
+    pub(crate) queued: i64,
+    pub(crate) requeued: i64,
+    pub(crate) state: String,
+    pub(crate) started_at: i64,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) node_id: String,
+    pub(crate) node_live: bool,
+}
+
+impl RawRecovery {
+    /// The record; a `running` one whose node is not live reads `interrupted`.
+    pub(crate) fn decode(self) -> StoreResult<RecoveryRecord> {
+        let mut state = RecoveryState::parse(&self.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown recovery state `{}`", self.state)))?;
+        if state == RecoveryState::Running && !self.node_live {
+            state = RecoveryState::Interrupted;
+        }
+        Ok(RecoveryRecord {
+            since_ms: self.since,
+            until_ms: self.until,
+            queued: self.queued.max(0) as u64,
+            requeued: self.requeued.max(0) as u64,
+            state,
+            started_at_ms: self.started_at,
+            finished_at_ms: self.finished_at,
+            node_id: self.node_id,
+        })
+    }
+}
+
 /// Splits attempt updates into rounds in which each delivery appears at most once, keeping each
 /// delivery's updates in batch order across rounds (round k holds the k-th update of each).
 pub(crate) fn attempt_rounds<'a, T>(items: impl IntoIterator<Item = (&'a str, T)>) -> Vec<Vec<T>> {
@@ -212,6 +256,29 @@ mod tests {
         assert!(!check.allows(&none));
         assert!(check.allows_opt(None));
         assert_eq!(check.into_fenced(), vec![stale, none]);
+    }
+
+    fn raw(state: &str, node_live: bool) -> RawRecovery {
+        RawRecovery {
+            since: 1,
+            until: 2,
+            queued: 3,
+            requeued: -1,
+            state: state.into(),
+            started_at: 4,
+            finished_at: None,
+            node_id: "n".into(),
+            node_live,
+        }
+    }
+
+    #[test]
+    fn a_running_recovery_of_a_dead_node_reads_interrupted() {
+        assert_eq!(raw("running", true).decode().unwrap().state, RecoveryState::Running);
+        assert_eq!(raw("running", false).decode().unwrap().state, RecoveryState::Interrupted);
+        assert_eq!(raw("done", false).decode().unwrap().state, RecoveryState::Done);
+        assert_eq!(raw("done", true).decode().unwrap().requeued, 0, "negative counts read as 0");
+        assert!(raw("nope", true).decode().is_err());
     }
 
     #[test]

@@ -71,6 +71,34 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<DeliveryRecord>>;
 
+    // ----- replay -----
+
+    /// Puts a delivery back in the queue, due at `now_ms`: a pending one keeps its attempts; a
+    /// failed one becomes pending with a fresh retry budget (its attempts keep their numbers, so
+    /// the attempt log goes on after them, and stop counting against `maxRetries`). Refused,
+    /// changing nothing, for a delivery that succeeded or whose webhook is gone or disabled.
+    /// Announced to the webhook's owner ([`Notice::Requeued`]) on commit.
+    async fn retry_delivery(&self, id: &str, now_ms: i64) -> StoreResult<RetryOutcome>;
+    /// Records a recovery of `webhook_id`'s failed deliveries created in `[since_ms, until_ms)`,
+    /// run by `node_id`, with how many there are now (`queued`); replaces the webhook's previous
+    /// recovery unless that one is still running on a live node.
+    async fn start_recovery(
+        &self,
+        webhook_id: &str,
+        node_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<RecoveryStart>;
+    /// Re-queues, in one transaction, the next (by id) at most `limit` failed deliveries of the
+    /// recovery `node_id` runs for `webhook_id`, as [`Store::retry_delivery`] does a failed one,
+    /// and moves its progress on (`done` when fewer than `limit` were left). Announced to the
+    /// owner ([`Notice::Requeued`]). Finished at once when there is no such running recovery.
+    async fn recover_batch(&self, webhook_id: &str, node_id: &str, limit: u32, now_ms: i64) -> StoreResult<RecoverBatch>;
+    /// Marks the running recoveries of `node_id` interrupted (the node starts again: its
+    /// batches died with its previous run); returns how many.
+    async fn interrupt_recoveries(&self, node_id: &str, now_ms: i64) -> StoreResult<u64>;
+
     // ----- cluster -----
 
     /// True when only one node can use this store (SQLite: one process owns the file), so leases

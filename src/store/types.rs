@@ -332,6 +332,13 @@ pub struct DeliveryFilter {
     pub webhook_id: Option<String>,
     /// Only this status.
     pub status: Option<DeliveryStatus>,
+    // ----- replay -----
+    /// Only deliveries of this event type (exact).
+    pub event_type: Option<String>,
+    /// Only deliveries created at or after this Unix ms.
+    pub since_ms: Option<i64>,
+    /// Only deliveries created before this Unix ms.
+    pub until_ms: Option<i64>,
 }
 
 /// Registration write result.
@@ -364,6 +371,9 @@ pub struct WebhookView {
     pub health: Option<StoredHealth>,
     /// The lease, when a node holds one (released or never claimed: `None`).
     pub owner: Option<LeaseInfo>,
+    // ----- replay -----
+    /// The webhook's last recovery (`POST /v1/webhooks/{id}/recover`), if any.
+    pub recovery: Option<RecoveryRecord>,
 }
 
 /// Registry changes after a revision (see [`super::Store::registry_changes`]).
@@ -434,4 +444,117 @@ pub enum Notice {
     /// Notices may have been lost (the listener reconnected, or its queue overflowed): poll
     /// everything as if every notice had arrived.
     Resync,
+    // ----- replay -----
+    /// Deliveries were put back in the queue, due now (a retry, or a batch of a recovery): their
+    /// owner must attempt them again even if it finished them a moment ago.
+    Requeued {
+        /// The node that re-queued them.
+        origin: String,
+        /// Their webhook.
+        webhook_id: String,
+        /// The deliveries.
+        ids: Vec<String>,
+        /// They were failed (each is one more pending delivery); false: they were pending and are
+        /// only due sooner.
+        were_failed: bool,
+    },
+}
+
+// ----- replay -----
+
+/// Where a recovery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryState {
+    /// Batches are being re-queued.
+    Running,
+    /// Every batch is re-queued.
+    Done,
+    /// Its node stopped (or died) before the last batch: what was re-queued stays queued, the
+    /// rest stays failed; a new recover may be started.
+    Interrupted,
+}
+
+impl RecoveryState {
+    /// The stored and serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryState::Running => "running",
+            RecoveryState::Done => "done",
+            RecoveryState::Interrupted => "interrupted",
+        }
+    }
+
+    /// The state a stored name stands for.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RecoveryState::Running,
+            "done" => RecoveryState::Done,
+            "interrupted" => RecoveryState::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// A webhook's recovery as stored (see [`super::Store::start_recovery`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryRecord {
+    /// Window start (deliveries created at or after it), Unix ms.
+    pub since_ms: i64,
+    /// Window end (created before it), Unix ms.
+    pub until_ms: i64,
+    /// Failed deliveries in the window when it started.
+    pub queued: u64,
+    /// Re-queued so far.
+    pub requeued: u64,
+    /// Where it stands (`Running` of a node that is no longer live reads as `Interrupted`).
+    pub state: RecoveryState,
+    /// When it started, Unix ms.
+    pub started_at_ms: i64,
+    /// When it ended (done or interrupted), Unix ms.
+    pub finished_at_ms: Option<i64>,
+    /// The node running its batches.
+    pub node_id: String,
+}
+
+/// What [`super::Store::retry_delivery`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryOutcome {
+    /// Re-queued, due now.
+    Requeued {
+        /// The delivery as it is now.
+        delivery: DeliveryRecord,
+        /// It was failed (and is pending again); false: it was pending and is only due sooner.
+        was_failed: bool,
+    },
+    /// No such delivery.
+    NotFound,
+    /// It succeeded already; nothing changed.
+    Succeeded,
+    /// Its webhook no longer exists; nothing changed.
+    WebhookGone,
+    /// Its webhook is disabled; nothing changed.
+    WebhookDisabled,
+}
+
+/// What [`super::Store::start_recovery`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryStart {
+    /// Recorded as running; run its batches with [`super::Store::recover_batch`].
+    Started(RecoveryRecord),
+    /// No such webhook.
+    NotFound,
+    /// The webhook is disabled; nothing changed.
+    WebhookDisabled,
+    /// A recovery of this webhook is running (on a live node); nothing changed.
+    Running(RecoveryRecord),
+}
+
+/// One batch of a recovery (see [`super::Store::recover_batch`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoverBatch {
+    /// The deliveries re-queued by this batch, in id order.
+    pub ids: Vec<String>,
+    /// True when nothing is left: the recovery reads `done` (or it is no longer this node's to
+    /// run: interrupted, replaced, or its webhook deleted).
+    pub finished: bool,
 }

@@ -296,6 +296,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/events", &["post"]),
     ("/v1/deliveries", &["get"]),
     ("/v1/deliveries/{id}", &["get"]),
+    ("/v1/deliveries/{id}/retry", &["post"]),
+    ("/v1/webhooks/{id}/recover", &["post"]),
     ("/v1/event-types", &["get"]),
     ("/v1/nodes", &["get"]),
     ("/metrics", &["get"]),

@@ -18,6 +18,7 @@ mod load_smoke;
 mod pg;
 mod process;
 mod races;
+mod replay;
 mod security;
 mod storage_faults;
 mod store_contract;

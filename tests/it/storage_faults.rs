@@ -92,6 +92,29 @@ impl Store for FaultyStore {
     ) -> StoreResult<Vec<DeliveryRecord>> {
         self.inner.list_deliveries(f, before, limit).await
     }
+    async fn retry_delivery(&self, id: &str, now_ms: i64) -> StoreResult<RetryOutcome> {
+        self.gate().await?;
+        self.inner.retry_delivery(id, now_ms).await
+    }
+    async fn start_recovery(
+        &self,
+        webhook_id: &str,
+        node_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<RecoveryStart> {
+        self.gate().await?;
+        self.inner.start_recovery(webhook_id, node_id, since_ms, until_ms, now_ms).await
+    }
+    async fn recover_batch(&self, webhook_id: &str, node_id: &str, limit: u32, now_ms: i64) -> StoreResult<RecoverBatch> {
+        self.gate().await?;
+        self.inner.recover_batch(webhook_id, node_id, limit, now_ms).await
+    }
+    async fn interrupt_recoveries(&self, node_id: &str, now_ms: i64) -> StoreResult<u64> {
+        self.gate().await?;
+        self.inner.interrupt_recoveries(node_id, now_ms).await
+    }
     fn exclusive(&self) -> bool {
         self.inner.exclusive()
     }

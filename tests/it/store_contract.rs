@@ -81,6 +81,11 @@ contract!(
     health_round_trip_disable_and_reenable,
     delivery_listing_filters_and_cursors,
     closed_store_refuses_calls,
+    // replay
+    retry_requeues_with_a_fresh_budget,
+    recovery_runs_in_batches_over_its_window,
+    recovery_states_running_interrupted_and_replaced,
+    delivery_listing_by_event_and_creation_time,
 );
 
 fn webhook(id: &str) -> WebhookRecord {
@@ -675,7 +680,7 @@ async fn health_round_trip_disable_and_reenable(b: &Backend) {
     assert!(s.load_due("w1", i64::MAX, vec![], 10).await.unwrap().items.is_empty());
     let failed = s
         .list_deliveries(
-            DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Failed) },
+            DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Failed), ..Default::default() },
             None,
             10,
         )
@@ -723,7 +728,7 @@ async fn delivery_listing_filters_and_cursors(b: &Backend) {
         paged.extend(page);
     }
     assert_eq!(paged, all);
-    let w1 = s.list_deliveries(DeliveryFilter { webhook_id: Some("w1".into()), status: None }, None, 10).await.unwrap();
+    let w1 = s.list_deliveries(DeliveryFilter { webhook_id: Some("w1".into()), status: None, ..Default::default() }, None, 10).await.unwrap();
     assert_eq!(w1.len(), 3);
     assert!(w1.iter().all(|d| d.webhook_id == "w1"));
     apply(
@@ -735,16 +740,16 @@ async fn delivery_listing_filters_and_cursors(b: &Backend) {
     )
     .await;
     let failed = s
-        .list_deliveries(DeliveryFilter { webhook_id: None, status: Some(DeliveryStatus::Failed) }, None, 10)
+        .list_deliveries(DeliveryFilter { webhook_id: None, status: Some(DeliveryStatus::Failed), ..Default::default() }, None, 10)
         .await
         .unwrap();
     assert_eq!(failed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), [failed_id.as_str()]);
     assert_eq!(failed[0].last_error.as_deref(), Some("nope"));
-    let pending = DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Pending) };
+    let pending = DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Pending), ..Default::default() };
     let older = s.list_deliveries(pending, Some(w1[0].id.clone()), 10).await.unwrap();
     assert_eq!(older.len(), 1, "w1's pending older than its newest: the oldest (the middle one failed)");
     assert!(
-        s.list_deliveries(DeliveryFilter { webhook_id: Some("none".into()), status: None }, None, 10)
+        s.list_deliveries(DeliveryFilter { webhook_id: Some("none".into()), status: None, ..Default::default() }, None, 10)
             .await
             .unwrap()
             .is_empty()
@@ -763,6 +768,195 @@ async fn closed_store_refuses_calls(b: &Backend) {
     assert!(matches!(s.apply(Arc::new(batch)).await, Err(StoreError::Closed)));
     assert!(matches!(s.get_webhook("x").await, Err(StoreError::Closed)));
     assert!(matches!(s.heartbeat("a", "", LONG).await, Err(StoreError::Closed)));
+    s.close().await;
+}
+
+// ----- replay -----
+
+async fn retry_requeues_with_a_fresh_budget(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1", "w2"]).await;
+    let f = claim(&s, "a", &["w1"], LONG).await.remove(0);
+    let ev = event(&["w1", "w1", "w1"], None);
+    let ids: Vec<String> = ev.deliveries.iter().map(|d| d.id.clone()).collect();
+    publish(&s, vec![ev]).await;
+    // ids[0]: failed after two attempts; ids[1]: pending, retrying later; ids[2]: delivered.
+    apply(
+        &s,
+        WriteBatch {
+            attempts: vec![
+                update(&f, &ids[0], attempt(1, 500), NextStep::RetryAt(7_000)),
+                update(&f, &ids[0], attempt(2, 500), NextStep::Failed),
+                update(&f, &ids[1], attempt(1, 503), NextStep::RetryAt(9_999_999_999_999)),
+                update(&f, &ids[2], attempt(1, 200), NextStep::Succeeded),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut notices = if b.postgres { b.open("b").await.take_notices() } else { None };
+
+    let out = s.retry_delivery(&ids[0], 50_000).await.unwrap();
+    let RetryOutcome::Requeued { delivery: d, was_failed: true } = out else { panic!("{out:?}") };
+    assert_eq!((d.status, d.attempts, d.next_attempt_at_ms, d.completed_at_ms), (DeliveryStatus::Pending, 2, Some(50_000), None));
+    let due = s.load_due("w1", 50_000, vec![], 10).await.unwrap().items;
+    let again = due.iter().find(|p| p.id == ids[0]).expect("due now");
+    assert_eq!((again.attempts, again.probes), (2, 2), "the earlier attempts no longer count against the budget");
+    // The attempt log goes on after the earlier attempts.
+    apply(&s, WriteBatch { attempts: vec![update(&f, &ids[0], attempt(3, 200), NextStep::Succeeded)], ..Default::default() }).await;
+    let (d, log) = delivery(&s, &ids[0]).await;
+    assert_eq!(d.status, DeliveryStatus::Success);
+    assert_eq!(log.iter().map(|a| (a.attempt, a.status_code)).collect::<Vec<_>>(), [(1, Some(500)), (2, Some(500)), (3, Some(200))]);
+    if let Some(rx) = notices.as_mut() {
+        let n = notice_matching(rx, |n| matches!(n, Notice::Requeued { .. })).await;
+        assert_eq!(n, Notice::Requeued { origin: "a".into(), webhook_id: "w1".into(), ids: vec![ids[0].clone()], were_failed: true });
+    }
+
+    // A pending one is due now and keeps its attempts and budget.
+    let out = s.retry_delivery(&ids[1], 60_000).await.unwrap();
+    let RetryOutcome::Requeued { delivery: d, was_failed: false } = out else { panic!("{out:?}") };
+    assert_eq!((d.status, d.attempts, d.next_attempt_at_ms), (DeliveryStatus::Pending, 1, Some(60_000)));
+    let due = s.load_due("w1", 60_000, vec![], 10).await.unwrap().items;
+    assert_eq!(due.iter().find(|p| p.id == ids[1]).map(|p| (p.attempts, p.probes)), Some((1, 0)));
+    if let Some(rx) = notices.as_mut() {
+        let n = notice_matching(rx, |n| matches!(n, Notice::Requeued { .. })).await;
+        assert!(matches!(n, Notice::Requeued { were_failed: false, ref ids, .. } if ids.len() == 1), "{n:?}");
+    }
+
+    assert_eq!(s.retry_delivery(&ids[2], 1).await.unwrap(), RetryOutcome::Succeeded);
+    assert_eq!(s.retry_delivery("dlv_nope", 1).await.unwrap(), RetryOutcome::NotFound);
+    // A delivery of a deleted webhook stays failed.
+    let ev = event(&["w2"], None);
+    let gone = ev.deliveries[0].id.clone();
+    publish(&s, vec![ev]).await;
+    assert!(s.delete_webhook("w2", 8_000).await.unwrap());
+    assert_eq!(s.retry_delivery(&gone, 9_000).await.unwrap(), RetryOutcome::WebhookGone);
+    assert_eq!(delivery(&s, &gone).await.0.status, DeliveryStatus::Failed);
+    s.close().await;
+}
+
+/// Fails every given delivery of `w` (no attempt), as a disable would.
+async fn fail_all(s: &Arc<dyn Store>, ids: &[String]) {
+    let failures =
+        ids.iter().map(|id| FailDelivery { delivery_id: id.clone(), reason: "HTTP 500".into(), fence: None }).collect();
+    apply(s, WriteBatch { failures, ..Default::default() }).await;
+}
+
+async fn recovery_runs_in_batches_over_its_window(b: &Backend) {
+    let s = b.open("a").await;
+    s.heartbeat("a", "", LONG).await.unwrap();
+    register(&s, &["w1"]).await;
+    // Five failed in [10 000, 20 000), one before and one at its end (outside), one pending inside.
+    let times = [9_999, 10_000, 12_000, 14_000, 16_000, 19_999, 20_000];
+    let events: Vec<NewEvent> = times.iter().map(|t| event_at(&["w1"], None, *t)).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.deliveries[0].id.clone()).collect();
+    publish(&s, events).await;
+    publish(&s, vec![event_at(&["w1"], None, 15_000)]).await;
+    fail_all(&s, &ids).await;
+
+    let start = s.start_recovery("w1", "a", 10_000, 20_000, 30_000).await.unwrap();
+    let RecoveryStart::Started(r) = start else { panic!("{start:?}") };
+    assert_eq!((r.queued, r.requeued, r.state, r.started_at_ms, r.finished_at_ms), (5, 0, RecoveryState::Running, 30_000, None));
+    let again = s.start_recovery("w1", "a", 0, 1, 30_001).await.unwrap();
+    assert!(matches!(again, RecoveryStart::Running(ref r) if r.queued == 5), "one at a time: {again:?}");
+    assert_eq!(s.recover_batch("w1", "b", 2, 30_002).await.unwrap(), RecoverBatch { ids: vec![], finished: true }, "not b's to run");
+
+    let mut batches = Vec::new();
+    loop {
+        let batch = s.recover_batch("w1", "a", 2, 31_000).await.unwrap();
+        batches.push(batch.ids.clone());
+        let view = s.get_webhook("w1").await.unwrap().unwrap().recovery.unwrap();
+        assert_eq!(view.requeued, batches.iter().map(Vec::len).sum::<usize>() as u64);
+        if batch.finished {
+            assert_eq!((view.state, view.finished_at_ms), (RecoveryState::Done, Some(31_000)));
+            break;
+        }
+        assert_eq!(view.state, RecoveryState::Running);
+        assert!(batches.len() < 10, "batches end");
+    }
+    assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+    assert_eq!(batches.concat(), ids[1..6].to_vec(), "the window's failed ones, in id order, each once");
+    for (i, id) in ids.iter().enumerate() {
+        let (d, _) = delivery(&s, id).await;
+        let inside = (1..6).contains(&i);
+        assert_eq!(d.status, if inside { DeliveryStatus::Pending } else { DeliveryStatus::Failed }, "{i}");
+        if inside {
+            assert_eq!((d.next_attempt_at_ms, d.completed_at_ms), (Some(31_000), None));
+        }
+    }
+    let due = s.load_due("w1", 31_000, vec![], 20).await.unwrap().items;
+    assert_eq!(due.len(), 6, "the five re-queued and the one that was pending");
+    assert_eq!(s.list_webhooks(None, 10).await.unwrap()[0].recovery.as_ref().map(|r| r.state), Some(RecoveryState::Done));
+    s.close().await;
+}
+
+async fn recovery_states_running_interrupted_and_replaced(b: &Backend) {
+    let s = b.open("a").await;
+    s.heartbeat("a", "", LONG).await.unwrap();
+    register(&s, &["w1", "w2"]).await;
+    assert_eq!(s.start_recovery("nope", "a", 0, 1, 5).await.unwrap(), RecoveryStart::NotFound);
+    assert!(s.get_webhook("w1").await.unwrap().unwrap().recovery.is_none());
+
+    // A node that starts again interrupts what its previous run left running.
+    assert!(matches!(s.start_recovery("w1", "a", 0, 100, 5).await.unwrap(), RecoveryStart::Started(_)));
+    assert_eq!(s.interrupt_recoveries("other", 6).await.unwrap(), 0);
+    assert_eq!(s.interrupt_recoveries("a", 7).await.unwrap(), 1);
+    let r = s.get_webhook("w1").await.unwrap().unwrap().recovery.unwrap();
+    assert_eq!((r.state, r.finished_at_ms), (RecoveryState::Interrupted, Some(7)));
+    assert_eq!(s.recover_batch("w1", "a", 10, 8).await.unwrap(), RecoverBatch { ids: vec![], finished: true });
+    // An interrupted (or done) one is replaced by the next.
+    let RecoveryStart::Started(r) = s.start_recovery("w1", "a", 50, 60, 9).await.unwrap() else { panic!() };
+    assert_eq!((r.since_ms, r.until_ms, r.state), (50, 60, RecoveryState::Running));
+
+    // A running recovery of a node that is not live reads interrupted, and does not block the next.
+    assert!(matches!(s.start_recovery("w2", "ghost", 0, 100, 5).await.unwrap(), RecoveryStart::Started(_)));
+    assert_eq!(s.get_webhook("w2").await.unwrap().unwrap().recovery.unwrap().state, RecoveryState::Interrupted);
+    assert!(matches!(s.start_recovery("w2", "a", 0, 100, 6).await.unwrap(), RecoveryStart::Started(_)));
+
+    // Deleting the webhook ends its recovery: no batch runs, a new registration starts clean.
+    assert!(s.delete_webhook("w2", 10).await.unwrap());
+    assert_eq!(s.recover_batch("w2", "a", 10, 11).await.unwrap(), RecoverBatch { ids: vec![], finished: true });
+    register(&s, &["w2"]).await;
+    assert!(s.get_webhook("w2").await.unwrap().unwrap().recovery.is_none());
+    s.close().await;
+}
+
+async fn delivery_listing_by_event_and_creation_time(b: &Backend) {
+    let s = b.open("a").await;
+    register(&s, &["w1", "w2"]).await;
+    let mut updated = event_at(&["w1", "w2"], None, 2_000);
+    updated.event_type = "order.updated".into();
+    publish(&s, vec![event_at(&["w1", "w2"], None, 1_000), updated, event_at(&["w1"], None, 3_000)]).await;
+    let list = |filter: DeliveryFilter| {
+        let s = s.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut before = None;
+            loop {
+                let page = s.list_deliveries(filter.clone(), before.clone(), 1).await.unwrap();
+                let Some(last) = page.last() else { break };
+                before = Some(last.id.clone());
+                out.extend(page.into_iter().map(|d| (d.event_type, d.created_at_ms, d.webhook_id)));
+            }
+            out
+        }
+    };
+    let f = |event: Option<&str>, since: Option<i64>, until: Option<i64>| DeliveryFilter {
+        event_type: event.map(str::to_string),
+        since_ms: since,
+        until_ms: until,
+        ..Default::default()
+    };
+    assert_eq!(list(f(Some("order.updated"), None, None)).await.len(), 2);
+    assert!(list(f(Some("order.updated"), None, None)).await.iter().all(|d| d.0 == "order.updated"));
+    assert_eq!(list(f(Some("order.deleted"), None, None)).await, vec![]);
+    let times = |v: Vec<(String, i64, String)>| v.into_iter().map(|d| d.1).collect::<Vec<_>>();
+    assert_eq!(times(list(f(None, Some(2_000), None)).await), [3_000, 2_000, 2_000], "since is inclusive");
+    assert_eq!(times(list(f(None, None, Some(2_000))).await), [1_000, 1_000], "until is exclusive");
+    assert_eq!(times(list(f(None, Some(1_500), Some(3_000))).await), [2_000, 2_000]);
+    let both = DeliveryFilter { webhook_id: Some("w1".into()), ..f(Some("order.created"), Some(0), Some(10_000)) };
+    assert_eq!(times(list(both).await), [3_000, 1_000], "combined with the webhook filter");
+    assert_eq!(list(f(None, Some(5_000), Some(1_000))).await, vec![], "an empty window");
     s.close().await;
 }
 

@@ -25,7 +25,7 @@ use self::entry::EndpointEntry;
 pub use self::publish::{DeliveryRef, PublishError, PublishReceipt};
 pub(crate) use self::publish::{PublishRequest, PublishTicket};
 use self::publish::{build_body, receipt};
-use super::endpoint::{CheckStore, Deliver, Drain, InjectPanic, Reconfigure};
+use super::endpoint::{CheckStore, Deliver, Drain, InjectPanic, Reconfigure, Requeued};
 use super::faults::Fault;
 use super::health::{EndpointState, HealthSnapshot};
 use super::ledger::{Barrier, PersistEvent};
@@ -88,6 +88,17 @@ pub(crate) struct HandOff(pub(crate) Arc<str>);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Wake(pub(crate) Vec<(String, u32)>);
+
+/// replay: deliveries of a webhook were put back in the queue, due now; its endpoint actor (if
+/// this node owns the webhook) must take them even if it finished them a moment ago.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Requeue {
+    pub(crate) webhook_id: String,
+    pub(crate) ids: Vec<String>,
+    /// They were failed (each adds one to the pending gauge); false: pending, now due sooner.
+    pub(crate) were_failed: bool,
+}
 
 /// Live health of the given webhooks, for those this node owns.
 #[derive(Message)]
@@ -435,6 +446,25 @@ impl Handler<Wake> for DispatcherActor {
                 if let Some(entry) = self.endpoints.get_mut(webhook_id.as_str()) {
                     entry.sent += 1;
                 }
+            }
+        }
+    }
+}
+
+impl Handler<Requeue> for DispatcherActor {
+    type Result = ();
+    fn handle(&mut self, msg: Requeue, _: &mut Context<Self>) {
+        let Some(entry) = self.endpoints.get(msg.webhook_id.as_str()) else { return };
+        if entry.lease.is_none() || entry.disabled {
+            return; // its owner hears of it from the store
+        }
+        if msg.were_failed {
+            entry.add_pending(msg.ids.len() as f64);
+        }
+        if let Some(addr) = self.wake_actor(&msg.webhook_id, true) {
+            addr.do_send(Requeued(msg.ids.into_iter().map(String::into_boxed_str).collect()));
+            if let Some(entry) = self.endpoints.get_mut(msg.webhook_id.as_str()) {
+                entry.sent += 1;
             }
         }
     }

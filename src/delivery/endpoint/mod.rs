@@ -57,6 +57,11 @@ pub(crate) struct Deliver(pub(crate) Vec<Pending>);
 #[rtype(result = "()")]
 pub(crate) struct CheckStore;
 
+/// replay: these deliveries were put back in the queue, due now (see `Window::requeued`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Requeued(pub(crate) Vec<Box<str>>);
+
 /// The registration changed; takes effect for the next attempt. `reenable` clears a disable.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -802,6 +807,20 @@ impl Handler<CheckStore> for EndpointActor {
             act.activity += 1;
             if !act.disabled {
                 act.window.signal_store();
+            }
+            act.pump(ctx);
+        });
+    }
+}
+
+impl Handler<Requeued> for EndpointActor {
+    type Result = ();
+    fn handle(&mut self, msg: Requeued, ctx: &mut Context<Self>) {
+        self.received += 1;
+        self.guarded(ctx, |act, ctx| {
+            act.activity += 1;
+            if !act.disabled {
+                act.window.requeued(&msg.0, now_ms());
             }
             act.pump(ctx);
         });

@@ -263,6 +263,29 @@ impl Window {
         self.hold(p, bytes, now_ms); // keeps its charge
     }
 
+    /// Deliveries put back in the queue, due now (replay: a retry, or a recovery's batch). Ones
+    /// finished lately are forgotten, so that the store's copy (pending again) is taken when
+    /// paged in; ones waiting for a retry time are due now; the store side is signalled.
+    pub(crate) fn requeued(&mut self, ids: &[Box<str>], now_ms: i64) {
+        let mut bring_forward = false;
+        for id in ids {
+            if self.recent_set.remove(id) {
+                self.recent.retain(|r| r != id);
+            }
+            bring_forward |= self.held.contains_key(id);
+        }
+        if bring_forward {
+            let (due, keep): (Vec<Waiting>, Vec<Waiting>) =
+                std::mem::take(&mut self.waiting).into_iter().partition(|w| ids.contains(&w.pending.id));
+            self.waiting = keep.into_iter().collect();
+            for mut w in due {
+                w.pending.due_ms = w.pending.due_ms.min(now_ms);
+                self.ready.push_back(w.pending);
+            }
+        }
+        self.signal_store();
+    }
+
     /// A page to load now, if the store may hold work and the window is at most half full.
     pub(crate) fn page_request(&mut self) -> Option<PageRequest> {
         if !self.store.has_more || self.store.loading || self.held.len() > self.capacity / 2 {
@@ -374,6 +397,24 @@ mod tests {
             v.push(p.id.to_string());
         }
         v
+    }
+
+    #[test]
+    fn requeued_deliveries_are_due_now_and_taken_again_after_finishing() {
+        let mut w = window(8);
+        w.offer(vec![p("a", 0), p("b", 0)], 0);
+        assert_eq!(ids(&mut w), ["a", "b"]);
+        w.finished("a"); // failed for good
+        w.retry(p("b", 60_000), 10); // waits for its retry time
+        w.offer(vec![p("a", 0)], 20);
+        assert!(!w.has_ready(), "a finished delivery is not taken again");
+        w.requeued(&["a".into(), "b".into()], 30);
+        assert_eq!(ids(&mut w), ["b"], "the waiting one is due now");
+        assert!(w.page_request().is_some(), "the store is asked for the re-queued ones");
+        w.on_page(vec![p("a", 30)], 7, None, 30);
+        assert_eq!(ids(&mut w), ["a"], "the finished one is taken from the store again");
+        w.requeued(&["zzz".into()], 40);
+        assert_eq!(w.held(), 2, "unknown ids change nothing held");
     }
 
     #[test]

@@ -12,6 +12,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../../../migrations/postgres/0001_init.sql")),
     (2, "node_leases", include_str!("../../../migrations/postgres/0002_node_leases.sql")),
     (3, "probes", include_str!("../../../migrations/postgres/0003_probes.sql")),
+    // replay (4 is lifecycle's; the runner applies every version above the stored one, in order)
+    (5, "replay", include_str!("../../../migrations/postgres/0005_replay.sql")),
 ];
 
 /// The advisory-lock key of a schema's migrations (FNV-1a of the channel name: stable across

@@ -11,6 +11,7 @@ mod migrate;
 mod notify;
 mod read;
 mod registry;
+mod replay;
 mod tls;
 mod write;
 
@@ -308,6 +309,39 @@ impl Store for PgStore {
         limit: u32,
     ) -> StoreResult<Vec<DeliveryRecord>> {
         self.run(move |inner| async move { read::list_deliveries(&inner, filter, before, limit).await }).await
+    }
+
+    // ----- replay -----
+
+    async fn retry_delivery(&self, id: &str, now_ms: i64) -> StoreResult<RetryOutcome> {
+        let id = id.to_string();
+        self.run(move |inner| async move { replay::retry_delivery(&inner, &id, now_ms).await }).await
+    }
+
+    async fn start_recovery(
+        &self,
+        webhook_id: &str,
+        node_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<RecoveryStart> {
+        let (webhook_id, node_id) = (webhook_id.to_string(), node_id.to_string());
+        self.run(move |inner| async move {
+            replay::start_recovery(&inner, &webhook_id, &node_id, since_ms, until_ms, now_ms).await
+        })
+        .await
+    }
+
+    async fn recover_batch(&self, webhook_id: &str, node_id: &str, limit: u32, now_ms: i64) -> StoreResult<RecoverBatch> {
+        let (webhook_id, node_id) = (webhook_id.to_string(), node_id.to_string());
+        self.run(move |inner| async move { replay::recover_batch(&inner, &webhook_id, &node_id, limit, now_ms).await })
+            .await
+    }
+
+    async fn interrupt_recoveries(&self, node_id: &str, now_ms: i64) -> StoreResult<u64> {
+        let node_id = node_id.to_string();
+        self.run(move |inner| async move { replay::interrupt_recoveries(&inner, &node_id, now_ms).await }).await
     }
 
     fn exclusive(&self) -> bool {

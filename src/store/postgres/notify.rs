@@ -2,7 +2,9 @@
 //! commit), heard by one dedicated LISTEN connection per store.
 //!
 //! Payloads: `w|<origin>|<webhook>:<count>,…` (new pending deliveries), `r|<origin>` (registry
-//! changed), `c|<origin>` (membership or leases changed). Webhook ids never contain `|` or `,`.
+//! changed), `c|<origin>` (membership or leases changed), `q|<origin>|<webhook>|<delivery>,…`
+//! (deliveries re-queued by a retry or a recovery). Webhook and delivery ids never contain `|`
+//! or `,`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,6 +63,28 @@ pub(super) fn work_payloads(origin: &str, counts: &BTreeMap<String, u32>) -> Vec
     out
 }
 
+/// `q|origin|webhook|id,…` (they were failed) or `p|…` (they were pending), split into payloads
+/// below the size limit.
+pub(super) fn requeued_payloads(origin: &str, webhook_id: &str, ids: &[String], were_failed: bool) -> Vec<String> {
+    let kind = if were_failed { 'q' } else { 'p' };
+    let head = format!("{kind}|{origin}|{webhook_id}|");
+    let mut out = Vec::new();
+    let mut cur = head.clone();
+    for id in ids {
+        if cur.len() > head.len() && cur.len() + 1 + id.len() > MAX_PAYLOAD {
+            out.push(std::mem::replace(&mut cur, head.clone()));
+        }
+        if cur.len() > head.len() {
+            cur.push(',');
+        }
+        cur.push_str(id);
+    }
+    if cur.len() > head.len() {
+        out.push(cur);
+    }
+    out
+}
+
 /// Reads a payload back; `None` for anything malformed.
 pub(super) fn parse(payload: &str) -> Option<Notice> {
     let (kind, rest) = payload.split_once('|')?;
@@ -77,6 +101,20 @@ pub(super) fn parse(payload: &str) -> Option<Notice> {
                 })
                 .collect::<Option<Vec<_>>>()?;
             Some(Notice::Work { origin: origin.to_string(), webhooks })
+        }
+        "q" | "p" => {
+            let (rest, list) = rest.rsplit_once('|')?;
+            let (origin, webhook_id) = rest.rsplit_once('|')?;
+            let ids: Vec<String> = list.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+            if ids.is_empty() {
+                return None;
+            }
+            Some(Notice::Requeued {
+                origin: origin.to_string(),
+                webhook_id: webhook_id.to_string(),
+                ids,
+                were_failed: kind == "q",
+            })
         }
         _ => None,
     }
@@ -263,6 +301,30 @@ mod tests {
             }
         }
         assert_eq!(back.len(), 2000);
+    }
+
+    #[test]
+    fn requeued_payloads_round_trip_in_chunks() {
+        let ids: Vec<String> = (0..1000).map(|i| format!("dlv_{i:040}")).collect();
+        let payloads = requeued_payloads("node|x", "wh:1", &ids, true);
+        assert!(payloads.len() > 1);
+        assert!(payloads.iter().all(|p| p.len() < MAX_PAYLOAD));
+        let mut back = Vec::new();
+        for p in &payloads {
+            match parse(p) {
+                Some(Notice::Requeued { origin, webhook_id, ids, were_failed }) => {
+                    assert_eq!((origin.as_str(), webhook_id.as_str(), were_failed), ("node|x", "wh:1", true));
+                    back.extend(ids);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(back, ids);
+        assert!(requeued_payloads("n", "w", &[], true).is_empty());
+        let one = requeued_payloads("n", "w", &["dlv_1".to_string()], false);
+        assert_eq!(one, vec!["p|n|w|dlv_1".to_string()]);
+        assert!(matches!(parse(&one[0]), Some(Notice::Requeued { were_failed: false, .. })));
+        assert_eq!(parse("q|n|w|"), None);
     }
 
     #[test]

@@ -62,13 +62,15 @@ fn view(r: &Row) -> StoreResult<WebhookView> {
         }
         None => None,
     };
-    Ok(WebhookView { record: webhook(r)?, health: health.decode()?, owner })
+    Ok(WebhookView { record: webhook(r)?, health: health.decode()?, owner, recovery: None })
 }
 
 pub(super) async fn get_webhook(inner: &Inner, id: &str) -> StoreResult<Option<WebhookView>> {
     let client = inner.pool.get().await.map_err(pool_err)?;
     let row = query_opt(&client, &format!("{VIEW_SELECT} WHERE w.id = $1"), &[&id]).await?;
-    row.as_ref().map(view).transpose()
+    let mut views: Vec<WebhookView> = row.as_ref().map(view).transpose()?.into_iter().collect();
+    super::replay::attach(&client, &mut views).await?;
+    Ok(views.pop())
 }
 
 pub(super) async fn list_webhooks(inner: &Inner, after: String, limit: u32) -> StoreResult<Vec<WebhookView>> {
@@ -76,7 +78,9 @@ pub(super) async fn list_webhooks(inner: &Inner, after: String, limit: u32) -> S
     let rows =
         query(&client, &format!("{VIEW_SELECT} WHERE w.id > $1 ORDER BY w.id LIMIT $2"), &[&after, &i64::from(limit)])
             .await?;
-    rows.iter().map(view).collect()
+    let mut views = rows.iter().map(view).collect::<StoreResult<Vec<_>>>()?;
+    super::replay::attach(&client, &mut views).await?;
+    Ok(views)
 }
 
 pub(super) async fn registry_changes(inner: &Inner, since: u64) -> StoreResult<RegistryChanges> {
@@ -291,21 +295,31 @@ pub(super) async fn list_deliveries(
     // read and held for one page.
     let columns = DELIVERY_COLUMNS.replace("e.payload", "''::bytea AS payload");
     let mut sql = format!("SELECT {columns} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE true");
-    let mut args: Vec<String> = Vec::new();
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut and = |cond: &str, v: Box<dyn ToSql + Sync + Send>| {
+        args.push(v);
+        sql.push_str(&format!(" AND {cond} ${}", args.len()));
+    };
     if let Some(w) = filter.webhook_id {
-        args.push(w);
-        sql.push_str(&format!(" AND d.webhook_id = ${}", args.len()));
+        and("d.webhook_id =", Box::new(w));
     }
     if let Some(s) = filter.status {
-        args.push(s.as_str().to_string());
-        sql.push_str(&format!(" AND d.status = ${}", args.len()));
+        and("d.status =", Box::new(s.as_str().to_string()));
+    }
+    if let Some(e) = filter.event_type {
+        and("e.event_type =", Box::new(e));
+    }
+    if let Some(t) = filter.since_ms {
+        and("d.created_at >=", Box::new(t));
+    }
+    if let Some(t) = filter.until_ms {
+        and("d.created_at <", Box::new(t));
     }
     if let Some(b) = before {
-        args.push(b);
-        sql.push_str(&format!(" AND d.id < ${}", args.len()));
+        and("d.id <", Box::new(b));
     }
     sql.push_str(&format!(" ORDER BY d.id DESC LIMIT {limit}"));
-    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
     let rows = query(&client, &sql, &params).await?;
     rows.iter().map(delivery).collect()
 }

@@ -87,6 +87,8 @@ pub(super) async fn delete_webhook(inner: &Inner, id: &str, at_ms: i64) -> Store
     )
     .await?;
     execute(&tx, "DELETE FROM webhook_state WHERE webhook_id = $1", &[&id]).await?;
+    // replay: its recovery goes with it
+    execute(&tx, "DELETE FROM recoveries WHERE webhook_id = $1", &[&id]).await?;
     execute(
         &tx,
         "INSERT INTO webhook_deletions (id, revision, deleted_at) VALUES ($1, $2, $3) \

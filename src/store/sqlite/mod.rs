@@ -9,6 +9,7 @@
 
 mod cluster;
 mod read;
+mod replay;
 mod write;
 mod writer;
 
@@ -206,6 +207,35 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<DeliveryRecord>> {
         self.read(move |c| read::list_deliveries(c, filter, before, limit)).await
+    }
+
+    // ----- replay -----
+
+    async fn retry_delivery(&self, id: &str, now_ms: i64) -> StoreResult<RetryOutcome> {
+        let id = id.to_string();
+        self.write(move |tx| replay::retry_delivery(tx, &id, now_ms)).await
+    }
+
+    async fn start_recovery(
+        &self,
+        webhook_id: &str,
+        node_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> StoreResult<RecoveryStart> {
+        let (webhook_id, node_id) = (webhook_id.to_string(), node_id.to_string());
+        self.write(move |tx| replay::start_recovery(tx, &webhook_id, &node_id, since_ms, until_ms, now_ms)).await
+    }
+
+    async fn recover_batch(&self, webhook_id: &str, node_id: &str, limit: u32, now_ms: i64) -> StoreResult<RecoverBatch> {
+        let (webhook_id, node_id) = (webhook_id.to_string(), node_id.to_string());
+        self.write(move |tx| replay::recover_batch(tx, &webhook_id, &node_id, limit, now_ms)).await
+    }
+
+    async fn interrupt_recoveries(&self, node_id: &str, now_ms: i64) -> StoreResult<u64> {
+        let node_id = node_id.to_string();
+        self.write(move |tx| replay::interrupt_recoveries(tx, &node_id, now_ms)).await
     }
 
     fn exclusive(&self) -> bool {

@@ -53,7 +53,7 @@ fn raw_view(r: &Row<'_>) -> rusqlite::Result<RawView> {
 }
 
 fn decode_view((w, h, owner): RawView) -> StoreResult<WebhookView> {
-    Ok(WebhookView { record: w.decode()?, health: h.decode()?, owner })
+    Ok(WebhookView { record: w.decode()?, health: h.decode()?, owner, recovery: None })
 }
 
 pub(super) fn get_webhook(c: &Connection, id: &str) -> StoreResult<Option<WebhookView>> {
@@ -61,7 +61,9 @@ pub(super) fn get_webhook(c: &Connection, id: &str) -> StoreResult<Option<Webhoo
         .prepare_cached(&format!("{VIEW_SELECT} WHERE w.id = ?1"))
         .and_then(|mut s| s.query_row([id], raw_view).optional())
         .map_err(unavailable)?;
-    raw.map(decode_view).transpose()
+    let mut views: Vec<WebhookView> = raw.map(decode_view).transpose()?.into_iter().collect();
+    super::replay::attach(c, &mut views)?;
+    Ok(views.pop())
 }
 
 pub(super) fn list_webhooks(c: &Connection, after: &str, limit: u32) -> StoreResult<Vec<WebhookView>> {
@@ -69,7 +71,9 @@ pub(super) fn list_webhooks(c: &Connection, after: &str, limit: u32) -> StoreRes
         .prepare_cached(&format!("{VIEW_SELECT} WHERE w.id > ?1 ORDER BY w.id LIMIT ?2"))
         .and_then(|mut s| s.query_map(params![after, limit], raw_view)?.collect::<Result<Vec<_>, _>>())
         .map_err(unavailable)?;
-    raws.into_iter().map(decode_view).collect()
+    let mut views = raws.into_iter().map(decode_view).collect::<StoreResult<Vec<_>>>()?;
+    super::replay::attach(c, &mut views)?;
+    Ok(views)
 }
 
 fn webhooks_where(c: &Connection, cond: &str, arg: i64) -> StoreResult<Vec<WebhookRecord>> {
@@ -312,18 +316,28 @@ pub(super) fn list_deliveries(
     // read and held for one page.
     let columns = DELIVERY_COLUMNS.replace("e.payload", "'' AS payload");
     let mut sql = format!("SELECT {columns} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE 1 = 1");
-    let mut args: Vec<String> = Vec::new();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut and = |cond: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {cond} ?{}", args.len()));
+    };
     if let Some(w) = filter.webhook_id {
-        args.push(w);
-        sql.push_str(&format!(" AND d.webhook_id = ?{}", args.len()));
+        and("d.webhook_id =", w.into());
     }
     if let Some(s) = filter.status {
-        args.push(s.as_str().to_string());
-        sql.push_str(&format!(" AND d.status = ?{}", args.len()));
+        and("d.status =", s.as_str().to_string().into());
+    }
+    if let Some(e) = filter.event_type {
+        and("e.event_type =", e.into());
+    }
+    if let Some(t) = filter.since_ms {
+        and("d.created_at >=", t.into());
+    }
+    if let Some(t) = filter.until_ms {
+        and("d.created_at <", t.into());
     }
     if let Some(b) = before {
-        args.push(b);
-        sql.push_str(&format!(" AND d.id < ?{}", args.len()));
+        and("d.id <", b.into());
     }
     sql.push_str(&format!(" ORDER BY d.id DESC LIMIT {limit}"));
     c.prepare_cached(&sql)

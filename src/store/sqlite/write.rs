@@ -82,6 +82,10 @@ pub(super) fn delete_webhook(tx: &Transaction<'_>, id: &str, at_ms: i64) -> Stor
     tx.prepare_cached("DELETE FROM webhook_state WHERE webhook_id = ?1")
         .and_then(|mut s| s.execute([id]))
         .map_err(unavailable)?;
+    // replay: its recovery goes with it
+    tx.prepare_cached("DELETE FROM recoveries WHERE webhook_id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(unavailable)?;
     let revision = next_revision(tx)?;
     tx.prepare_cached(
         "INSERT INTO webhook_deletions (id, revision, deleted_at) VALUES (?1, ?2, ?3) \

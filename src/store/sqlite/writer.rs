@@ -16,6 +16,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0002_cluster.sql"),
     include_str!("../../../migrations/sqlite/0003_node_leases.sql"),
     include_str!("../../../migrations/sqlite/0004_probes.sql"),
+    // replay (0005 is lifecycle's; the integrator orders them when merging)
+    include_str!("../../../migrations/sqlite/0006_replay.sql"),
 ];
 
 /// Most jobs one transaction takes; bounds the latency a single group adds.
