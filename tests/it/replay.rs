@@ -247,7 +247,7 @@ async fn recover_refuses_bad_input_and_changes_nothing() {
         (json!({}), "since"),
         (json!({"since": "yesterday"}), "since"),
         (json!({"since": "2026-02-30T00:00:00Z"}), "since"),
-        (json!({"since": 5}), "since"),
+        (json!({"since": 5}), "expected a string"),
         (json!({"since": "2020-01-01T00:00:00Z", "until": "soon"}), "until"),
         (json!({"since": "2020-01-02T00:00:00Z", "until": "2020-01-01T00:00:00Z"}), "before"),
         (json!({"since": "2020-01-01T00:00:00Z", "until": "2020-01-01T00:00:00Z"}), "before"),
@@ -261,8 +261,6 @@ async fn recover_refuses_bad_input_and_changes_nothing() {
     }
     let (status, _) = app.request("POST", &path, Some("{")).await;
     assert_eq!(status, 400);
-    let (status, _) = app.request_with("POST", &path, Some("{}"), &[("content-type", "text/plain")]).await;
-    assert_eq!(status, 415);
     let (_, w) = app.get(&format!("/v1/webhooks/{wh}")).await;
     assert!(w["recovery"].is_null(), "nothing recorded: {w}");
     let (status, body) = app.post("/v1/webhooks/wh_nope/recover", json!({"since": "2020-01-01T00:00:00Z"})).await;
