@@ -330,3 +330,64 @@ async fn deliveries_filter_by_event_and_creation_time_with_cursors() {
     }
     app.stop().await;
 }
+
+/// A node on PostgreSQL whose safety-net poll is too slow to matter: what it learns of re-queued
+/// work, it learns from the notices.
+fn pg_node(url: &str, node: &str) -> servio_webhooks::Settings {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&dir);
+    s.database_url = url.to_string();
+    s.node_id = Some(node.to_string());
+    s.cluster.heartbeat_interval = Duration::from_millis(250);
+    s.cluster.lease_ttl = Duration::from_millis(2_000);
+    s.cluster.poll_interval = Duration::from_secs(120);
+    s
+}
+
+#[actix_web::test]
+async fn pg_retry_and_recover_on_one_node_reach_the_owner_on_another() {
+    let Some(schema) = crate::pg::schema().await else { return };
+    let a = TestApp::start_with(Arc::new(tempfile::tempdir().unwrap()), pg_node(&schema.url, "replay-a")).await;
+    let b = TestApp::start_with(Arc::new(tempfile::tempdir().unwrap()), pg_node(&schema.url, "replay-b")).await;
+    let (rx, up) = flaky();
+    let wh = register(&a, &rx.url, 0).await;
+    let owner = wait_until(WAIT, "the webhook has an owner", || {
+        let a = &a;
+        let wh = wh.clone();
+        async move {
+            let (_, w) = a.get(&format!("/v1/webhooks/{wh}")).await;
+            w["ownerNode"].as_str().map(str::to_string)
+        }
+    })
+    .await;
+    // Requests go to the node that does not own the webhook.
+    let other = if owner == "replay-a" { &b } else { &a };
+    let owner_app = if owner == "replay-a" { &a } else { &b };
+    let since = rfc3339(now_ms() - 1);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(publish_one(other, "order.created").await);
+    }
+    for id in &ids {
+        wait_status(other, id, "failed").await;
+    }
+    assert_eq!(rx.count(), 3);
+    up.store(true, Ordering::SeqCst);
+
+    let (status, body) = other.post(&format!("/v1/deliveries/{}/retry", ids[0]), json!(null)).await;
+    assert_eq!(status, 202, "{body}");
+    let d = wait_status(owner_app, &ids[0], "success").await;
+    assert_eq!(log_of(&d), [(1, Some(500)), (2, Some(200))]);
+
+    let (status, body) = other.post(&format!("/v1/webhooks/{wh}/recover"), json!({"since": since})).await;
+    assert_eq!((status, &body), (202, &json!({"queued": 2})));
+    for id in &ids[1..] {
+        wait_status(owner_app, id, "success").await;
+    }
+    // Every node shows the recovery, run by the node that took the request.
+    let (_, w) = owner_app.get(&format!("/v1/webhooks/{wh}")).await;
+    assert_eq!((w["recovery"]["state"].as_str(), w["recovery"]["requeued"].as_u64()), (Some("done"), Some(2)), "{w}");
+    assert_eq!(rx.count(), 6);
+    b.stop().await;
+    a.stop().await;
+}
