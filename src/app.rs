@@ -402,7 +402,7 @@ impl Webhooks {
                 ids: vec![delivery.id.clone()],
                 were_failed: *was_failed,
             });
-            self.held_back_until(std::slice::from_mut(delivery)).await?;
+            self.held_back_until(std::slice::from_mut(&mut **delivery)).await?;
         }
         Ok(out)
     }

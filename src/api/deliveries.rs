@@ -185,7 +185,10 @@ async fn list(webhooks: web::Data<Webhooks>, query: web::Query<DeliveryQuery>) -
         Some(e) if crate::catalog::validate_name(&e).is_err() => {
             return Err(ApiError::bad_request(
                 "invalid_query",
-                format!("`event` is not an event type name (lowercase dotted segments like order.created): `{}`", e.escape_debug()),
+                format!(
+                    "`event` is not an event type name (lowercase dotted segments like order.created): `{}`",
+                    e.escape_debug()
+                ),
             ));
         }
         e => e,

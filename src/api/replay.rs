@@ -65,7 +65,7 @@ async fn retry(webhooks: web::Data<Webhooks>, id: web::Path<String>) -> Result<H
         return Err(ApiError::not_found(&format!("delivery `{}`", id.escape_debug())));
     }
     match webhooks.retry_delivery(&id).await? {
-        RetryOutcome::Requeued { delivery, .. } => Ok(HttpResponse::Accepted().json(DeliveryOut::new(delivery, None))),
+        RetryOutcome::Requeued { delivery, .. } => Ok(HttpResponse::Accepted().json(DeliveryOut::new(*delivery, None))),
         RetryOutcome::NotFound => Err(ApiError::not_found(&format!("delivery `{id}`"))),
         RetryOutcome::Succeeded => {
             Err(conflict("delivery_succeeded", format!("delivery `{id}` succeeded already: there is nothing to retry")))

@@ -3,8 +3,8 @@
 //! The store does the re-queueing ([`crate::store::Store::retry_delivery`],
 //! [`crate::store::Store::recover_batch`]: pending, due now, a fresh retry budget for failed
 //! ones) and announces it to the webhook's owner on commit (on PostgreSQL); this node's own
-//! dispatcher is told directly ([`Requeue`]). A recovery's batches run here, in the background,
-//! on the node that accepted it ([`run_recovery`]): bounded batches, one transaction each, with a
+//! dispatcher is told directly (`Requeue`). A recovery's batches run here, in the background,
+//! on the node that accepted it (`run_recovery`): bounded batches, one transaction each, with a
 //! pause between them so that publishes and attempt outcomes interleave.
 //!
 //! A node that stops mid-way leaves its recovery `interrupted` (the next start of that node id

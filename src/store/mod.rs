@@ -94,7 +94,13 @@ pub trait Store: Send + Sync + 'static {
     /// recovery `node_id` runs for `webhook_id`, as [`Store::retry_delivery`] does a failed one,
     /// and moves its progress on (`done` when fewer than `limit` were left). Announced to the
     /// owner ([`Notice::Requeued`]). Finished at once when there is no such running recovery.
-    async fn recover_batch(&self, webhook_id: &str, node_id: &str, limit: u32, now_ms: i64) -> StoreResult<RecoverBatch>;
+    async fn recover_batch(
+        &self,
+        webhook_id: &str,
+        node_id: &str,
+        limit: u32,
+        now_ms: i64,
+    ) -> StoreResult<RecoverBatch>;
     /// Marks the running recoveries of `node_id` interrupted (the node starts again: its
     /// batches died with its previous run); returns how many.
     async fn interrupt_recoveries(&self, node_id: &str, now_ms: i64) -> StoreResult<u64>;

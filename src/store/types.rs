@@ -522,7 +522,7 @@ pub enum RetryOutcome {
     /// Re-queued, due now.
     Requeued {
         /// The delivery as it is now.
-        delivery: DeliveryRecord,
+        delivery: Box<DeliveryRecord>,
         /// It was failed (and is pending again); false: it was pending and is only due sooner.
         was_failed: bool,
     },

@@ -41,7 +41,12 @@ async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
 }
 
 fn log_of(d: &Value) -> Vec<(u64, Option<u64>)> {
-    d["attemptLog"].as_array().unwrap().iter().map(|a| (a["attempt"].as_u64().unwrap(), a["statusCode"].as_u64())).collect()
+    d["attemptLog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["attempt"].as_u64().unwrap(), a["statusCode"].as_u64()))
+        .collect()
 }
 
 #[actix_web::test]
@@ -57,7 +62,10 @@ async fn a_failed_delivery_retried_after_the_receiver_recovers_is_delivered_by_a
     up.store(true, Ordering::SeqCst);
     let (status, body) = app.post(&format!("/v1/deliveries/{id}/retry"), json!(null)).await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!((body["id"].as_str(), body["status"].as_str(), body["attempts"].as_u64()), (Some(id.as_str()), Some("pending"), Some(2)));
+    assert_eq!(
+        (body["id"].as_str(), body["status"].as_str(), body["attempts"].as_u64()),
+        (Some(id.as_str()), Some("pending"), Some(2))
+    );
     assert!(body["nextRetryAt"].is_string() && body["completedAt"].is_null(), "{body}");
 
     let done = wait_status(&app, &id, "success").await;
@@ -135,7 +143,8 @@ async fn recover_requeues_the_failed_deliveries_of_its_window_and_no_others() {
     let app = TestApp::start().await;
     let (rx, up) = flaky();
     let wh = register(&app, &rx.url, 0).await;
-    let before: Vec<String> = [publish_one(&app, "order.created").await, publish_one(&app, "order.updated").await].into();
+    let before: Vec<String> =
+        [publish_one(&app, "order.created").await, publish_one(&app, "order.updated").await].into();
     for id in &before {
         wait_status(&app, id, "failed").await;
     }
@@ -224,7 +233,8 @@ async fn one_recovery_at_a_time_and_a_restart_mid_way_reads_interrupted() {
     let (_, w) = app.get(&format!("/v1/webhooks/{wh}")).await;
     assert_eq!(w["recovery"]["state"], "running");
     assert!(w["recovery"]["finishedAt"].is_null());
-    let (status, body) = app.post(&format!("/v1/webhooks/{wh}/recover"), json!({"since": "2020-01-01T00:00:00Z"})).await;
+    let (status, body) =
+        app.post(&format!("/v1/webhooks/{wh}/recover"), json!({"since": "2020-01-01T00:00:00Z"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("recovery_running")), "{body}");
 
     let dir = app.stop().await;
@@ -232,7 +242,8 @@ async fn one_recovery_at_a_time_and_a_restart_mid_way_reads_interrupted() {
     let (_, w) = app.get(&format!("/v1/webhooks/{wh}")).await;
     assert_eq!(w["recovery"]["state"], "interrupted", "{w}");
     assert!(w["recovery"]["finishedAt"].is_string());
-    let (status, body) = app.post(&format!("/v1/webhooks/{wh}/recover"), json!({"since": "2020-01-01T00:00:00Z"})).await;
+    let (status, body) =
+        app.post(&format!("/v1/webhooks/{wh}/recover"), json!({"since": "2020-01-01T00:00:00Z"})).await;
     assert_eq!(status, 202, "an interrupted recovery does not block the next: {body}");
     app.stop().await;
 }
@@ -324,7 +335,9 @@ async fn deliveries_filter_by_event_and_creation_time_with_cursors() {
     let east = rfc3339(t0 + 7_200_000).replace('Z', "%2B02%3A00").replace(':', "%3A");
     assert_eq!(all(format!("&since={east}&until={}", enc(mid))).await, newest_first(created[..5].to_vec()));
 
-    for bad in ["event=Order", "event=order", "since=yesterday", "until=2026-13-01T00:00:00Z", "since=2026-11-29T06:00:00"] {
+    for bad in
+        ["event=Order", "event=order", "since=yesterday", "until=2026-13-01T00:00:00Z", "since=2026-11-29T06:00:00"]
+    {
         let (status, body) = app.get(&format!("/v1/deliveries?{bad}")).await;
         assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{bad}: {body}");
     }

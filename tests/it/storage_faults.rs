@@ -107,7 +107,13 @@ impl Store for FaultyStore {
         self.gate().await?;
         self.inner.start_recovery(webhook_id, node_id, since_ms, until_ms, now_ms).await
     }
-    async fn recover_batch(&self, webhook_id: &str, node_id: &str, limit: u32, now_ms: i64) -> StoreResult<RecoverBatch> {
+    async fn recover_batch(
+        &self,
+        webhook_id: &str,
+        node_id: &str,
+        limit: u32,
+        now_ms: i64,
+    ) -> StoreResult<RecoverBatch> {
         self.gate().await?;
         self.inner.recover_batch(webhook_id, node_id, limit, now_ms).await
     }

@@ -680,7 +680,11 @@ async fn health_round_trip_disable_and_reenable(b: &Backend) {
     assert!(s.load_due("w1", i64::MAX, vec![], 10).await.unwrap().items.is_empty());
     let failed = s
         .list_deliveries(
-            DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Failed), ..Default::default() },
+            DeliveryFilter {
+                webhook_id: Some("w1".into()),
+                status: Some(DeliveryStatus::Failed),
+                ..Default::default()
+            },
             None,
             10,
         )
@@ -728,7 +732,10 @@ async fn delivery_listing_filters_and_cursors(b: &Backend) {
         paged.extend(page);
     }
     assert_eq!(paged, all);
-    let w1 = s.list_deliveries(DeliveryFilter { webhook_id: Some("w1".into()), status: None, ..Default::default() }, None, 10).await.unwrap();
+    let w1 = s
+        .list_deliveries(DeliveryFilter { webhook_id: Some("w1".into()), status: None, ..Default::default() }, None, 10)
+        .await
+        .unwrap();
     assert_eq!(w1.len(), 3);
     assert!(w1.iter().all(|d| d.webhook_id == "w1"));
     apply(
@@ -740,19 +747,28 @@ async fn delivery_listing_filters_and_cursors(b: &Backend) {
     )
     .await;
     let failed = s
-        .list_deliveries(DeliveryFilter { webhook_id: None, status: Some(DeliveryStatus::Failed), ..Default::default() }, None, 10)
+        .list_deliveries(
+            DeliveryFilter { webhook_id: None, status: Some(DeliveryStatus::Failed), ..Default::default() },
+            None,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(failed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), [failed_id.as_str()]);
     assert_eq!(failed[0].last_error.as_deref(), Some("nope"));
-    let pending = DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Pending), ..Default::default() };
+    let pending =
+        DeliveryFilter { webhook_id: Some("w1".into()), status: Some(DeliveryStatus::Pending), ..Default::default() };
     let older = s.list_deliveries(pending, Some(w1[0].id.clone()), 10).await.unwrap();
     assert_eq!(older.len(), 1, "w1's pending older than its newest: the oldest (the middle one failed)");
     assert!(
-        s.list_deliveries(DeliveryFilter { webhook_id: Some("none".into()), status: None, ..Default::default() }, None, 10)
-            .await
-            .unwrap()
-            .is_empty()
+        s.list_deliveries(
+            DeliveryFilter { webhook_id: Some("none".into()), status: None, ..Default::default() },
+            None,
+            10
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
     s.close().await;
 }
@@ -799,18 +815,36 @@ async fn retry_requeues_with_a_fresh_budget(b: &Backend) {
 
     let out = s.retry_delivery(&ids[0], 50_000).await.unwrap();
     let RetryOutcome::Requeued { delivery: d, was_failed: true } = out else { panic!("{out:?}") };
-    assert_eq!((d.status, d.attempts, d.next_attempt_at_ms, d.completed_at_ms), (DeliveryStatus::Pending, 2, Some(50_000), None));
+    assert_eq!(
+        (d.status, d.attempts, d.next_attempt_at_ms, d.completed_at_ms),
+        (DeliveryStatus::Pending, 2, Some(50_000), None)
+    );
     let due = s.load_due("w1", 50_000, vec![], 10).await.unwrap().items;
     let again = due.iter().find(|p| p.id == ids[0]).expect("due now");
     assert_eq!((again.attempts, again.probes), (2, 2), "the earlier attempts no longer count against the budget");
     // The attempt log goes on after the earlier attempts.
-    apply(&s, WriteBatch { attempts: vec![update(&f, &ids[0], attempt(3, 200), NextStep::Succeeded)], ..Default::default() }).await;
+    apply(
+        &s,
+        WriteBatch { attempts: vec![update(&f, &ids[0], attempt(3, 200), NextStep::Succeeded)], ..Default::default() },
+    )
+    .await;
     let (d, log) = delivery(&s, &ids[0]).await;
     assert_eq!(d.status, DeliveryStatus::Success);
-    assert_eq!(log.iter().map(|a| (a.attempt, a.status_code)).collect::<Vec<_>>(), [(1, Some(500)), (2, Some(500)), (3, Some(200))]);
+    assert_eq!(
+        log.iter().map(|a| (a.attempt, a.status_code)).collect::<Vec<_>>(),
+        [(1, Some(500)), (2, Some(500)), (3, Some(200))]
+    );
     if let Some(rx) = notices.as_mut() {
         let n = notice_matching(rx, |n| matches!(n, Notice::Requeued { .. })).await;
-        assert_eq!(n, Notice::Requeued { origin: "a".into(), webhook_id: "w1".into(), ids: vec![ids[0].clone()], were_failed: true });
+        assert_eq!(
+            n,
+            Notice::Requeued {
+                origin: "a".into(),
+                webhook_id: "w1".into(),
+                ids: vec![ids[0].clone()],
+                were_failed: true
+            }
+        );
     }
 
     // A pending one is due now and keeps its attempts and budget.
@@ -860,10 +894,17 @@ async fn recovery_runs_in_batches_over_its_window(b: &Backend) {
 
     let start = s.start_recovery("w1", "a", 10_000, 20_000, 30_000).await.unwrap();
     let RecoveryStart::Started(r) = start else { panic!("{start:?}") };
-    assert_eq!((r.queued, r.requeued, r.state, r.started_at_ms, r.finished_at_ms), (5, 0, RecoveryState::Running, 30_000, None));
+    assert_eq!(
+        (r.queued, r.requeued, r.state, r.started_at_ms, r.finished_at_ms),
+        (5, 0, RecoveryState::Running, 30_000, None)
+    );
     let again = s.start_recovery("w1", "a", 0, 1, 30_001).await.unwrap();
     assert!(matches!(again, RecoveryStart::Running(ref r) if r.queued == 5), "one at a time: {again:?}");
-    assert_eq!(s.recover_batch("w1", "b", 2, 30_002).await.unwrap(), RecoverBatch { ids: vec![], finished: true }, "not b's to run");
+    assert_eq!(
+        s.recover_batch("w1", "b", 2, 30_002).await.unwrap(),
+        RecoverBatch { ids: vec![], finished: true },
+        "not b's to run"
+    );
 
     let mut batches = Vec::new();
     loop {
@@ -890,7 +931,10 @@ async fn recovery_runs_in_batches_over_its_window(b: &Backend) {
     }
     let due = s.load_due("w1", 31_000, vec![], 20).await.unwrap().items;
     assert_eq!(due.len(), 6, "the five re-queued and the one that was pending");
-    assert_eq!(s.list_webhooks(None, 10).await.unwrap()[0].recovery.as_ref().map(|r| r.state), Some(RecoveryState::Done));
+    assert_eq!(
+        s.list_webhooks(None, 10).await.unwrap()[0].recovery.as_ref().map(|r| r.state),
+        Some(RecoveryState::Done)
+    );
     s.close().await;
 }
 

@@ -333,7 +333,13 @@ impl Store for PgStore {
         .await
     }
 
-    async fn recover_batch(&self, webhook_id: &str, node_id: &str, limit: u32, now_ms: i64) -> StoreResult<RecoverBatch> {
+    async fn recover_batch(
+        &self,
+        webhook_id: &str,
+        node_id: &str,
+        limit: u32,
+        now_ms: i64,
+    ) -> StoreResult<RecoverBatch> {
         let (webhook_id, node_id) = (webhook_id.to_string(), node_id.to_string());
         self.run(move |inner| async move { replay::recover_batch(&inner, &webhook_id, &node_id, limit, now_ms).await })
             .await

@@ -31,10 +31,7 @@ pub(super) async fn retry_delivery(inner: &Inner, id: &str, now_ms: i64) -> Stor
             Some(w) if col::<Option<i64>>(&w, 0)?.is_some() => return Ok(RetryOutcome::WebhookDisabled),
             Some(_) => {}
         }
-        let sql = format!(
-            "UPDATE deliveries SET {} WHERE id = $1 AND status = 'failed'",
-            requeue_failed_set("$2")
-        );
+        let sql = format!("UPDATE deliveries SET {} WHERE id = $1 AND status = 'failed'", requeue_failed_set("$2"));
         let mut n = execute(&tx, &sql, &[&id, &now_ms]).await?;
         let was_failed = n == 1;
         if n == 0 {
@@ -54,7 +51,7 @@ pub(super) async fn retry_delivery(inner: &Inner, id: &str, now_ms: i64) -> Stor
         was_failed
     };
     match super::read::get_delivery(inner, id).await? {
-        Some((delivery, _)) => Ok(RetryOutcome::Requeued { delivery, was_failed }),
+        Some((delivery, _)) => Ok(RetryOutcome::Requeued { delivery: Box::new(delivery), was_failed }),
         None => Ok(RetryOutcome::NotFound),
     }
 }
@@ -111,8 +108,8 @@ pub(super) async fn start_recovery(
 ) -> StoreResult<RecoveryStart> {
     let mut client = inner.pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg)?;
-    let webhook = query_opt(&tx, "SELECT disabled_at FROM webhooks WHERE id = $1 FOR NO KEY UPDATE", &[&webhook_id])
-        .await?;
+    let webhook =
+        query_opt(&tx, "SELECT disabled_at FROM webhooks WHERE id = $1 FOR NO KEY UPDATE", &[&webhook_id]).await?;
     match webhook {
         None => return Ok(RecoveryStart::NotFound),
         Some(w) if col::<Option<i64>>(&w, 0)?.is_some() => return Ok(RecoveryStart::WebhookDisabled),
@@ -144,8 +141,9 @@ pub(super) async fn start_recovery(
         &[&webhook_id, &since_ms, &until_ms, &queued, &now_ms, &node_id],
     )
     .await?;
-    let started =
-        current(&tx, webhook_id).await?.ok_or_else(|| StoreError::Corrupt("the recovery just written is missing".into()))?;
+    let started = current(&tx, webhook_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the recovery just written is missing".into()))?;
     tx.commit().await.map_err(pg)?;
     Ok(RecoveryStart::Started(started))
 }
@@ -182,7 +180,8 @@ pub(super) async fn recover_batch(
         requeue_failed_set("$1")
     );
     let params: [&(dyn ToSql + Sync); 6] = [&now_ms, &webhook_id, &since, &until, &cursor, &i64::from(limit)];
-    let mut ids = query(&tx, &sql, &params).await?.iter().map(|r| col::<String>(r, 0)).collect::<StoreResult<Vec<_>>>()?;
+    let mut ids =
+        query(&tx, &sql, &params).await?.iter().map(|r| col::<String>(r, 0)).collect::<StoreResult<Vec<_>>>()?;
     ids.sort();
     let finished = ids.len() < limit as usize;
     let last = ids.last().cloned().unwrap_or(cursor);
@@ -227,4 +226,3 @@ pub(super) async fn attach<C: GenericClient>(c: &C, views: &mut [WebhookView]) -
     }
     Ok(())
 }
-

@@ -228,7 +228,13 @@ impl Store for SqliteStore {
         self.write(move |tx| replay::start_recovery(tx, &webhook_id, &node_id, since_ms, until_ms, now_ms)).await
     }
 
-    async fn recover_batch(&self, webhook_id: &str, node_id: &str, limit: u32, now_ms: i64) -> StoreResult<RecoverBatch> {
+    async fn recover_batch(
+        &self,
+        webhook_id: &str,
+        node_id: &str,
+        limit: u32,
+        now_ms: i64,
+    ) -> StoreResult<RecoverBatch> {
         let (webhook_id, node_id) = (webhook_id.to_string(), node_id.to_string());
         self.write(move |tx| replay::recover_batch(tx, &webhook_id, &node_id, limit, now_ms)).await
     }

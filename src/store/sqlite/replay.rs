@@ -33,7 +33,9 @@ pub(super) fn retry_delivery(tx: &Transaction<'_>, id: &str, now_ms: i64) -> Sto
     };
     tx.prepare_cached(&sql).and_then(|mut s| s.execute(params![id, now_ms])).map_err(unavailable)?;
     match super::read::get_delivery(tx, id)? {
-        Some((delivery, _)) => Ok(RetryOutcome::Requeued { delivery, was_failed: status == "failed" }),
+        Some((delivery, _)) => {
+            Ok(RetryOutcome::Requeued { delivery: Box::new(delivery), was_failed: status == "failed" })
+        }
         None => Ok(RetryOutcome::NotFound),
     }
 }
