@@ -195,6 +195,10 @@ async fn recover(
     if crate::model::validate_webhook_id(&id).is_err() {
         return Err(ApiError::not_found(&format!("webhook `{id}`")));
     }
+    // An unknown webhook is a 404 whatever the window (a valid-looking request for nothing).
+    if webhooks.webhook(&id).await?.is_none() {
+        return Err(ApiError::not_found(&format!("webhook `{id}`")));
+    }
     let body = body.into_inner();
     let since = parse_time("invalid_request", "since", &body.since)?;
     let until = match body.until.as_deref() {

@@ -32,9 +32,10 @@ use servio_webhooks::catalog::EventCatalog;
 
 use crate::process::free_port;
 
-/// One constraint JSON Schema cannot state: `maxDelay` (default 60000) must be at least
-/// `initialDelay` (default 1000). The document says so in words; this hook keeps schemathesis from
-/// counting such bodies as valid data the server should accept.
+/// Constraints JSON Schema cannot state: `maxDelay` (default 60000) must be at least
+/// `initialDelay` (default 1000), and a recovery's `since` must be before its `until` (default
+/// now). The document says so in words; this hook keeps schemathesis from counting such bodies
+/// as valid data the server should accept.
 const HOOKS: &str = r#"
 import schemathesis
 
@@ -56,11 +57,25 @@ def _delays_cross(body):
     return isinstance(initial, numbers) and isinstance(maximum, numbers) and maximum < initial
 
 
+def _window_empty(case):
+    # POST /v1/webhooks/{id}/recover: `since` must be before `until` (default: now).
+    if not case.path.endswith("/recover") or not isinstance(case.body, dict):
+        return False
+    import datetime
+    try:
+        since = datetime.datetime.fromisoformat(case.body.get("since"))
+        until = case.body.get("until")
+        until = datetime.datetime.fromisoformat(until) if until is not None else datetime.datetime.now(datetime.timezone.utc)
+        return since >= until
+    except Exception:
+        return False
+
+
 @schemathesis.hook
 def filter_case(context, case):
     meta = case.meta
     positive = meta is not None and meta.generation.mode.is_positive
-    return not (positive and _delays_cross(case.body))
+    return not (positive and (_delays_cross(case.body) or _window_empty(case)))
 "#;
 
 /// Runs in the namespace: loopback up, the server, its document saved, schemathesis.

@@ -961,6 +961,18 @@ async fn recovery_states_running_interrupted_and_replaced(b: &Backend) {
     assert_eq!(s.get_webhook("w2").await.unwrap().unwrap().recovery.unwrap().state, RecoveryState::Interrupted);
     assert!(matches!(s.start_recovery("w2", "a", 0, 100, 6).await.unwrap(), RecoveryStart::Started(_)));
 
+    // A disabled webhook is refused, and so is a retry of its (failed) deliveries.
+    register(&s, &["off"]).await;
+    let ev = event(&["off"], None);
+    let off_delivery = ev.deliveries[0].id.clone();
+    publish(&s, vec![ev]).await;
+    let f = claim(&s, "a", &["off"], LONG).await.remove(0);
+    let disable = DisableWebhook { fence: f, reason: "HTTP 410 Gone".into(), at_ms: 12 };
+    apply(&s, WriteBatch { disables: vec![disable], ..Default::default() }).await;
+    assert_eq!(s.start_recovery("off", "a", 0, 100, 13).await.unwrap(), RecoveryStart::WebhookDisabled);
+    assert_eq!(s.retry_delivery(&off_delivery, 13).await.unwrap(), RetryOutcome::WebhookDisabled);
+    assert_eq!(delivery(&s, &off_delivery).await.0.status, DeliveryStatus::Failed);
+
     // Deleting the webhook ends its recovery: no batch runs, a new registration starts clean.
     assert!(s.delete_webhook("w2", 10).await.unwrap());
     assert_eq!(s.recover_batch("w2", "a", 10, 11).await.unwrap(), RecoverBatch { ids: vec![], finished: true });
