@@ -217,3 +217,56 @@ async fn existing_sqlite_databases_switch_to_incremental_vacuum() {
     let kept: i64 = conn.query_row("SELECT x FROM leftover", [], |r| r.get(0)).unwrap();
     assert_eq!(kept, 1, "the data survives the VACUUM");
 }
+
+/// Two nodes on one PostgreSQL database pruning at the same moment do the work once: the rows
+/// pruned by both add up to exactly what was old, and a node that finds the other pruning says so.
+#[actix_web::test]
+async fn two_postgres_nodes_prune_each_row_once() {
+    let Some(db) = crate::pg::schema().await else { return };
+    let node = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = app_settings(&dir, days(1), None);
+        s.database_url = db.url.clone();
+        s.node_id = Some(name.to_string());
+        s.retention.batch_rows = 7; // several batches, so the two cycles overlap
+        (Arc::new(dir), s)
+    };
+    let (dir_a, sa) = node("prune-a");
+    let (dir_b, sb) = node("prune-b");
+    let a = TestApp::start_with(dir_a, sa).await;
+    let b = TestApp::start_with(dir_b, sb).await;
+    let ok = TestReceiver::ok();
+    a.register(json!({"url": ok.url, "events": ["order.created"]})).await;
+    for i in 0..40 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        publish_with_key(app, "order.created", &format!("order-{i}")).await;
+    }
+    ok.wait_for(40, WAIT).await;
+    eventually(WAIT, "all 40 recorded as delivered", || async {
+        let (_, page) = a.get("/v1/deliveries?status=success&limit=250").await;
+        page["data"].as_array().map_or(0, Vec::len) == 40
+    })
+    .await;
+    let later = now_ms() + 2 * DAY;
+    let (ra, rb) = tokio::join!(a.webhooks.prune_as_of(later), b.webhooks.prune_as_of(later));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let (mut left_a, mut left_b) = (ra.clone(), rb.clone());
+    // A node that found the other one pruning stopped early; its next cycle finishes the rest.
+    while left_a.busy || left_b.busy {
+        let (na, nb) = tokio::join!(a.webhooks.prune_as_of(later), b.webhooks.prune_as_of(later));
+        left_a.pruned += na.as_ref().unwrap().pruned;
+        left_b.pruned += nb.as_ref().unwrap().pruned;
+        (left_a.busy, left_b.busy) = (na.unwrap().busy, nb.unwrap().busy);
+    }
+    let mut total = left_a.pruned;
+    total += left_b.pruned;
+    assert_eq!(
+        (total.deliveries_success, total.events, total.idempotency_keys),
+        (40, 40, 40),
+        "each row pruned once: {ra:?} {rb:?}"
+    );
+    let (_, page) = b.get("/v1/deliveries").await;
+    assert_eq!(page["data"], json!([]));
+    a.stop().await;
+    b.stop().await;
+}

@@ -90,22 +90,29 @@ pub(super) fn prune(tx: &Transaction<'_>, b: &PruneBatch) -> StoreResult<PruneOu
     }
     if let Some(before) = b.success_before_ms {
         let after = b.events_after.clone().unwrap_or_default();
-        let rows: Vec<(String, i64)> = tx
-            .prepare_cached("SELECT id, created_at FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
-            .and_then(|mut s| s.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .map_err(unavailable)?;
-        let mut looked = 0;
-        for (id, created_at) in rows {
-            if created_at >= before {
-                break;
+        // Read up to the first event too young to go (not past it: reading `created_at` of a
+        // large event walks its payload's overflow pages), then delete.
+        let mut old: Vec<String> = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached("SELECT id, created_at FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .map_err(unavailable)?;
+            let mut rows = stmt.query(params![after, limit]).map_err(unavailable)?;
+            while let Some(row) = rows.next().map_err(unavailable)? {
+                let created_at: i64 = row.get(1).map_err(unavailable)?;
+                if created_at >= before {
+                    break;
+                }
+                old.push(row.get(0).map_err(unavailable)?);
             }
-            looked += 1;
+        }
+        out.more |= old.len() as i64 >= limit;
+        for id in old {
             if !events.contains(&id) {
                 delete_event_if_unneeded(tx, &id, &mut pruned)?;
             }
             out.events_cursor = Some(id);
         }
-        out.more |= looked >= limit;
     }
     out.pruned = pruned;
     Ok(out)
