@@ -205,6 +205,11 @@ async fn disable_fails_pending_and_enable_resumes() {
         let (status, err) = app.request("POST", &format!("/v1/webhooks/{id}/{path}"), Some(body)).await;
         assert_eq!((status, err["error"]["code"].as_str()), (400, Some(code)), "{path} {body}: {err}");
     }
+    // `null` is no body, as the document says.
+    for path in ["disable", "enable"] {
+        let (status, body) = app.request("POST", &format!("/v1/webhooks/{id}/{path}"), Some("null")).await;
+        assert_eq!(status, 200, "{path} null: {body}");
+    }
     for path in ["disable", "enable"] {
         let (status, err) = app.request("POST", &format!("/v1/webhooks/wh_nope/{path}"), None).await;
         assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")));
