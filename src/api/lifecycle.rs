@@ -60,7 +60,8 @@ fn optional_body<T: DeserializeOwned>(req: &HttpRequest, body: &web::Bytes) -> R
     if !json {
         return Err(super::guard::media_type_error());
     }
-    serde_json::from_slice(body).map(Some).map_err(|e| {
+    // `null` is no body too (the document describes the body as the object or `null`).
+    serde_json::from_slice::<Option<T>>(body).map_err(|e| {
         if e.is_data() {
             ApiError::bad_request("invalid_request", format!("invalid request body: {e}"))
         } else {
@@ -129,11 +130,11 @@ pub(crate) async fn patch(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DisableIn {
-    /// Shown as the webhook's `disabledReason` and as the `lastError` of the deliveries the
-    /// disable fails: 1 to 1024 characters without control characters (default `disabled by an
+    /// Shown as the webhook's `disabledReason` and as the `error` of the deliveries the disable
+    /// fails: 1 to 1024 characters without ASCII control characters (default `disabled by an
     /// operator`).
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 1024, pattern = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")]
+    #[schema(min_length = 1, max_length = 1024, pattern = r"^[^\x00-\x1f\x7f]*$")]
     reason: Option<String>,
 }
 

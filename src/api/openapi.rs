@@ -373,6 +373,7 @@ fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
         "/components/schemas/RotateIn/properties/secret",
         json!({"pattern": rules::SECRET_PATTERN, "minLength": 1, "maxLength": limits(rules::SECRET_LEN)}),
     );
+    patch_schemas(doc);
     let cursor = json!({"pattern": rules::CURSOR_PATTERN, "maxLength": limits(rules::CURSOR_LEN)});
     param_schema(doc, "/paths/~1v1~1webhooks/get", "cursor", cursor.clone());
     param_schema(doc, "/paths/~1v1~1deliveries/get", "cursor", cursor);
@@ -391,6 +392,64 @@ fn apply_rules(doc: &mut Value, catalog: &EventCatalog) {
         "status",
         json!({"enum": ["pending", "success", "failed", "succeeded", "delivered", "failure"]}),
     );
+}
+
+/// Lifecycle: the `PATCH /v1/webhooks/{id}` body, a JSON merge patch of a `WebhookIn`: the same
+/// fields, none required, `null` allowed for every optional one (it removes it), header values
+/// and retry fields included (`RetryConfigPatch`). Derived from the finished `WebhookIn` and
+/// `RetryConfig` schemas, so their rules hold in the patch too.
+fn patch_schemas(doc: &mut Value) {
+    fn nullable(prop: &mut Value) {
+        let Some(p) = prop.as_object_mut() else { return };
+        match p.get("type").cloned() {
+            Some(Value::String(t)) => {
+                p.insert("type".into(), json!([t, "null"]));
+            }
+            Some(Value::Array(_)) => {}
+            _ if p.contains_key("oneOf") => {}
+            _ => {
+                let inner = std::mem::take(p);
+                p.insert("oneOf".into(), json!([Value::Object(inner), {"type": "null"}]));
+            }
+        }
+    }
+    let mut retry = at(doc, "/components/schemas/RetryConfig").clone();
+    for prop in retry.get_mut("properties").and_then(Value::as_object_mut).into_iter().flat_map(|p| p.values_mut()) {
+        if let Some(p) = prop.as_object_mut() {
+            p.remove("default");
+        }
+        nullable(prop);
+    }
+    retry.insert(
+        "description".into(),
+        json!("A merge patch of a webhook's retry schedule: the fields to change; `null` resets one to its default."),
+    );
+    let mut webhook = at(doc, "/components/schemas/WebhookIn").clone();
+    webhook.remove("required");
+    webhook.remove("example");
+    webhook.insert(
+        "description".into(),
+        json!(
+            "A JSON merge patch (RFC 7396) of a webhook's registration: any of the `WebhookIn` fields; \
+               `null` removes an optional one (its default applies); objects (`headers`, `retryConfig`) \
+               merge member by member; lists are replaced. The result is checked as a `PUT` body."
+        ),
+    );
+    let props = webhook.get_mut("properties").and_then(Value::as_object_mut).expect("WebhookIn has properties");
+    if let Some(values) = props.get_mut("headers").and_then(|h| h.get_mut("additionalProperties")) {
+        nullable(values);
+    }
+    props.insert(
+        "retryConfig".into(),
+        json!({"oneOf": [{"$ref": "#/components/schemas/RetryConfigPatch"}, {"type": "null"}]}),
+    );
+    let schemas = at(doc, "/components/schemas");
+    schemas.insert("RetryConfigPatch".into(), Value::Object(retry));
+    schemas.insert("WebhookPatch".into(), Value::Object(webhook));
+    let body = at(doc, "/paths/~1v1~1webhooks~1{id}/patch/requestBody/content");
+    let schema = json!({"schema": {"$ref": "#/components/schemas/WebhookPatch"}});
+    body.insert("application/merge-patch+json".into(), schema.clone());
+    body.insert("application/json".into(), schema);
 }
 
 /// Security as configured: the bearer scheme with a token, none when the API is open without one,
@@ -569,6 +628,18 @@ mod tests {
             assert_eq!(tenant["maxLength"], json!(crate::model::spec_limits::TENANT_LEN), "{schema}");
         }
         assert_eq!(doc["components"]["schemas"]["TokenIn"]["additionalProperties"], json!(false));
+        // The PATCH body: WebhookIn's rules, nothing required, optional fields nullable.
+        let patch = &doc["components"]["schemas"]["WebhookPatch"];
+        assert!(patch.get("required").is_none(), "{patch}");
+        assert_eq!(patch["additionalProperties"], json!(false));
+        assert_eq!(patch["properties"]["url"]["pattern"], json!(rules::url_pattern()));
+        assert_eq!(patch["properties"]["url"]["type"], json!("string"), "url cannot be removed");
+        assert_eq!(patch["properties"]["headers"]["additionalProperties"]["type"], json!(["string", "null"]));
+        let retry = &doc["components"]["schemas"]["RetryConfigPatch"]["properties"];
+        assert_eq!(retry["maxRetries"]["type"], json!(["integer", "null"]));
+        assert_eq!(retry["jitter"]["oneOf"][1], json!({"type": "null"}));
+        let body = &doc["paths"]["/v1/webhooks/{id}"]["patch"]["requestBody"]["content"];
+        assert_eq!(body["application/merge-patch+json"]["schema"]["$ref"], "#/components/schemas/WebhookPatch");
         assert_eq!(props["headers"]["propertyNames"]["pattern"], json!(rules::header_name_pattern()));
         assert_eq!(props["headers"]["maxProperties"], json!(crate::model::spec_limits::HEADERS));
         let status = doc["paths"]["/v1/deliveries"]["get"]["parameters"]

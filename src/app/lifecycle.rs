@@ -99,9 +99,9 @@ impl Webhooks {
     /// more, and its pending deliveries fail with the reason, as when it is disabled automatically.
     pub async fn disable(&self, id: &str, reason: Option<String>) -> Result<WebhookInfo, LifecycleError> {
         let reason = match reason {
-            Some(r) if r.trim().is_empty() || r.chars().count() > REASON_LEN || r.chars().any(char::is_control) => {
+            Some(r) if r.is_empty() || r.chars().count() > REASON_LEN || r.chars().any(|c| c.is_ascii_control()) => {
                 return Err(SpecError::Invalid(format!(
-                    "reason must be 1 to {REASON_LEN} characters without control characters"
+                    "reason must be 1 to {REASON_LEN} characters without ASCII control characters"
                 ))
                 .into());
             }

@@ -205,6 +205,11 @@ async fn disable_fails_pending_and_enable_resumes() {
         let (status, err) = app.request("POST", &format!("/v1/webhooks/{id}/{path}"), Some(body)).await;
         assert_eq!((status, err["error"]["code"].as_str()), (400, Some(code)), "{path} {body}: {err}");
     }
+    // `null` is no body, as the document says.
+    for path in ["disable", "enable"] {
+        let (status, body) = app.request("POST", &format!("/v1/webhooks/{id}/{path}"), Some("null")).await;
+        assert_eq!(status, 200, "{path} null: {body}");
+    }
     for path in ["disable", "enable"] {
         let (status, err) = app.request("POST", &format!("/v1/webhooks/wh_nope/{path}"), None).await;
         assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")));
@@ -346,5 +351,45 @@ async fn test_ping_goes_to_that_webhook_alone_and_reports_the_outcome() {
     let (status, _) = app.request("POST", "/v1/webhooks/wh_nope/test", None).await;
     assert_eq!(status, 404);
     assert_eq!(receiver.count(), 2, "bad requests sent nothing");
+    app.stop().await;
+}
+
+/// A delivery committed for a disabled webhook (a node that had not heard of the disable yet)
+/// stays pending, and goes out once the webhook is enabled.
+#[actix_web::test]
+async fn enable_delivers_what_is_still_pending() {
+    use servio_webhooks::model::{delivery_id, new_event_id, now_ms};
+    use servio_webhooks::store::{NewDelivery, NewEvent, WriteBatch};
+
+    let app = TestApp::start().await;
+    let receiver = TestReceiver::ok();
+    let hook = app.register(json!({"url": receiver.url})).await;
+    let id = hook["id"].as_str().unwrap();
+    let (status, _) = app.request("POST", &format!("/v1/webhooks/{id}/disable"), None).await;
+    assert_eq!(status, 200);
+    let event = new_event_id();
+    let body = format!(r#"{{"id":"{event}","event":"order.created","data":{{}},"timestamp":"t"}}"#);
+    let delivery = delivery_id(&event, 0);
+    let batch = WriteBatch {
+        events: vec![NewEvent {
+            id: event.clone(),
+            event_type: "order.created".into(),
+            payload: body.into(),
+            timestamp: "t".into(),
+            created_at_ms: now_ms(),
+            idempotency_key: None,
+            deliveries: vec![NewDelivery { id: delivery.clone(), webhook_id: Arc::from(id) }],
+        }],
+        ..WriteBatch::default()
+    };
+    app.webhooks.store().apply(Arc::new(batch)).await.unwrap();
+    assert_eq!(app.delivery(&delivery).await["status"], "pending");
+    assert_eq!(receiver.count(), 0);
+
+    let (status, _) = app.request("POST", &format!("/v1/webhooks/{id}/enable"), None).await;
+    assert_eq!(status, 200);
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("webhook-id"), Some(event.as_str()));
+    app.wait_delivery(&delivery, WAIT, |d| d["status"] == "success").await;
     app.stop().await;
 }
