@@ -89,12 +89,12 @@ pub struct WebhookIn {
     /// `0.5` is one attempt every 2 s); absent or `null`: no limit. A token bucket holding
     /// `max(1, ceil(rate))` tokens: deliveries wait for a token, they are never failed for it
     /// (400 `invalid_request` outside the range).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rate_limit")]
     #[schema(exclusive_minimum = 0, maximum = 10000)]
     rate_limit_per_second: Option<f64>,
     /// `true`: one attempt at a time, in publish order. A delivery that is retrying holds the
     /// later ones back until it is delivered or fails for good. Absent or `null`: `false`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ordered_flag")]
     ordered: Option<bool>,
 }
 
@@ -132,6 +132,31 @@ fn webhook_tenant(
         )),
         (p, Some(Some(t))) => p.tenant_for(Some(&t)),
         (p, None) => p.tenant_for(None),
+    }
+}
+
+// ----- pacing -----
+
+/// `rateLimitPerSecond`: a JSON number or `null`; anything else is refused naming the field
+/// (the range is checked with the rest of the registration).
+fn rate_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "rateLimitPerSecond must be a number above 0 and at most {} (or null), not {v}",
+                crate::model::spec_limits::RATE_LIMIT_PER_SECOND
+            ))
+        }),
+    }
+}
+
+/// `ordered`: `true`, `false` or `null`; anything else is refused naming the field.
+fn ordered_flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(b)),
+        Some(v) => Err(serde::de::Error::custom(format!("ordered must be true or false (or null), not {v}"))),
     }
 }
 

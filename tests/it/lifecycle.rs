@@ -379,6 +379,7 @@ async fn enable_delivers_what_is_still_pending() {
             created_at_ms: now_ms(),
             idempotency_key: None,
             deliveries: vec![NewDelivery { id: delivery.clone(), webhook_id: Arc::from(id) }],
+            tenant: None,
         }],
         ..WriteBatch::default()
     };
