@@ -346,6 +346,12 @@ pub fn validate_url(raw: &str, policy: &TargetPolicy) -> Result<url::Url, SpecEr
     if raw.len() > spec_limits::URL_LEN {
         return Err(SpecError::Url(format!("longer than {} characters", spec_limits::URL_LEN)));
     }
+    check_url(raw, policy)
+}
+
+/// [`validate_url`] without the length limit: for a registration's stored URL, kept as it is
+/// (its normalized form, percent-encoding included, may be longer than what was given).
+fn check_url(raw: &str, policy: &TargetPolicy) -> Result<url::Url, SpecError> {
     let url = url::Url::parse(raw.trim()).map_err(|e| SpecError::Url(format!("{e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(SpecError::Url(format!("scheme must be http or https, not `{}`", url.scheme())));
@@ -380,7 +386,10 @@ impl WebhookSpec {
         existing: Option<&WebhookRecord>,
     ) -> Result<WebhookRecord, SpecError> {
         validate_webhook_id(&id)?;
-        let url = validate_url(&self.url, policy)?;
+        let url = match existing {
+            Some(e) if e.url == self.url => check_url(&self.url, policy)?,
+            _ => validate_url(&self.url, policy)?,
+        };
         // A rotation's previous secret keeps signing while the secret stays; a new one given
         // here replaces the key at once.
         let (secret, previous_secret, previous_secret_until_ms) = match (self.secret, existing) {
@@ -724,6 +733,19 @@ mod tests {
         assert_eq!((third.secret.as_str(), third.previous_secret), ("new-plain-secret", None));
         assert!(matches!(validate_secret("x".repeat(513)), Err(SpecError::Invalid(_))));
         assert!(matches!(validate_secret("whsec_".into()), Err(SpecError::Secret(_))));
+    }
+
+    #[test]
+    fn a_kept_url_is_not_held_to_the_length_of_a_given_one() {
+        let c = EventCatalog::default();
+        let p = TargetPolicy::default();
+        // 2040 bytes given; its normalized form percent-encodes the quotes, past 2048.
+        let raw = format!("https://example.com/{}", "\"".repeat(2020));
+        let first = spec(&raw).into_record("a".into(), &c, &p, None).unwrap();
+        assert!(first.url.len() > spec_limits::URL_LEN, "{}", first.url.len());
+        let again = spec(&first.url).into_record("a".into(), &c, &p, Some(&first)).unwrap();
+        assert_eq!(again.url, first.url);
+        assert!(matches!(spec(&first.url).into_record("b".into(), &c, &p, None), Err(SpecError::Url(_))));
     }
 
     #[test]

@@ -64,9 +64,9 @@ async fn publish(
     webhooks: web::Data<Webhooks>,
     principal: Principal,
     req: HttpRequest,
-    body: web::Json<PublishIn>,
+    body: super::JsonObject<PublishIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body = body.0;
     let data = body
         .data
         .filter(|d| d.get() != "null")

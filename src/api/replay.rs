@@ -197,7 +197,7 @@ async fn recover(
     webhooks: web::Data<Webhooks>,
     principal: Principal,
     id: web::Path<String>,
-    body: web::Json<RecoverIn>,
+    body: super::JsonObject<RecoverIn>,
 ) -> Result<HttpResponse, ApiError> {
     if crate::model::validate_webhook_id(&id).is_err() {
         return Err(ApiError::not_found(&format!("webhook `{id}`")));
@@ -207,7 +207,7 @@ async fn recover(
     if webhooks.webhook(&id).await?.is_none() {
         return Err(ApiError::not_found(&format!("webhook `{id}`")));
     }
-    let body = body.into_inner();
+    let body = body.0;
     let since = parse_time("invalid_request", "since", &body.since)?;
     let until = match body.until.as_deref() {
         Some(u) => parse_time("invalid_request", "until", u)?,

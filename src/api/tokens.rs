@@ -92,10 +92,10 @@ impl From<ApiTokenRecord> for TokenOut {
 async fn create(
     webhooks: web::Data<Webhooks>,
     principal: Principal,
-    body: web::Json<TokenIn>,
+    body: super::JsonObject<TokenIn>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require_admin()?;
-    let TokenIn { tenant, description } = body.into_inner();
+    let TokenIn { tenant, description } = body.0;
     if !valid_tenant(&tenant) {
         return Err(ApiError::bad_request(
             "invalid_tenant",

@@ -427,9 +427,9 @@ pub struct ListQuery {
 async fn create(
     webhooks: web::Data<Webhooks>,
     principal: Principal,
-    body: web::Json<WebhookIn>,
+    body: super::JsonObject<WebhookIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut body = body.into_inner();
+    let mut body = body.0;
     let tenant = webhook_tenant(&principal, body.tenant.take(), None)?;
     let spec = body.into_spec(&webhooks, tenant)?;
     let (info, _) = webhooks.register(None, spec).await?;
@@ -460,7 +460,7 @@ async fn replace(
     webhooks: web::Data<Webhooks>,
     principal: Principal,
     id: web::Path<String>,
-    body: web::Json<WebhookIn>,
+    body: super::JsonObject<WebhookIn>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     if id == "." || id == ".." {
@@ -469,7 +469,7 @@ async fn replace(
             format!("invalid webhook id `{id}`: `.` and `..` are path segments, not ids"),
         ));
     }
-    let mut body = body.into_inner();
+    let mut body = body.0;
     // tenants part: another tenant's (or an untenanted) webhook is not there for a tenant token.
     let existing = match crate::model::validate_webhook_id(&id) {
         Ok(()) => webhooks.store().get_webhook(&id).await?.map(|v| v.record.tenant),

@@ -24,7 +24,7 @@ use crate::store::{AttemptRecord, StoreError};
 const CAS_ATTEMPTS: usize = 8;
 /// How much longer than the attempt timeout the test ping waits for the first outcome (the
 /// ledger's commit, the endpoint's queue).
-const TEST_MARGIN: Duration = Duration::from_secs(5);
+const TEST_MARGIN: Duration = Duration::from_secs(2);
 /// How often the test ping looks for the outcome.
 const TEST_POLL: Duration = Duration::from_millis(20);
 /// The most characters of a disable reason.
