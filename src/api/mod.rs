@@ -333,6 +333,28 @@ pub(crate) fn time(ms: Option<i64>) -> Option<String> {
     ms.map(crate::model::rfc3339)
 }
 
+/// A JSON request body that must be an object: serde would also build a struct from an array of
+/// its fields (`["https://…"]` as a webhook), which the document does not allow.
+pub(crate) struct JsonObject<T>(pub(crate) T);
+
+impl<T: serde::de::DeserializeOwned> actix_web::FromRequest for JsonObject<T> {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let json = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let value = json.await?.into_inner();
+            if !value.is_object() {
+                return Err(ApiError::bad_request("invalid_request", "the request body must be a JSON object").into());
+            }
+            serde_json::from_value(value)
+                .map(JsonObject)
+                .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request body: {e}")).into())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,27 +377,5 @@ mod tests {
         assert!(decode_cursor("AB").is_err(), "not canonical");
         assert!(decode_cursor("AA==").is_err(), "padded");
         assert!(decode_cursor(&"A".repeat(rules::CURSOR_LEN + 4)).is_err());
-    }
-}
-
-/// A JSON request body that must be an object: serde would also build a struct from an array of
-/// its fields (`["https://…"]` as a webhook), which the document does not allow.
-pub(crate) struct JsonObject<T>(pub(crate) T);
-
-impl<T: serde::de::DeserializeOwned> actix_web::FromRequest for JsonObject<T> {
-    type Error = actix_web::Error;
-    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let json = web::Json::<serde_json::Value>::from_request(req, payload);
-        Box::pin(async move {
-            let value = json.await?.into_inner();
-            if !value.is_object() {
-                return Err(ApiError::bad_request("invalid_request", "the request body must be a JSON object").into());
-            }
-            serde_json::from_value(value)
-                .map(JsonObject)
-                .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request body: {e}")).into())
-        })
     }
 }
