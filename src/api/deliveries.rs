@@ -234,19 +234,9 @@ async fn get(
         return Err(ApiError::not_found(&format!("delivery `{}`", id.escape_debug())));
     }
     match webhooks.delivery(&id).await? {
-        Some((d, log)) if visible(&webhooks, &principal, &d.webhook_id).await? => {
+        Some((d, log)) if principal.sees_webhook(&webhooks, &d.webhook_id).await? => {
             Ok(HttpResponse::Ok().json(DeliveryOut::new(d, Some(log))))
         }
         _ => Err(ApiError::not_found(&format!("delivery `{id}`"))),
     }
-}
-
-/// Whether the caller may see deliveries to `webhook_id` (tenants part): the admin always; a
-/// tenant when the webhook exists and is its tenant's.
-async fn visible(webhooks: &Webhooks, principal: &Principal, webhook_id: &str) -> Result<bool, ApiError> {
-    if *principal == Principal::Admin {
-        return Ok(true);
-    }
-    let owner = webhooks.store().get_webhook(webhook_id).await?.map(|v| v.record.tenant);
-    Ok(owner.is_some_and(|t| principal.sees(t.as_deref())))
 }

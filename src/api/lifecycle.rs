@@ -62,30 +62,8 @@ fn optional_body<T: DeserializeOwned>(req: &HttpRequest, body: &web::Bytes) -> R
     }
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")))?;
-    match value {
-        // `null` is no body too (the document describes the body as the object or `null`).
-        serde_json::Value::Null => Ok(None),
-        // Only an object: serde would also take a struct from an array of its fields.
-        serde_json::Value::Object(_) => serde_json::from_value(value)
-            .map(Some)
-            .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request body: {e}"))),
-        other => Err(ApiError::bad_request(
-            "invalid_request",
-            format!("the request body must be a JSON object (or null), not {}", json_kind(&other)),
-        )),
-    }
-}
-
-/// The JSON type of a value, for messages.
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
+    // `null` is no body too (the document describes the body as the object or `null`).
+    if value.is_null() { Ok(None) } else { super::from_object(value).map(Some) }
 }
 
 /// Partially updates a webhook with a JSON merge patch (RFC 7396) over its registration.

@@ -345,14 +345,18 @@ impl<T: serde::de::DeserializeOwned> actix_web::FromRequest for JsonObject<T> {
         let json = web::Json::<serde_json::Value>::from_request(req, payload);
         Box::pin(async move {
             let value = json.await?.into_inner();
-            if !value.is_object() {
-                return Err(ApiError::bad_request("invalid_request", "the request body must be a JSON object").into());
-            }
-            serde_json::from_value(value)
-                .map(JsonObject)
-                .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request body: {e}")).into())
+            from_object(value).map(JsonObject).map_err(Into::into)
         })
     }
+}
+
+/// A request body's value as `T`, if it is a JSON object (see [`JsonObject`]).
+pub(crate) fn from_object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request("invalid_request", "the request body must be a JSON object"));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request body: {e}")))
 }
 
 #[cfg(test)]

@@ -59,27 +59,33 @@ impl Principal {
         }
     }
 
-    /// 404 (as if it did not exist) unless the caller may reach webhook `id`: the admin always; a
-    /// tenant when the webhook exists and is its tenant's.
-    pub(crate) async fn reach_webhook(&self, webhooks: &Webhooks, id: &str) -> Result<(), ApiError> {
+    /// Whether the caller may see webhook `id` and what belongs to it: the admin always; a tenant
+    /// when the webhook exists and is its tenant's.
+    pub(crate) async fn sees_webhook(&self, webhooks: &Webhooks, id: &str) -> Result<bool, ApiError> {
         if *self == Principal::Admin {
-            return Ok(());
+            return Ok(true);
         }
         let owner = webhooks.store().get_webhook(id).await?.map(|v| v.record.tenant);
-        match owner {
-            Some(owner) if self.sees(owner.as_deref()) => Ok(()),
-            _ => Err(ApiError::not_found(&format!("webhook `{id}`"))),
+        Ok(owner.is_some_and(|t| self.sees(t.as_deref())))
+    }
+
+    /// 404 (as if it did not exist) unless the caller may see webhook `id`
+    /// ([`Principal::sees_webhook`]).
+    pub(crate) async fn reach_webhook(&self, webhooks: &Webhooks, id: &str) -> Result<(), ApiError> {
+        if self.sees_webhook(webhooks, id).await? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(&format!("webhook `{id}`")))
         }
     }
 
-    /// 404 unless the caller may reach delivery `id` (through its webhook, as [`Principal::reach_webhook`]).
+    /// 404 unless the caller may see delivery `id`, through its webhook.
     pub(crate) async fn reach_delivery(&self, webhooks: &Webhooks, id: &str) -> Result<(), ApiError> {
         if *self == Principal::Admin {
             return Ok(());
         }
-        let webhook_id = webhooks.delivery(id).await?.map(|(d, _)| d.webhook_id);
-        match webhook_id {
-            Some(w) if self.reach_webhook(webhooks, &w).await.is_ok() => Ok(()),
+        match webhooks.delivery(id).await? {
+            Some((d, _)) if self.sees_webhook(webhooks, &d.webhook_id).await? => Ok(()),
             _ => Err(ApiError::not_found(&format!("delivery `{id}`"))),
         }
     }

@@ -430,7 +430,7 @@ async fn create(
     body: super::JsonObject<WebhookIn>,
 ) -> Result<HttpResponse, ApiError> {
     let mut body = body.0;
-    let tenant = webhook_tenant(&principal, body.tenant.take(), None)?;
+    let tenant = body.tenant_for(&principal, None)?;
     let spec = body.into_spec(&webhooks, tenant)?;
     let (info, _) = webhooks.register(None, spec).await?;
     Ok(HttpResponse::Created().json(WebhookCreated::from(info)))
@@ -478,7 +478,7 @@ async fn replace(
     if existing.as_ref().is_some_and(|owner| !principal.sees(owner.as_deref())) {
         return Err(ApiError::not_found(&format!("webhook `{id}`")));
     }
-    let tenant = webhook_tenant(&principal, body.tenant.take(), existing)?;
+    let tenant = body.tenant_for(&principal, existing)?;
     let spec = body.into_spec(&webhooks, tenant)?;
     let (info, upserted) = webhooks.register(Some(id), spec).await?;
     Ok(match upserted {
