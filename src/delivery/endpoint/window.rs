@@ -9,6 +9,13 @@
 //! a fresh owner). Both are safe to repeat: a delivery already held, or finished a moment ago, is
 //! never taken twice.
 //!
+//! While the store may hold older work and no page is loading, offers are left to the store, so
+//! that new work does not overtake old. While a page loads, offers that fit are taken: the page
+//! brings the older work a moment later, and whatever the page repeats of them is recognised.
+//! (Leaving them to the store too would keep a busy endpoint paging for good: every offer made
+//! during a load would call for another load, and each delivery would be read back from the
+//! store instead of being handed over in memory.)
+//!
 //! Memory is bounded per window (`capacity` deliveries) and across all windows of the node (a
 //! shared [`ByteBudget`] charged with each held delivery's body size): a delivery that does not fit
 //! the budget stays in the store and is paged in later, except that an empty window always takes
@@ -102,6 +109,9 @@ struct StoreSide {
     loading: bool,
     /// Work was signalled while a page query ran: that page may not include it.
     missed: bool,
+    /// Ids offered and taken while a page query ran: the page may repeat them, even after they
+    /// finished (they are not in the query's exclusions).
+    taken_while_loading: HashSet<Box<str>>,
     /// The earliest due time in the store after the last page: look again then.
     wake_at_ms: Option<i64>,
 }
@@ -221,11 +231,21 @@ impl Window {
                 self.signal_store();
                 continue;
             }
-            if self.store.has_more || self.held.len() >= self.capacity || !self.admit(p, now_ms) {
-                // Older work may be waiting in the store, or there is no room (in this window or
-                // in the node's byte budget): the store keeps it.
+            let older_in_store = self.store.has_more && !self.store.loading;
+            if older_in_store || self.held.len() >= self.capacity {
+                // Older work waits in the store and is not being loaded yet, or there is no room:
+                // the store keeps it.
                 self.signal_store();
                 continue;
+            }
+            let id = p.id.clone();
+            if !self.admit(p, now_ms) {
+                // No room in the node's byte budget: the store keeps it.
+                self.signal_store();
+                continue;
+            }
+            if self.store.loading {
+                self.store.taken_while_loading.insert(id);
             }
             taken += 1;
         }
@@ -358,11 +378,17 @@ impl Window {
         now_ms: i64,
     ) -> usize {
         self.store.loading = false;
+        let taken_while_loading = std::mem::take(&mut self.store.taken_while_loading);
         let full_page = items.len() >= limit as usize;
         let mut taken = 0;
         let mut over_budget = false;
+        let mut no_room = false;
         for p in items {
-            if self.knows(&p.id) {
+            if self.knows(&p.id) || taken_while_loading.contains(&p.id) {
+                continue;
+            }
+            if no_room || self.held.len() >= self.capacity {
+                no_room = true; // offers taken during the load filled the window: paged in later
                 continue;
             }
             if over_budget || !self.admit(p, now_ms) {
@@ -371,7 +397,7 @@ impl Window {
             }
             taken += 1;
         }
-        self.store.has_more = full_page || self.store.missed || over_budget;
+        self.store.has_more = full_page || self.store.missed || over_budget || no_room;
         self.store.missed = false;
         self.store.wake_at_ms = if over_budget {
             Some(next_due_at_ms.map_or(now_ms + BUDGET_RETRY_MS, |t| t.min(now_ms + BUDGET_RETRY_MS)))
@@ -384,6 +410,7 @@ impl Window {
     /// A page query failed: the store still may hold work; the caller retries later.
     pub(crate) fn on_page_failed(&mut self) {
         self.store.loading = false;
+        self.store.taken_while_loading.clear();
         self.store.has_more = true;
     }
 
@@ -545,6 +572,45 @@ mod tests {
         let req = w.page_request().unwrap();
         assert_eq!(w.on_page(vec![p("c", 0), p("d", 0)], req.limit, None, 1), 2);
         assert_eq!(ids(&mut w), ["c", "d"]);
+    }
+
+    /// A signal (the due poll finds the endpoint's own committed work) must not switch a busy
+    /// endpoint to reading everything back from the store: offers made while the page loads are
+    /// taken, the page's copies of them are skipped (even of ones finished meanwhile), and once
+    /// the page is in, offers are taken directly again.
+    #[test]
+    fn offers_during_a_page_load_are_taken_and_paging_stops_after_it() {
+        let mut w = window(8);
+        w.offer(vec![p("a", 0)], 1);
+        w.signal_store();
+        let req = w.page_request().expect("a page is wanted");
+        assert_eq!(req.exclude, vec!["a".to_string()]);
+        assert_eq!(w.offer(vec![p("b", 0), p("c", 0)], 1), 2, "taken while the page loads");
+        assert_eq!(ids(&mut w), ["a", "b", "c"]);
+        w.finished("b");
+        // The query ran after b and c were committed and before b's outcome was: it repeats them.
+        assert_eq!(w.on_page(vec![p("b", 0), p("c", 0), p("old", 0)], req.limit, None, 1), 1);
+        assert_eq!(ids(&mut w), ["old"], "only the store's own work is new");
+        assert!(w.page_request().is_none(), "the page was not full and nothing was missed");
+        assert_eq!(w.offer(vec![p("d", 0)], 2), 1, "offers go straight in again");
+    }
+
+    #[test]
+    fn a_page_does_not_overfill_a_window_that_offers_filled_during_the_load() {
+        let mut w = window(4);
+        w.signal_store();
+        let req = w.page_request().unwrap();
+        assert_eq!(req.limit, 4);
+        assert_eq!(w.offer((0..6).map(|i| p(&format!("n{i}"), 0)).collect(), 1), 4, "up to the capacity");
+        let old: Vec<Pending> = (0..4).map(|i| p(&format!("o{i}"), 0)).collect();
+        assert_eq!(w.on_page(old, req.limit, None, 1), 0, "no room left");
+        assert_eq!(w.held(), 4);
+        for id in ids(&mut w) {
+            w.finished(&id);
+        }
+        let again = w.page_request().expect("what did not fit is paged in later");
+        assert_eq!(w.on_page(vec![p("o0", 0), p("n4", 0)], again.limit, None, 2), 2);
+        assert_eq!(ids(&mut w), ["o0", "n4"]);
     }
 
     #[test]
