@@ -498,6 +498,10 @@ pub fn settings(db: &Path) -> Settings {
     };
     // LOAD_SHARED_CLIENT=1: one delivery client for every arbiter instead of one per arbiter.
     s.delivery.shared_client = std::env::var("LOAD_SHARED_CLIENT").is_ok();
+    // LOAD_ARBITERS=n: delivery arbiters (default one per core).
+    if let Some(n) = std::env::var("LOAD_ARBITERS").ok().and_then(|v| v.parse().ok()) {
+        s.arbiters = n;
+    }
     s
 }
 
