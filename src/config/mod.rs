@@ -53,7 +53,8 @@ pub struct Settings {
     pub sqlite_full_sync: bool,
     /// Least time between the starts of two ledger commits. Zero commits as soon as the previous
     /// commit returns; a few milliseconds let each commit carry more (fewer page rewrites and
-    /// fsyncs per delivery) at the price of that much publish latency.
+    /// fsyncs per delivery) at the price of that much publish latency. Under heavy load (commits of
+    /// 64 operations or more) the spacing grows in proportion to the last commit, up to 4 × this.
     pub commit_interval: Duration,
     /// Arbiters (threads) the endpoint actors are spread over; default one per core.
     pub arbiters: usize,

@@ -17,10 +17,7 @@ use super::dispatcher::{Committed, PublishTicket};
 use super::write_health::{FlushNews, WriteHealth};
 use crate::metrics::{WebhookLabel, names};
 use crate::model::now_ms;
-use crate::store::{
-    AttemptUpdate, BatchOutcome, DisableWebhook, FailDelivery, Fence, HealthWrite, NewEvent, Store, StoreResult,
-    WriteBatch,
-};
+use crate::store::{BatchOutcome, DisableWebhook, Fence, HealthWrite, NewEvent, Store, StoreResult, WriteBatch};
 
 /// Persist an event and its deliveries; the dispatcher hears back through [`Committed`].
 #[derive(Message)]
@@ -30,29 +27,12 @@ pub(crate) struct PersistEvent {
     pub(crate) ticket: PublishTicket,
 }
 
-/// Record one attempt's outcome.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct AttemptDone(pub(crate) AttemptUpdate);
-
-/// Fail pending deliveries without an attempt.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct FailDeliveries(pub(crate) Vec<FailDelivery>);
-
-/// Store an endpoint's health (only the latest per webhook is written in a commit).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct RecordHealth(pub(crate) HealthWrite);
-
 /// Writes under these leases were refused by the store: their epoch has moved on.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Fenced(pub(crate) Vec<Fence>);
 
-/// Disable a webhook and fail its pending deliveries.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// Disable a webhook and fail its pending deliveries (sent through the [`super::outbox`]).
 pub(crate) struct DisableEndpoint {
     pub(crate) op: DisableWebhook,
     pub(crate) label: WebhookLabel,
@@ -321,18 +301,22 @@ impl Handler<PersistEvent> for LedgerActor {
     }
 }
 
-impl Handler<AttemptDone> for LedgerActor {
+impl Handler<super::outbox::LedgerOps> for LedgerActor {
     type Result = ();
-    fn handle(&mut self, msg: AttemptDone, ctx: &mut Context<Self>) {
-        self.buf.attempts.push(msg.0);
-        self.kick(ctx);
-    }
-}
-
-impl Handler<FailDeliveries> for LedgerActor {
-    type Result = ();
-    fn handle(&mut self, msg: FailDeliveries, ctx: &mut Context<Self>) {
-        self.buf.failures.extend(msg.0);
+    fn handle(&mut self, msg: super::outbox::LedgerOps, ctx: &mut Context<Self>) {
+        use super::outbox::LedgerOp;
+        for op in msg.0 {
+            match op {
+                LedgerOp::Attempt(u) => self.buf.attempts.push(u),
+                LedgerOp::Fail(f) => self.buf.failures.extend(f),
+                LedgerOp::Health(h) => upsert_health(&mut self.buf.health, h),
+                LedgerOp::Disable(d) => {
+                    self.buf.disables.push(d.op);
+                    self.labels.push(d.label);
+                }
+                LedgerOp::Barrier(b) => self.barriers.push(b),
+            }
+        }
         self.kick(ctx);
     }
 }
@@ -342,23 +326,6 @@ fn upsert_health(health: &mut Vec<HealthWrite>, h: HealthWrite) {
     match health.iter_mut().find(|x| x.fence.webhook_id == h.fence.webhook_id) {
         Some(x) => *x = h,
         None => health.push(h),
-    }
-}
-
-impl Handler<RecordHealth> for LedgerActor {
-    type Result = ();
-    fn handle(&mut self, msg: RecordHealth, ctx: &mut Context<Self>) {
-        upsert_health(&mut self.buf.health, msg.0);
-        self.kick(ctx);
-    }
-}
-
-impl Handler<DisableEndpoint> for LedgerActor {
-    type Result = ();
-    fn handle(&mut self, msg: DisableEndpoint, ctx: &mut Context<Self>) {
-        self.buf.disables.push(msg.op);
-        self.labels.push(msg.label);
-        self.kick(ctx);
     }
 }
 

@@ -8,7 +8,7 @@
 //!                  ▼
 //!   EndpointActor × owned webhooks (supervised, spread over arbiters)
 //!     window of due deliveries → signed attempts (≤ maxInFlight) → decide → retry timer
-//!     └── AttemptDone (fenced by the lease epoch) ──► LedgerActor
+//!     └── outcomes (fenced by the lease epoch) ──► per-thread outbox ──LedgerOps──► LedgerActor
 //! ```
 //!
 //! Which webhooks this node owns is decided by `crate::cluster`'s node actor, which tells the
@@ -20,6 +20,8 @@
 //! - [`endpoint`]: the only code that talks to one endpoint; owns its in-flight limit, retry timer,
 //!   breaker, and a bounded window of its due deliveries (the rest wait in the store).
 //! - [`ledger`]: batches every write of the delivery path into group commits.
+//! - `outbox`: the endpoints' records for the ledger, gathered per arbiter thread into one message
+//!   per turn of its runtime.
 //! - [`client`]: one HTTP attempt, reduced to an [`crate::retry::AttemptOutcome`].
 //! - [`breaker`]: the pure pause/probe state machine.
 //! - [`health`]: endpoint state shared lock-free with the REST API.
@@ -31,6 +33,7 @@ pub mod endpoint;
 pub mod faults;
 pub mod health;
 pub mod ledger;
+pub(crate) mod outbox;
 pub mod write_health;
 
 use std::sync::Arc;

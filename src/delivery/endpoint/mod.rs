@@ -37,7 +37,8 @@ use super::client::{self, AttemptResult};
 use super::dispatcher::Hibernate;
 use super::faults::Fault;
 use super::health::{EndpointState, Health};
-use super::ledger::{AttemptDone, Barrier, DisableEndpoint, FailDeliveries, RecordHealth};
+use super::ledger::DisableEndpoint;
+use super::outbox::{self, LedgerOp};
 use super::{Pending, Shared};
 use crate::metrics::{EndpointMetrics, WebhookLabel};
 use crate::model::{now_ms, to_ms};
@@ -260,7 +261,7 @@ impl EndpointActor {
         self.metrics.failed.increment(1);
         self.metrics.pending.decrement(1.0);
         let failure = FailDelivery { delivery_id: delivery_id.into_string(), reason, fence: Some(self.fence.clone()) };
-        self.shared.ledger.do_send(FailDeliveries(vec![failure]));
+        outbox::put(&self.shared.ledger, LedgerOp::Fail(vec![failure]));
         self.unflushed = true;
     }
 
@@ -281,7 +282,7 @@ impl EndpointActor {
                     fence: Some(self.fence.clone()),
                 })
                 .collect();
-            self.shared.ledger.do_send(FailDeliveries(failures));
+            outbox::put(&self.shared.ledger, LedgerOp::Fail(failures));
             self.unflushed = true;
             return;
         }
@@ -592,13 +593,16 @@ impl EndpointActor {
                 self.window.finished(&p.id);
             }
         }
-        self.shared.ledger.do_send(AttemptDone(AttemptUpdate {
-            fence: self.fence.clone(),
-            delivery_id,
-            attempt: record,
-            probes,
-            next: d.next,
-        }));
+        outbox::put(
+            &self.shared.ledger,
+            LedgerOp::Attempt(AttemptUpdate {
+                fence: self.fence.clone(),
+                delivery_id,
+                attempt: record,
+                probes,
+                next: d.next,
+            }),
+        );
         self.unflushed = true;
         match d.disable {
             Some(disable) => self.disable(disable, ctx),
@@ -623,13 +627,16 @@ impl EndpointActor {
         };
         self.metrics.attempts_success.increment(1);
         self.metrics.delivered.increment(1);
-        self.shared.ledger.do_send(AttemptDone(AttemptUpdate {
-            fence: self.fence.clone(),
-            delivery_id: p.id.to_string(),
-            attempt: record,
-            probes: p.probes,
-            next: NextStep::Succeeded,
-        }));
+        outbox::put(
+            &self.shared.ledger,
+            LedgerOp::Attempt(AttemptUpdate {
+                fence: self.fence.clone(),
+                delivery_id: p.id.to_string(),
+                attempt: record,
+                probes: p.probes,
+                next: NextStep::Succeeded,
+            }),
+        );
         self.unflushed = true;
     }
 
@@ -647,6 +654,7 @@ impl EndpointActor {
 
     fn after_attempt(&mut self, ctx: &mut Context<Self>) {
         if self.draining && self.running == 0 {
+            outbox::flush();
             for w in self.drain_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -703,7 +711,7 @@ impl EndpointActor {
             return;
         }
         self.health_mark = HealthMark { written: Some(current), at_ms: now };
-        self.shared.ledger.do_send(RecordHealth(HealthWrite { fence: self.fence.clone(), health: current }));
+        outbox::put(&self.shared.ledger, LedgerOp::Health(HealthWrite { fence: self.fence.clone(), health: current }));
     }
 
     fn disable(&mut self, disable: Disable, ctx: &mut Context<Self>) {
@@ -714,7 +722,7 @@ impl EndpointActor {
         self.stop_sending(ctx);
         self.metrics.label.disabled(disable.kind);
         let op = DisableWebhook { fence: self.fence.clone(), reason: disable.reason, at_ms: now_ms() };
-        self.shared.ledger.do_send(DisableEndpoint { op, label: self.metrics.label.clone() });
+        outbox::put(&self.shared.ledger, LedgerOp::Disable(DisableEndpoint { op, label: self.metrics.label.clone() }));
         self.persist_health(Persist::Always);
     }
 
@@ -747,7 +755,7 @@ impl EndpointActor {
         let fut = async move {
             if barrier {
                 let (tx, rx) = oneshot::channel();
-                ledger.do_send(Barrier(tx));
+                outbox::put(&ledger, LedgerOp::Barrier(tx));
                 let _ = rx.await;
             }
             if inject {
@@ -848,6 +856,7 @@ impl Supervised for EndpointActor {
         if !self.disabled {
             self.window.signal_store();
         }
+        outbox::flush();
         for w in self.drain_waiters.drain(..) {
             let _ = w.send(());
         }
@@ -926,6 +935,7 @@ impl Handler<Drain> for EndpointActor {
             ctx.cancel_future(h);
         }
         if self.running == 0 {
+            outbox::flush();
             let _ = msg.0.send(());
         } else {
             self.drain_waiters.push(msg.0);
