@@ -131,6 +131,7 @@ pub fn handle() -> PrometheusHandle {
                 .spawn(move || {
                     loop {
                         std::thread::sleep(every);
+                        let _one_at_a_time = EXPORT.lock().unwrap_or_else(|p| p.into_inner());
                         if let Some(tracker) = TRACKER.get() {
                             tracker.touch();
                         }
@@ -143,9 +144,19 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Held by every render and upkeep. The exporter (0.18) is not safe to run both at once: an
+/// upkeep moves every registered histogram into the rendered set, so one that runs beside a
+/// render which is expiring a histogram can put it back after the render removed it from the
+/// registry, and it then stays in `/metrics` for good (an empty `_sum`/`_count` pair). The same
+/// holds for two renders at once.
+static EXPORT: Mutex<()> = Mutex::new(());
+
 /// The Prometheus text exposition of `handle` (what `GET /metrics` serves), with live series
-/// refreshed first so that none of them can expire at this render.
+/// refreshed first so that none of them can expire at this render. Renders and the upkeep run
+/// one at a time (the exporter is not safe otherwise): a host serving `/metrics` itself should
+/// call this rather than `handle.render()`.
 pub fn render(handle: &PrometheusHandle) -> String {
+    let _one_at_a_time = EXPORT.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(tracker) = TRACKER.get() {
         tracker.touch();
     }
