@@ -238,13 +238,14 @@ impl Window {
                 self.signal_store();
                 continue;
             }
-            let id = p.id.clone();
+            // Remembered only while a page loads (the page may repeat it).
+            let loading_id = self.store.loading.then(|| p.id.clone());
             if !self.admit(p, now_ms) {
                 // No room in the node's byte budget: the store keeps it.
                 self.signal_store();
                 continue;
             }
-            if self.store.loading {
+            if let Some(id) = loading_id {
                 self.store.taken_while_loading.insert(id);
             }
             taken += 1;

@@ -14,6 +14,35 @@ pub(super) async fn next_revision(tx: &deadpool_postgres::Transaction<'_>) -> St
     super::col(&row, 0)
 }
 
+/// Fails a webhook's pending deliveries with `reason` (disabled or deleted); returns how many.
+pub(super) async fn fail_pending_of_webhook(
+    tx: &deadpool_postgres::Transaction<'_>,
+    webhook_id: &str,
+    reason: &str,
+    at_ms: i64,
+) -> StoreResult<u64> {
+    execute(
+        tx,
+        "UPDATE deliveries SET status = 'failed', completed_at = $3, last_error = $2, next_attempt_at = NULL \
+         WHERE webhook_id = $1 AND status = 'pending'",
+        &[&webhook_id, &reason, &at_ms],
+    )
+    .await
+}
+
+/// A re-enabled webhook's stored health starts over.
+async fn reset_health(tx: &deadpool_postgres::Transaction<'_>, webhook_id: &str) -> StoreResult<()> {
+    execute(
+        tx,
+        "UPDATE webhook_state SET state = 'healthy', consecutive_failures = 0, failing_since = NULL, \
+         last_success_at = NULL, last_failure_at = NULL, breaker_probe_at = NULL, breaker_cooldown_ms = NULL, \
+         updated_at = $2 WHERE webhook_id = $1",
+        &[&webhook_id, &now_ms()],
+    )
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn upsert_webhook(inner: &Inner, w: &WebhookRecord) -> StoreResult<(Upserted, u64)> {
     let enc = EncodedWebhook::new(w)?;
     let mut client = inner.pool.get().await.map_err(pool_err)?;
@@ -60,14 +89,7 @@ pub(super) async fn upsert_webhook(inner: &Inner, w: &WebhookRecord) -> StoreRes
     execute(&tx, "DELETE FROM webhook_deletions WHERE id = $1", &[&w.id]).await?;
     if was_disabled {
         // Re-enabled: the stored health starts over.
-        execute(
-            &tx,
-            "UPDATE webhook_state SET state = 'healthy', consecutive_failures = 0, failing_since = NULL, \
-             last_success_at = NULL, last_failure_at = NULL, breaker_probe_at = NULL, breaker_cooldown_ms = NULL, \
-             updated_at = $2 WHERE webhook_id = $1",
-            &[&w.id, &now_ms()],
-        )
-        .await?;
+        reset_health(&tx, &w.id).await?;
     }
     notify::send(&tx, &inner.channel, &notify::registry_payload(&inner.node_id)).await?;
     tx.commit().await.map_err(pg)?;
@@ -129,24 +151,11 @@ pub(super) async fn update_webhook(inner: &Inner, w: &WebhookRecord, expected: u
         (false, Some(at)) => {
             // Disabled: its pending deliveries fail, as with an automatic disable.
             let reason = w.disabled_reason.as_deref().unwrap_or("endpoint disabled");
-            execute(
-                &tx,
-                "UPDATE deliveries SET status = 'failed', completed_at = $3, last_error = $2, next_attempt_at = NULL \
-                 WHERE webhook_id = $1 AND status = 'pending'",
-                &[&w.id, &reason, &at],
-            )
-            .await?;
+            fail_pending_of_webhook(&tx, &w.id, reason, at).await?;
         }
         (true, None) => {
             // Re-enabled: the stored health starts over.
-            execute(
-                &tx,
-                "UPDATE webhook_state SET state = 'healthy', consecutive_failures = 0, failing_since = NULL, \
-                 last_success_at = NULL, last_failure_at = NULL, breaker_probe_at = NULL, breaker_cooldown_ms = NULL, \
-                 updated_at = $2 WHERE webhook_id = $1",
-                &[&w.id, &now_ms()],
-            )
-            .await?;
+            reset_health(&tx, &w.id).await?;
         }
         _ => {}
     }
@@ -166,13 +175,7 @@ pub(super) async fn delete_webhook(inner: &Inner, id: &str, at_ms: i64) -> Store
         return Ok(false);
     }
     execute(&tx, "DELETE FROM webhooks WHERE id = $1", &[&id]).await?;
-    execute(
-        &tx,
-        "UPDATE deliveries SET status = 'failed', completed_at = $3, last_error = $2, next_attempt_at = NULL \
-         WHERE webhook_id = $1 AND status = 'pending'",
-        &[&id, &DELETED_REASON, &at_ms],
-    )
-    .await?;
+    fail_pending_of_webhook(&tx, id, DELETED_REASON, at_ms).await?;
     execute(&tx, "DELETE FROM webhook_state WHERE webhook_id = $1", &[&id]).await?;
     // replay: its recovery goes with it
     execute(&tx, "DELETE FROM recoveries WHERE webhook_id = $1", &[&id]).await?;

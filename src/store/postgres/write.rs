@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use deadpool_postgres::Transaction;
 
-use super::registry::next_revision;
+use super::registry::{fail_pending_of_webhook, next_revision};
 use super::{Inner, col, execute, notify, pg, pool_err, query, query_opt};
 use crate::model::{delivery_id_range, now_ms};
 use crate::store::common::{self, FenceCheck};
@@ -43,13 +43,7 @@ pub(super) async fn apply(inner: &Inner, batch: &WriteBatch) -> StoreResult<Batc
             .await?;
             registry_changed = true;
         }
-        let failed = execute(
-            &tx,
-            "UPDATE deliveries SET status = 'failed', completed_at = $3, last_error = $2, next_attempt_at = NULL \
-             WHERE webhook_id = $1 AND status = 'pending'",
-            &[&id, &d.reason, &d.at_ms],
-        )
-        .await?;
+        let failed = fail_pending_of_webhook(&tx, id, &d.reason, d.at_ms).await?;
         outcome.disabled.push((id.to_string(), failed));
     }
     write_health(&tx, batch, &mut check).await?;

@@ -65,13 +65,7 @@ pub(super) fn upsert_webhook(
         .map_err(unavailable)?;
     if let Some(Some(_)) = previous {
         // Re-enabled: the stored health starts over.
-        tx.prepare_cached(
-            "UPDATE webhook_state SET state = 'healthy', consecutive_failures = 0, failing_since = NULL, \
-             last_success_at = NULL, last_failure_at = NULL, breaker_probe_at = NULL, breaker_cooldown_ms = NULL, \
-             updated_at = ?2 WHERE webhook_id = ?1",
-        )
-        .and_then(|mut s| s.execute(params![w.id, now_ms()]))
-        .map_err(unavailable)?;
+        reset_health(tx, &w.id)?;
     }
     let upserted = if previous.is_some() { Upserted::Replaced } else { Upserted::Created };
     Ok((upserted, revision.max(0) as u64))
@@ -129,13 +123,7 @@ pub(super) fn update_webhook(
         }
         (true, None) => {
             // Re-enabled: the stored health starts over.
-            tx.prepare_cached(
-                "UPDATE webhook_state SET state = 'healthy', consecutive_failures = 0, failing_since = NULL, \
-                 last_success_at = NULL, last_failure_at = NULL, breaker_probe_at = NULL, breaker_cooldown_ms = NULL, \
-                 updated_at = ?2 WHERE webhook_id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![w.id, now_ms()]))
-            .map_err(unavailable)?;
+            reset_health(tx, &w.id)?;
         }
         _ => {}
     }
@@ -180,6 +168,18 @@ pub(super) fn delete_webhook(tx: &Transaction<'_>, id: &str, at_ms: i64) -> Stor
             .map_err(unavailable)?;
     }
     Ok(true)
+}
+
+/// A re-enabled webhook's stored health starts over.
+fn reset_health(tx: &Transaction<'_>, webhook_id: &str) -> StoreResult<()> {
+    tx.prepare_cached(
+        "UPDATE webhook_state SET state = 'healthy', consecutive_failures = 0, failing_since = NULL, \
+         last_success_at = NULL, last_failure_at = NULL, breaker_probe_at = NULL, breaker_cooldown_ms = NULL, \
+         updated_at = ?2 WHERE webhook_id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![webhook_id, now_ms()]))
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 fn fail_pending_of_webhook(tx: &Transaction<'_>, webhook_id: &str, reason: &str, at_ms: i64) -> StoreResult<u64> {
