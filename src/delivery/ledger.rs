@@ -57,9 +57,10 @@ pub(crate) struct SetListeners {
 #[rtype(result = "()")]
 pub(crate) struct Stop;
 
+/// Starts the commit scheduled as generation `.0`; one rescheduled since is ignored.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct StartFlush;
+struct StartFlush(u64);
 
 /// The group-commit writer.
 pub(crate) struct LedgerActor {
@@ -79,7 +80,12 @@ pub(crate) struct LedgerActor {
     labels: Vec<WebhookLabel>,
     barriers: Vec<oneshot::Sender<()>>,
     flushing: bool,
-    flush_scheduled: bool,
+    /// When the next commit is scheduled to start, if it is.
+    flush_at: Option<Instant>,
+    /// Generation of the scheduled [`StartFlush`]: bringing a commit forward schedules a new one.
+    flush_generation: u64,
+    /// A failed commit is being retried after a delay: nothing brings it forward.
+    retrying: bool,
     retry_delay: Duration,
     /// Least time between the starts of two commits (see [`crate::config::Settings::commit_interval`]).
     commit_interval: Duration,
@@ -97,17 +103,18 @@ const BUSY_BATCH: usize = 64;
 /// The most the spacing of commits grows under load, as a multiple of the commit interval.
 const MAX_SPACING_FACTOR: u32 = 4;
 
-/// Least time from the start of one commit to the start of the next, given the interval and the
-/// operations the last commit carried.
+/// Least time from the start of one commit to the start of the next, given the interval, the
+/// operations the last commit carried and whether publishes wait for the next commit.
 ///
 /// A commit costs a lot besides its rows (the WAL pages of the hot index pages, an fsync, the
-/// wake-ups of every actor waiting for it), and under load that fixed cost competes with the
-/// deliveries for the CPU. So while commits are small the interval holds (publish latency stays
-/// low at moderate load); once a commit carries [`BUSY_BATCH`] operations or more, the spacing
-/// grows in proportion, up to [`MAX_SPACING_FACTOR`] × the interval, and each commit carries more.
-/// Measured at fan-out 10 on two cores: about a fifth less CPU per delivery (BENCHMARKS.md).
-pub(crate) fn commit_spacing(interval: Duration, last_batch: usize) -> Duration {
-    if last_batch < BUSY_BATCH {
+/// wake-ups of every actor waiting for it). So once commits carry [`BUSY_BATCH`] operations or
+/// more, and no publish waits (only attempt outcomes and health, which nobody waits for), the
+/// spacing grows in proportion, up to [`MAX_SPACING_FACTOR`] × the interval, and each commit
+/// carries more. A waiting publish always gets the plain interval: its caller (and, in a closed
+/// loop, the next publish) waits for that commit, so stretching it would cap the publish rate
+/// instead of saving CPU (BENCHMARKS.md, "Commit cadence").
+pub(crate) fn commit_spacing(interval: Duration, last_batch: usize, publishes_waiting: bool) -> Duration {
+    if publishes_waiting || last_batch < BUSY_BATCH {
         return interval;
     }
     let factor = (last_batch as f64 / BUSY_BATCH as f64).min(f64::from(MAX_SPACING_FACTOR));
@@ -134,7 +141,9 @@ impl LedgerActor {
             labels: Vec::new(),
             barriers: Vec::new(),
             flushing: false,
-            flush_scheduled: false,
+            flush_at: None,
+            flush_generation: 0,
+            retrying: false,
             retry_delay: Duration::from_millis(50),
             commit_interval,
             last_commit: Instant::now(),
@@ -146,23 +155,31 @@ impl LedgerActor {
         let buffered = self.buf.len() + self.in_flight;
         self.writes.set_buffered(buffered);
         self.pending_gauge.set(buffered as f64);
-        if self.flushing || self.flush_scheduled {
+        if self.flushing || self.retrying {
             return;
         }
-        self.flush_scheduled = true;
-        let spacing = commit_spacing(self.commit_interval, self.last_batch);
-        let wait = spacing.saturating_sub(self.last_commit.elapsed());
-        if wait.is_zero() || self.buf.len() >= FULL_BATCH {
-            ctx.notify(StartFlush);
+        let spacing = commit_spacing(self.commit_interval, self.last_batch, !self.tickets.is_empty());
+        let now = Instant::now();
+        let at = if self.buf.len() >= FULL_BATCH { now } else { (self.last_commit + spacing).max(now) };
+        if self.flush_at.is_some_and(|scheduled| scheduled <= at) {
+            return;
+        }
+        // First schedule, or a publish brings a stretched commit forward.
+        self.flush_at = Some(at);
+        self.flush_generation += 1;
+        let generation = self.flush_generation;
+        if at <= now {
+            ctx.notify(StartFlush(generation));
         } else {
             // Under load, commits this close together would rewrite the same pages again and
             // again; waiting a moment lets one commit carry more.
-            ctx.notify_later(StartFlush, wait);
+            ctx.notify_later(StartFlush(generation), at - now);
         }
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        self.flush_scheduled = false;
+        self.flush_at = None;
+        self.retrying = false;
         if self.flushing {
             return;
         }
@@ -274,7 +291,7 @@ impl LedgerActor {
                 self.barriers = barriers.into_iter().chain(std::mem::take(&mut self.barriers)).collect();
                 let delay = self.retry_delay;
                 self.retry_delay = (self.retry_delay * 2).min(Duration::from_secs(5));
-                self.flush_scheduled = true;
+                self.retrying = true;
                 ctx.run_later(delay, |act, ctx| act.flush(ctx));
             }
         }
@@ -347,8 +364,10 @@ impl Handler<SetListeners> for LedgerActor {
 
 impl Handler<StartFlush> for LedgerActor {
     type Result = ();
-    fn handle(&mut self, _: StartFlush, ctx: &mut Context<Self>) {
-        self.flush(ctx);
+    fn handle(&mut self, msg: StartFlush, ctx: &mut Context<Self>) {
+        if msg.0 == self.flush_generation && self.flush_at.is_some() {
+            self.flush(ctx);
+        }
     }
 }
 
@@ -366,12 +385,19 @@ mod tests {
     #[test]
     fn commits_are_spaced_by_the_interval_until_they_carry_a_busy_batch_then_further_up_to_a_cap() {
         let i = Duration::from_millis(5);
-        assert_eq!(commit_spacing(i, 0), i);
-        assert_eq!(commit_spacing(i, BUSY_BATCH - 1), i, "moderate load keeps the interval");
-        assert_eq!(commit_spacing(i, BUSY_BATCH), i);
-        assert_eq!(commit_spacing(i, 2 * BUSY_BATCH), Duration::from_millis(10));
-        assert_eq!(commit_spacing(i, 3 * BUSY_BATCH), Duration::from_millis(15));
-        assert_eq!(commit_spacing(i, 100 * BUSY_BATCH), Duration::from_millis(20), "capped");
-        assert_eq!(commit_spacing(Duration::ZERO, 10_000), Duration::ZERO, "zero stays zero");
+        assert_eq!(commit_spacing(i, 0, false), i);
+        assert_eq!(commit_spacing(i, BUSY_BATCH - 1, false), i, "moderate load keeps the interval");
+        assert_eq!(commit_spacing(i, BUSY_BATCH, false), i);
+        assert_eq!(commit_spacing(i, 2 * BUSY_BATCH, false), Duration::from_millis(10));
+        assert_eq!(commit_spacing(i, 3 * BUSY_BATCH, false), Duration::from_millis(15));
+        assert_eq!(commit_spacing(i, 100 * BUSY_BATCH, false), Duration::from_millis(20), "capped");
+        assert_eq!(commit_spacing(Duration::ZERO, 10_000, false), Duration::ZERO, "zero stays zero");
+    }
+
+    #[test]
+    fn a_waiting_publish_gets_the_plain_interval_however_busy_the_last_commit_was() {
+        let i = Duration::from_millis(5);
+        assert_eq!(commit_spacing(i, 100 * BUSY_BATCH, true), i);
+        assert_eq!(commit_spacing(i, 0, true), i);
     }
 }
