@@ -100,7 +100,6 @@ struct ClientParts {
     proxy: Option<reqwest::Proxy>,
     local_address: Option<IpAddr>,
     connect_timeout: Duration,
-    request_timeout: Duration,
 }
 
 impl ClientParts {
@@ -111,7 +110,6 @@ impl ClientParts {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(self.connect_timeout)
-            .timeout(self.request_timeout)
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(MAX_IDLE_PER_ORIGIN)
             .tcp_nodelay(true)
@@ -170,7 +168,6 @@ impl Connector {
             proxy,
             local_address: delivery.local_address,
             connect_timeout: delivery.connect_timeout,
-            request_timeout: delivery.request_timeout,
         };
         let shared = parts.build().map_err(|e| format!("cannot build the delivery client: {e}"))?;
         Ok(Self { parts, policy, shared, per_thread: !delivery.shared_client, key: Arc::new(()) })
@@ -260,9 +257,6 @@ async fn exchange(
                     kept.extend_from_slice(&data[..data.len().min(body_limit - kept.len())]);
                 }
             }
-            // The attempt's time ran out while the body trickled in: a timeout, as when the
-            // head is late (the attempt-wide timer usually fires first).
-            Err(e) if e.is_timeout() => return Err(AttemptOutcome::Timeout),
             // A body cut short still came with a status: it counts.
             Ok(None) | Err(_) => break,
         }

@@ -31,7 +31,11 @@
 //! Times are Unix ms, passed in; nothing here does I/O.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+// Ids are this process's own (time-ordered, not chosen by callers): a fast hash will do, and
+// these maps are touched several times per attempt.
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
@@ -156,10 +160,10 @@ impl Window {
             ready: VecDeque::new(),
             waiting: BinaryHeap::new(),
             in_flight: 0,
-            held: HashMap::new(),
+            held: HashMap::default(),
             budget,
             recent: VecDeque::new(),
-            recent_set: HashSet::new(),
+            recent_set: HashSet::default(),
             seq: 0,
             store: StoreSide::default(),
             ordered: false,
