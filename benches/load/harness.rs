@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::pg::{self, PgSchema};
 use super::receiver::{EPOCH, Receiver, now_ns, wait_until};
+use super::stages;
 
 /// Total attempts in flight, for the system (spread over its endpoints) and for the ceiling.
 pub const CONCURRENCY: usize = 64;
@@ -586,7 +587,9 @@ impl Publisher {
                     tasks.push(actix_web::rt::spawn(async move {
                         while let Some(i) = claim(&next, events, &permits, cost).await {
                             let data = serde_json::value::RawValue::from_string(event_data(i)).unwrap();
+                            stages::STARTED.fetch_add(1, Ordering::Relaxed);
                             w.publish_raw(&et, data, None).await.expect("publish");
+                            stages::RETURNED.fetch_add(1, Ordering::Relaxed);
                         }
                     }));
                 }
@@ -697,9 +700,16 @@ async fn measured_publish(
     let expected = events * cost as u64;
     let c0 = cpu();
     let t0 = now_ns();
+    let sampler = stages::enabled().then(|| {
+        let stats = recv.stats.clone();
+        stages::Sampler::start(move || stats.ok.load(Ordering::Relaxed))
+    });
     publisher.publish(webhooks, event_type, events, cost, Some(permits)).await;
     let done = wait_until(LONG, || recv.stats.ok.load(Ordering::SeqCst) >= expected).await;
     assert!(done, "deliveries did not all arrive");
+    if let Some(sampler) = sampler {
+        sampler.report(cost);
+    }
     let t1 = recv.stats.last_ns.load(Ordering::SeqCst);
     let c1 = cpu();
     *recv.stats.permits.lock().unwrap() = None;

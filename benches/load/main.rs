@@ -30,6 +30,7 @@ mod harness;
 mod pg;
 mod receiver;
 mod soak;
+mod stages;
 
 use std::path::PathBuf;
 use std::process::Command;
