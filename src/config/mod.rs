@@ -54,7 +54,8 @@ pub struct Settings {
     /// Least time between the starts of two ledger commits. Zero commits as soon as the previous
     /// commit returns; a few milliseconds let each commit carry more (fewer page rewrites and
     /// fsyncs per delivery) at the price of that much publish latency. Under heavy load (commits of
-    /// 64 operations or more) the spacing grows in proportion to the last commit, up to 4 × this.
+    /// 64 operations or more) the spacing grows in proportion to the last commit, up to 4 × this,
+    /// while no publish waits for the next commit (a waiting publish gets this interval).
     pub commit_interval: Duration,
     /// Arbiters (threads) the endpoint actors are spread over; default one per core.
     pub arbiters: usize,

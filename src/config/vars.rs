@@ -342,7 +342,7 @@ pub const VARS: &[Var] = &[
         name: "WEBHOOKS_COMMIT_INTERVAL_MS",
         flag: "commit-interval-ms",
         help: "Least time between two ledger commits under load, ms: bigger commits against publish latency \
-               (default 5; under heavy load up to 4 times this)",
+               (default 5; under heavy load, while no publish waits, up to 4 times this)",
         kind: Kind::Value,
         apply: |s, v| number::<u64>(v).map(|n| s.commit_interval = Duration::from_millis(n)),
     },

@@ -10,6 +10,8 @@ mod harness;
 mod pg;
 #[path = "../../benches/load/receiver.rs"]
 mod receiver;
+#[path = "../../benches/load/stages.rs"]
+mod stages;
 
 #[test]
 fn load_harness_runs_throughput_and_timer_scenarios() {
