@@ -354,6 +354,40 @@ async fn test_ping_goes_to_that_webhook_alone_and_reports_the_outcome() {
     app.stop().await;
 }
 
+/// A test ping whose attempt cannot start in time (here: an empty token bucket at one attempt
+/// per 100 s) answers 202 with its delivery, which still goes out once it can, once.
+#[actix_web::test]
+async fn a_test_ping_without_an_outcome_in_time_answers_202_and_goes_out_once_later() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.delivery.request_timeout = Duration::from_millis(300); // the ping waits 0.3 s + 2 s
+    let app = TestApp::start_with(dir.clone(), s).await;
+    let receiver = TestReceiver::ok();
+    let body = json!({"url": receiver.url, "rateLimitPerSecond": 0.01});
+    let (status, hook) = app.request("PUT", "/v1/webhooks/slow", Some(&body.to_string())).await;
+    assert_eq!(status, 201, "{hook}");
+
+    let (status, out) = app.request("POST", "/v1/webhooks/slow/test", None).await;
+    assert_eq!(status, 202, "{out}");
+    assert!(out.get("status").is_none(), "no outcome yet: {out}");
+    let id = out["deliveryId"].as_str().expect("the stored delivery").to_string();
+    let d = app.delivery(&id).await;
+    assert_eq!((d["status"].as_str(), d["attempts"].as_u64()), (Some("pending"), Some(0)), "{d}");
+    assert_eq!(d["event"], "webhook.test");
+    assert_eq!(receiver.count(), 0);
+
+    // Lifting the limit lets it go: once, recorded like any attempt.
+    let body = json!({"url": receiver.url});
+    let (status, _) = app.request("PUT", "/v1/webhooks/slow", Some(&body.to_string())).await;
+    assert_eq!(status, 200);
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("x-webhook-event"), Some("webhook.test"));
+    eventually(WAIT, "the ping's attempt recorded", || async { app.delivery(&id).await["status"] == "success" }).await;
+    assert_eq!(app.delivery(&id).await["attempts"], 1);
+    assert_eq!(receiver.count(), 1, "sent once");
+    app.stop().await;
+}
+
 /// A delivery committed for a disabled webhook (a node that had not heard of the disable yet)
 /// stays pending, and goes out once the webhook is enabled.
 #[actix_web::test]
