@@ -30,6 +30,10 @@ pub mod names {
     pub const DELIVERY_LATENCY: &str = "webhook_delivery_latency_seconds";
     /// Gauge `{webhook}`: deliveries not yet finished.
     pub const PENDING: &str = "webhook_pending_deliveries";
+    /// Counter `{webhook}`: attempts whose start waited for the webhook's rate limit
+    /// (`rateLimitPerSecond`): the limit held them back, it did not fail them. Only webhooks
+    /// that waited have the series.
+    pub const RATE_LIMITED: &str = "webhook_rate_limited_attempts_total";
     /// Counter `{webhook}`: supervised restarts of an endpoint actor.
     pub const ENDPOINT_RESTARTS: &str = "webhook_endpoint_restarts_total";
     /// Counter `{webhook,reason}`: endpoints disabled (410 Gone, failing too long).
@@ -379,6 +383,7 @@ fn describe() {
     describe_histogram!(names::ATTEMPT_DURATION, metrics::Unit::Seconds, "Duration of one attempt");
     describe_histogram!(names::DELIVERY_LATENCY, metrics::Unit::Seconds, "Publish to successful delivery");
     describe_gauge!(names::PENDING, "Deliveries not yet finished");
+    describe_counter!(names::RATE_LIMITED, "Attempts whose start waited for the webhook's rate limit");
     describe_counter!(names::ENDPOINT_RESTARTS, "Supervised restarts of endpoint actors");
     describe_counter!(names::ENDPOINTS_DISABLED, "Endpoints disabled");
     describe_histogram!(names::LEDGER_BATCH_SIZE, "Operations per ledger group commit");
@@ -428,6 +433,12 @@ impl WebhookLabel {
     /// The pending gauge of this webhook.
     pub(crate) fn pending(&self) -> Gauge {
         gauge!(names::PENDING, self.labels(None))
+    }
+
+    /// Counts an attempt that started after waiting for the rate limit; off the hot path of
+    /// unlimited webhooks, so resolved per call (and only webhooks that waited get the series).
+    pub(crate) fn rate_limited(&self) {
+        counter!(names::RATE_LIMITED, self.labels(None)).increment(1);
     }
 
     /// Counts a supervised restart.

@@ -66,6 +66,15 @@ async fn the_rate_limit_holds_at_the_receiver_and_a_put_applies_it_live() {
         let in_one_second = at[i..].iter().take_while(|t| t.duration_since(*start) < Duration::from_secs(1)).count();
         assert!(in_one_second <= 8, "{in_one_second} arrivals within 1 s from arrival {i}");
     }
+    // From an empty bucket at 4 a second, at least 8 of the 16 had to wait for a token; the first
+    // delivery, sent before the limit, did not.
+    let metrics = app.metrics().await;
+    let waited = metrics
+        .lines()
+        .find(|l| l.starts_with("webhook_rate_limited_attempts_total{webhook=\"paced\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no rate-limit series for the paced webhook:\n{metrics}"));
+    assert!((8.0..=16.0).contains(&waited), "{waited} attempts waited for the limit");
     app.stop().await;
 }
 

@@ -191,6 +191,9 @@ pub(crate) struct EndpointActor {
     pacer: Arc<Pacer>,
     /// Ready work waits for a token until then (Unix ms): the timer wakes the actor for it.
     pace_at: Option<i64>,
+    /// An attempt could not start for want of a rate-limit token: the next one to start has
+    /// waited for the limit (`webhook_rate_limited_attempts_total`).
+    waited_for_token: bool,
 }
 
 impl EndpointActor {
@@ -229,6 +232,7 @@ impl EndpointActor {
             generation: 0,
             pacer: start.pacer,
             pace_at: None,
+            waited_for_token: false,
             shared,
         }
     }
@@ -331,6 +335,7 @@ impl EndpointActor {
                 let mono = monotonic_ms();
                 if let Err(at) = self.pacer.take(self.cfg.rate_limit_per_second, mono) {
                     self.pace_at = Some(now.saturating_add(at - mono));
+                    self.waited_for_token = true;
                     break;
                 }
                 let Some(permit) = self.take_permit(suspect, ctx) else {
@@ -338,6 +343,9 @@ impl EndpointActor {
                     break;
                 };
                 let p = self.window.start_next().expect("has_ready");
+                if std::mem::take(&mut self.waited_for_token) {
+                    self.metrics.label.rate_limited();
+                }
                 if probe {
                     self.breaker.probe_started();
                 }
