@@ -97,9 +97,36 @@ pub(crate) fn plan(me: &str, live: &[String], webhooks: &[Arc<str>], held: &BTre
     out
 }
 
+/// The plan of a node that sees no other live node, when only registrations (`added`) changed
+/// since its last plan: every webhook is its own, so it claims the new ones it does not hold yet,
+/// once each. The same claims as [`plan`] would make, without reading every webhook: a fleet
+/// registered one claim round at a time would otherwise cost a full plan per round.
+pub(crate) fn plan_added(added: Vec<Arc<str>>, known: impl Fn(&str) -> bool, held: impl Fn(&str) -> bool) -> Plan {
+    let mut claim: Vec<Arc<str>> = added.into_iter().filter(|w| known(w) && !held(w)).collect();
+    claim.sort();
+    claim.dedup();
+    Plan { claim, release: Vec::new() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_node_claims_just_what_was_added_as_a_full_plan_would() {
+        let all = webhooks(50);
+        let held: BTreeSet<Arc<str>> = all[..40].iter().cloned().collect();
+        // Added: ten new ones (one twice), one already held, one deleted since (not known).
+        let mut added: Vec<Arc<str>> = all[40..].to_vec();
+        added.push(all[45].clone());
+        added.push(all[3].clone());
+        added.push(Arc::from("wh_gone"));
+        let known: BTreeSet<Arc<str>> = all.iter().cloned().collect();
+        let quick = plan_added(added, |w| known.contains(w), |w| held.contains(w));
+        let full = plan("n1", &nodes(&["n1"]), &all, &held);
+        assert_eq!(quick, full);
+        assert_eq!(quick.claim.len(), 10);
+    }
 
     fn webhooks(n: usize) -> Vec<Arc<str>> {
         let mut v: Vec<Arc<str>> =

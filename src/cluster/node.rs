@@ -113,6 +113,12 @@ pub(crate) struct NodeActor {
     last_poll: Option<Instant>,
     /// The inputs of the assignment changed since it was last acted on.
     plan_dirty: bool,
+    /// Something besides new registrations changed since the last plan (membership, deletions, a
+    /// reload of the registry, a claim that failed or came back short): the next plan looks at
+    /// every webhook. Otherwise, with no other live node, it claims just `added`.
+    full_plan: bool,
+    /// Webhooks registered since the last plan.
+    added: Vec<Arc<str>>,
     adopt_waiters: Vec<(Arc<str>, oneshot::Sender<()>)>,
     /// Waiting for the running claim round to end (join).
     round_waiters: Vec<oneshot::Sender<()>>,
@@ -154,6 +160,8 @@ impl NodeActor {
             polling: false,
             last_poll: None,
             plan_dirty: true,
+            full_plan: true,
+            added: Vec::new(),
             adopt_waiters: Vec::new(),
             round_waiters: Vec::new(),
             failures_in_a_row: 0,
@@ -213,6 +221,7 @@ impl NodeActor {
         self.held.clear();
         self.set_owned_gauge();
         self.plan_dirty = true;
+        self.full_plan = true;
         self.dispatcher.do_send(Revoke(all));
     }
 
@@ -245,6 +254,7 @@ impl NodeActor {
             self.live = hb.live_nodes;
             self.metrics.nodes.set(self.live.len() as f64);
             self.plan_dirty = true;
+            self.full_plan = true;
         }
         self.reconcile(hb.held, ctx);
     }
@@ -289,6 +299,7 @@ impl NodeActor {
         self.metrics.lost.increment(lost.len() as u64);
         self.set_owned_gauge();
         self.plan_dirty = true;
+        self.full_plan = true;
         self.dispatcher.do_send(Revoke(lost));
     }
 
@@ -330,18 +341,22 @@ impl NodeActor {
             }
             if now != self.webhooks {
                 self.plan_dirty = true;
+                self.full_plan = true;
             }
             self.webhooks = now;
         }
         for record in changes.upserted {
-            if self.webhooks.insert(Arc::from(record.id.as_str())) {
+            let id: Arc<str> = Arc::from(record.id.as_str());
+            if self.webhooks.insert(id.clone()) {
                 self.plan_dirty = true;
+                self.added.push(id);
             }
             self.dispatcher.do_send(Apply(record));
         }
         for id in changes.deleted {
             if self.webhooks.remove(id.as_str()) {
                 self.plan_dirty = true;
+                self.full_plan = true;
             }
             self.dispatcher.do_send(Remove(id));
         }
@@ -355,9 +370,17 @@ impl NodeActor {
             return;
         }
         self.plan_dirty = false;
-        let ids: Vec<Arc<str>> = self.webhooks.iter().cloned().collect();
-        let held: BTreeSet<Arc<str>> = self.held.keys().cloned().collect();
-        let plan = balance::plan(&self.id, &self.live, &ids, &held);
+        let added = std::mem::take(&mut self.added);
+        let alone = self.live.iter().all(|n| **n == *self.id);
+        let plan = if alone && !std::mem::take(&mut self.full_plan) {
+            // Only registrations since the last plan, and no other node: they are all ours.
+            balance::plan_added(added, |w| self.webhooks.contains(w), |w| self.held.contains_key(w))
+        } else {
+            self.full_plan = false;
+            let ids: Vec<Arc<str>> = self.webhooks.iter().cloned().collect();
+            let held: BTreeSet<Arc<str>> = self.held.keys().cloned().collect();
+            balance::plan(&self.id, &self.live, &ids, &held)
+        };
         let release: Vec<Arc<str>> = plan.release.into_iter().filter(|w| !self.releasing.contains(w)).collect();
         if !release.is_empty() {
             self.release(release, ctx);
@@ -385,6 +408,7 @@ impl NodeActor {
             Ok(grants) => {
                 if grants.len() < ids.len() {
                     act.plan_dirty = true; // the rest is still held by others: try again next tick
+                    act.full_plan = true;
                 }
                 act.take_up(grants, ids, ctx);
             }
@@ -392,6 +416,7 @@ impl NodeActor {
                 tracing::warn!(node = %act.id, error = %e, "could not claim leases");
                 act.claiming = false;
                 act.plan_dirty = true;
+                act.full_plan = true;
                 act.claim_round_done(&ids);
             }
         }));
@@ -477,6 +502,7 @@ impl NodeActor {
             }
             act.set_owned_gauge();
             act.plan_dirty = true;
+            act.full_plan = true;
             act.rebalance(ctx);
         }));
     }
@@ -490,8 +516,9 @@ impl NodeActor {
 
     /// A claim round ended: answers whoever waited on it.
     fn claim_round_done(&mut self, asked: &[Arc<str>]) {
-        let held: BTreeSet<Arc<str>> = self.held.keys().cloned().collect();
-        self.answer_adopters(|id| held.contains(id) || asked.contains(id));
+        let held = std::mem::take(&mut self.held);
+        self.answer_adopters(|id| held.contains_key(id) || asked.contains(id));
+        self.held = held;
         self.round_waiters.clear();
     }
 
@@ -560,6 +587,7 @@ impl NodeActor {
             Notice::Cluster { origin } => {
                 if *origin != *self.id {
                     self.plan_dirty = true;
+                    self.full_plan = true;
                     self.tick(ctx);
                 }
             }
@@ -571,6 +599,7 @@ impl NodeActor {
             }
             Notice::Resync => {
                 self.plan_dirty = true;
+                self.full_plan = true;
                 self.last_poll = None;
                 self.sync_registry(ctx);
                 self.tick(ctx);
@@ -657,7 +686,10 @@ impl Handler<Join> for NodeActor {
 impl Handler<Adopt> for NodeActor {
     type Result = ResponseActFuture<Self, ()>;
     fn handle(&mut self, msg: Adopt, ctx: &mut Context<Self>) -> Self::Result {
-        self.webhooks.insert(msg.0.clone());
+        // A registration: the next plan claims it (with no other node, without a full plan).
+        if self.webhooks.insert(msg.0.clone()) || !self.held.contains_key(&msg.0) {
+            self.added.push(msg.0.clone());
+        }
         self.plan_dirty = true;
         let (tx, rx) = oneshot::channel();
         if !self.held.contains_key(&msg.0) {
@@ -678,6 +710,7 @@ impl Handler<Forget> for NodeActor {
     fn handle(&mut self, msg: Forget, ctx: &mut Context<Self>) {
         if self.webhooks.remove(&msg.0) {
             self.plan_dirty = true;
+            self.full_plan = true;
             self.rebalance(ctx);
         }
     }

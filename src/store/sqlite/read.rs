@@ -425,3 +425,42 @@ pub(super) fn list_api_tokens(c: &Connection, after: &str, limit: u32) -> StoreR
     .and_then(|mut s| s.query_map(params![after, limit], token_from_row)?.collect::<Result<Vec<_>, _>>())
     .map_err(unavailable)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use rusqlite::StatementStatus;
+    use tokio::sync::Semaphore;
+
+    use super::super::writer::{ReadPool, open_writer};
+    use super::*;
+
+    /// The webhook view joins health, lease and node to the row `w.id = ?1` names. Without the
+    /// planner's stability guarantee the bundled SQLite recompiled it at every new id (a read
+    /// took four times as long; registering a fleet spent its reads recompiling).
+    #[test]
+    fn the_webhook_view_is_not_recompiled_for_each_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let writer = open_writer(&path, false).unwrap();
+        for i in 0..3 {
+            writer
+                .execute(
+                    "INSERT INTO webhooks (id, url, secret, headers, retry_config, created_at, updated_at) \
+                     VALUES (?1, 'http://127.0.0.1/', 's', '{}', '{}', 0, 0)",
+                    [format!("wh_{i}")],
+                )
+                .unwrap();
+        }
+        let pool = ReadPool { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(1) };
+        let c = pool.take().unwrap();
+        let sql = format!("{VIEW_SELECT} WHERE w.id = ?1");
+        for i in 0..3 {
+            let mut s = c.prepare_cached(&sql).unwrap();
+            let id: String = s.query_row([format!("wh_{i}")], |r| r.get(0)).unwrap();
+            assert_eq!(id, format!("wh_{i}"));
+            assert_eq!(s.get_status(StatementStatus::RePrepare), 0, "recompiled for id {i}");
+        }
+    }
+}
