@@ -351,7 +351,7 @@ pub fn validate_url(raw: &str, policy: &TargetPolicy) -> Result<url::Url, SpecEr
 
 /// [`validate_url`] without the length limit: for a registration's stored URL, kept as it is
 /// (its normalized form, percent-encoding included, may be longer than what was given).
-fn check_url(raw: &str, policy: &TargetPolicy) -> Result<url::Url, SpecError> {
+pub(crate) fn check_url(raw: &str, policy: &TargetPolicy) -> Result<url::Url, SpecError> {
     let url = url::Url::parse(raw.trim()).map_err(|e| SpecError::Url(format!("{e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(SpecError::Url(format!("scheme must be http or https, not `{}`", url.scheme())));

@@ -9,7 +9,7 @@ use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT}
 use crate::config::Settings;
 use crate::delivery::Pending;
 use crate::delivery::client::Target;
-use crate::model::{WebhookRecord, validate_url};
+use crate::model::{WebhookRecord, check_url};
 use crate::retry::RetryConfig;
 use crate::signing::{self, SigningKey, signature_header};
 
@@ -47,16 +47,17 @@ impl EndpointConfig {
         let mut refused = None;
         let placeholder =
             || Target::new(&url::Url::parse("http://invalid.invalid/").expect("static url")).expect("valid");
-        let target = match validate_url(&r.url, &settings.target_policy())
-            .map_err(|e| e.to_string())
-            .and_then(|u| Target::new(&u))
-        {
-            Ok(t) => t,
-            Err(e) => {
-                refused = Some(e);
-                placeholder()
-            }
-        };
+        // The stored URL, under today's target policy (an earlier version may have stored one
+        // longer than the limit once normalized: it was accepted, so it is not refused for that).
+        let target =
+            match check_url(&r.url, &settings.target_policy()).map_err(|e| e.to_string()).and_then(|u| Target::new(&u))
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    refused = Some(e);
+                    placeholder()
+                }
+            };
         let keys = match SigningKey::from_secret(&r.secret) {
             Ok(k) => vec![k],
             Err(e) => {
@@ -177,6 +178,17 @@ mod tests {
         let ok = |s: &str| verify_at(s, get, &p.envelope.body, started, Duration::from_secs(300)).is_ok();
         let tokens = get("webhook-signature").unwrap().split(' ').count();
         (ok(OLD), ok(NEW), tokens)
+    }
+
+    /// A URL accepted at registration is stored normalized, which can make it longer than the
+    /// 2048 characters the API takes (percent-encoding); the endpoint must still send to it.
+    #[test]
+    fn a_stored_url_longer_than_the_given_limit_is_not_refused() {
+        let mut r = record(None);
+        r.url = url::Url::parse(&format!("https://example.com/{}", "\"".repeat(2020))).unwrap().to_string();
+        assert!(r.url.len() > 2048, "{}", r.url.len());
+        let cfg = EndpointConfig::from_record(&r, &Settings::default());
+        assert_eq!(cfg.refused, None);
     }
 
     #[test]
