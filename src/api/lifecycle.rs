@@ -108,6 +108,9 @@ pub(crate) async fn patch(
     if !patch.is_object() {
         return Err(ApiError::bad_request("invalid_request", "a merge patch must be a JSON object"));
     }
+    if let Some(url) = patch.get("url").and_then(serde_json::Value::as_str) {
+        WebhookIn::given_url_fits(url, &webhooks)?;
+    }
     let info = webhooks
         .update(&id, |current| {
             let mut spec = serde_json::to_value(current.to_spec())

@@ -173,6 +173,17 @@ impl WebhookIn {
 
     /// The registration, after the checks that make the API accept exactly what its document
     /// describes (see [`super::rules`]); the rest is [`WebhookSpec::into_record`]'s.
+    /// A URL given in a request body is held to the documented length, even when it is a
+    /// registration's stored URL: normalization (a `/` after the host, percent-encoding) can make
+    /// that longer than what was given, and the registration keeps it only while a change leaves
+    /// it out (a merge patch without `url`).
+    pub(crate) fn given_url_fits(url: &str, webhooks: &Webhooks) -> Result<(), ApiError> {
+        if url.len() > rules::URL_LEN {
+            crate::model::validate_url(url, &webhooks.settings().target_policy())?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn into_spec(self, webhooks: &Webhooks, tenant: Option<String>) -> Result<WebhookSpec, ApiError> {
         if !rules::url_ok(&self.url) {
             // The registration's own check names a refused target more precisely.
@@ -430,6 +441,7 @@ async fn create(
     body: super::JsonObject<WebhookIn>,
 ) -> Result<HttpResponse, ApiError> {
     let mut body = body.0;
+    WebhookIn::given_url_fits(&body.url, &webhooks)?;
     let tenant = body.tenant_for(&principal, None)?;
     let spec = body.into_spec(&webhooks, tenant)?;
     let (info, _) = webhooks.register(None, spec).await?;
@@ -470,6 +482,7 @@ async fn replace(
         ));
     }
     let mut body = body.0;
+    WebhookIn::given_url_fits(&body.url, &webhooks)?;
     // tenants part: another tenant's (or an untenanted) webhook is not there for a tenant token.
     let existing = match crate::model::validate_webhook_id(&id) {
         Ok(()) => webhooks.store().get_webhook(&id).await?.map(|v| v.record.tenant),
