@@ -171,8 +171,6 @@ impl WebhookIn {
         webhook_tenant(principal, self.tenant.take(), existing)
     }
 
-    /// The registration, after the checks that make the API accept exactly what its document
-    /// describes (see [`super::rules`]); the rest is [`WebhookSpec::into_record`]'s.
     /// A URL given in a request body is held to the documented length, even when it is a
     /// registration's stored URL: normalization (a `/` after the host, percent-encoding) can make
     /// that longer than what was given, and the registration keeps it only while a change leaves
@@ -184,6 +182,8 @@ impl WebhookIn {
         Ok(())
     }
 
+    /// The registration, after the checks that make the API accept exactly what its document
+    /// describes (see [`super::rules`]); the rest is [`WebhookSpec::into_record`]'s.
     pub(crate) fn into_spec(self, webhooks: &Webhooks, tenant: Option<String>) -> Result<WebhookSpec, ApiError> {
         if !rules::url_ok(&self.url) {
             // The registration's own check names a refused target more precisely.

@@ -111,13 +111,12 @@ pub(crate) struct NodeActor {
     releasing: HashSet<Arc<str>>,
     polling: bool,
     last_poll: Option<Instant>,
-    /// The inputs of the assignment changed since it was last acted on.
-    plan_dirty: bool,
     /// Something besides new registrations changed since the last plan (membership, deletions, a
     /// reload of the registry, a claim that failed or came back short): the next plan looks at
     /// every webhook. Otherwise, with no other live node, it claims just `added`.
     full_plan: bool,
-    /// Webhooks registered since the last plan.
+    /// Webhooks registered since the last plan. The assignment is to be acted on again while this
+    /// is not empty or `full_plan` is set.
     added: Vec<Arc<str>>,
     adopt_waiters: Vec<(Arc<str>, oneshot::Sender<()>)>,
     /// Waiting for the running claim round to end (join).
@@ -159,7 +158,6 @@ impl NodeActor {
             releasing: HashSet::new(),
             polling: false,
             last_poll: None,
-            plan_dirty: true,
             full_plan: true,
             added: Vec::new(),
             adopt_waiters: Vec::new(),
@@ -220,7 +218,6 @@ impl NodeActor {
         self.metrics.lost.increment(all.len() as u64);
         self.held.clear();
         self.set_owned_gauge();
-        self.plan_dirty = true;
         self.full_plan = true;
         self.dispatcher.do_send(Revoke(all));
     }
@@ -253,7 +250,6 @@ impl NodeActor {
             tracing::info!(node = %self.id, live = ?hb.live_nodes, "cluster membership changed");
             self.live = hb.live_nodes;
             self.metrics.nodes.set(self.live.len() as f64);
-            self.plan_dirty = true;
             self.full_plan = true;
         }
         self.reconcile(hb.held, ctx);
@@ -298,7 +294,6 @@ impl NodeActor {
         }
         self.metrics.lost.increment(lost.len() as u64);
         self.set_owned_gauge();
-        self.plan_dirty = true;
         self.full_plan = true;
         self.dispatcher.do_send(Revoke(lost));
     }
@@ -340,7 +335,6 @@ impl NodeActor {
                 self.dispatcher.do_send(Remove(gone.to_string()));
             }
             if now != self.webhooks {
-                self.plan_dirty = true;
                 self.full_plan = true;
             }
             self.webhooks = now;
@@ -348,14 +342,12 @@ impl NodeActor {
         for record in changes.upserted {
             let id: Arc<str> = Arc::from(record.id.as_str());
             if self.webhooks.insert(id.clone()) {
-                self.plan_dirty = true;
                 self.added.push(id);
             }
             self.dispatcher.do_send(Apply(record));
         }
         for id in changes.deleted {
             if self.webhooks.remove(id.as_str()) {
-                self.plan_dirty = true;
                 self.full_plan = true;
             }
             self.dispatcher.do_send(Remove(id));
@@ -366,20 +358,18 @@ impl NodeActor {
     // ----- balancing -----
 
     fn rebalance(&mut self, ctx: &mut Context<Self>) {
-        if !self.plan_dirty || self.claiming || self.stopped {
+        if (!self.full_plan && self.added.is_empty()) || self.claiming || self.stopped {
             return;
         }
-        self.plan_dirty = false;
         let added = std::mem::take(&mut self.added);
         let alone = self.live.iter().all(|n| **n == *self.id);
-        let plan = if alone && !std::mem::take(&mut self.full_plan) {
-            // Only registrations since the last plan, and no other node: they are all ours.
-            balance::plan_added(added, |w| self.webhooks.contains(w), |w| self.held.contains_key(w))
-        } else {
-            self.full_plan = false;
+        let plan = if std::mem::take(&mut self.full_plan) || !alone {
             let ids: Vec<Arc<str>> = self.webhooks.iter().cloned().collect();
             let held: BTreeSet<Arc<str>> = self.held.keys().cloned().collect();
             balance::plan(&self.id, &self.live, &ids, &held)
+        } else {
+            // Only registrations since the last plan, and no other node: they are all ours.
+            balance::plan_added(added, |w| self.webhooks.contains(w), |w| self.held.contains_key(w))
         };
         let release: Vec<Arc<str>> = plan.release.into_iter().filter(|w| !self.releasing.contains(w)).collect();
         if !release.is_empty() {
@@ -407,15 +397,13 @@ impl NodeActor {
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok(grants) => {
                 if grants.len() < ids.len() {
-                    act.plan_dirty = true; // the rest is still held by others: try again next tick
-                    act.full_plan = true;
+                    act.full_plan = true; // the rest is still held by others: try again next tick
                 }
                 act.take_up(grants, ids, ctx);
             }
             Err(e) => {
                 tracing::warn!(node = %act.id, error = %e, "could not claim leases");
                 act.claiming = false;
-                act.plan_dirty = true;
                 act.full_plan = true;
                 act.claim_round_done(&ids);
             }
@@ -501,7 +489,6 @@ impl NodeActor {
                 Err(e) => tracing::warn!(node = %act.id, error = %e, "could not release leases; trying again"),
             }
             act.set_owned_gauge();
-            act.plan_dirty = true;
             act.full_plan = true;
             act.rebalance(ctx);
         }));
@@ -586,7 +573,6 @@ impl NodeActor {
             Notice::Registry { .. } => self.sync_registry(ctx),
             Notice::Cluster { origin } => {
                 if *origin != *self.id {
-                    self.plan_dirty = true;
                     self.full_plan = true;
                     self.tick(ctx);
                 }
@@ -598,7 +584,6 @@ impl NodeActor {
                 }
             }
             Notice::Resync => {
-                self.plan_dirty = true;
                 self.full_plan = true;
                 self.last_poll = None;
                 self.sync_registry(ctx);
@@ -690,7 +675,6 @@ impl Handler<Adopt> for NodeActor {
         if self.webhooks.insert(msg.0.clone()) || !self.held.contains_key(&msg.0) {
             self.added.push(msg.0.clone());
         }
-        self.plan_dirty = true;
         let (tx, rx) = oneshot::channel();
         if !self.held.contains_key(&msg.0) {
             self.adopt_waiters.push((msg.0, tx));
@@ -709,7 +693,6 @@ impl Handler<Forget> for NodeActor {
     type Result = ();
     fn handle(&mut self, msg: Forget, ctx: &mut Context<Self>) {
         if self.webhooks.remove(&msg.0) {
-            self.plan_dirty = true;
             self.full_plan = true;
             self.rebalance(ctx);
         }

@@ -57,10 +57,11 @@ pub(crate) struct SetListeners {
 #[rtype(result = "()")]
 pub(crate) struct Stop;
 
-/// Starts the commit scheduled as generation `.0`; one rescheduled since is ignored.
+/// Starts the commit scheduled for `.0`; one brought forward since (scheduled for another time)
+/// is ignored.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct StartFlush(u64);
+struct StartFlush(Instant);
 
 /// The group-commit writer.
 pub(crate) struct LedgerActor {
@@ -80,10 +81,9 @@ pub(crate) struct LedgerActor {
     labels: Vec<WebhookLabel>,
     barriers: Vec<oneshot::Sender<()>>,
     flushing: bool,
-    /// When the next commit is scheduled to start, if it is.
+    /// When the next commit is scheduled to start, if it is (a [`StartFlush`] for another time
+    /// was scheduled before the commit was brought forward).
     flush_at: Option<Instant>,
-    /// Generation of the scheduled [`StartFlush`]: bringing a commit forward schedules a new one.
-    flush_generation: u64,
     /// A failed commit is being retried after a delay: nothing brings it forward.
     retrying: bool,
     retry_delay: Duration,
@@ -142,7 +142,6 @@ impl LedgerActor {
             barriers: Vec::new(),
             flushing: false,
             flush_at: None,
-            flush_generation: 0,
             retrying: false,
             retry_delay: Duration::from_millis(50),
             commit_interval,
@@ -164,16 +163,14 @@ impl LedgerActor {
         if self.flush_at.is_some_and(|scheduled| scheduled <= at) {
             return;
         }
-        // First schedule, or a publish brings a stretched commit forward.
+        // First schedule, or a publish brings a stretched commit forward (to an earlier time).
         self.flush_at = Some(at);
-        self.flush_generation += 1;
-        let generation = self.flush_generation;
         if at <= now {
-            ctx.notify(StartFlush(generation));
+            ctx.notify(StartFlush(at));
         } else {
             // Under load, commits this close together would rewrite the same pages again and
             // again; waiting a moment lets one commit carry more.
-            ctx.notify_later(StartFlush(generation), at - now);
+            ctx.notify_later(StartFlush(at), at - now);
         }
     }
 
@@ -365,7 +362,7 @@ impl Handler<SetListeners> for LedgerActor {
 impl Handler<StartFlush> for LedgerActor {
     type Result = ();
     fn handle(&mut self, msg: StartFlush, ctx: &mut Context<Self>) {
-        if msg.0 == self.flush_generation && self.flush_at.is_some() {
+        if self.flush_at == Some(msg.0) {
             self.flush(ctx);
         }
     }

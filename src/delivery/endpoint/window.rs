@@ -32,12 +32,12 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 // Ids are this process's own (time-ordered, not chosen by callers): a fast hash will do, and
 // these maps are touched several times per attempt.
 use foldhash::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use crate::delivery::Pending;
 
