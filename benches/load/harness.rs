@@ -137,6 +137,12 @@ impl Run {
 // ---------------------------------------------------------------------------------------------
 // Ceiling
 
+/// The `webhook-id` of the ceiling's request `i`: the receiver counts receipts by it, so it does
+/// the same bookkeeping for the ceiling's requests as for the system's deliveries.
+fn ceiling_id(i: u64) -> String {
+    format!("msg_{i:032x}")
+}
+
 fn ceiling_body(i: u64) -> String {
     format!(
         r#"{{"id":"evt_{i:032x}","event":"order.created","data":{{"orderId":"ord_{i}","table":"T4","total":25.07,"t":{}}},"timestamp":"2026-11-28T21:00:00.000Z"}}"#,
@@ -171,6 +177,7 @@ pub fn ceiling(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
                         let resp = client
                             .post(&url)
                             .header("content-type", "application/json")
+                            .header("webhook-id", ceiling_id(i))
                             .body(ceiling_body(i))
                             .send()
                             .await
@@ -225,6 +232,7 @@ pub fn raw_hyper(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
                         let req = hyper::Request::post("/ok/raw")
                             .header("host", "127.0.0.1")
                             .header("content-type", "application/json")
+                            .header("webhook-id", ceiling_id(i))
                             .body(http_body_util::Full::new(hyper::body::Bytes::from(ceiling_body(i))))
                             .unwrap();
                         sender.ready().await.unwrap();
@@ -330,6 +338,7 @@ pub fn reqwest_layout(
             let resp = client
                 .post(url)
                 .header("content-type", "application/json")
+                .header("webhook-id", ceiling_id(i))
                 .body(ceiling_body(i))
                 .send()
                 .await
@@ -361,6 +370,7 @@ pub fn hyper_layout(recv: &Receiver, requests: u64, concurrency: usize) -> Run {
         let req = hyper::Request::post("/ok/layout")
             .header("host", "127.0.0.1")
             .header("content-type", "application/json")
+            .header("webhook-id", ceiling_id(i))
             .body(http_body_util::Full::new(hyper::body::Bytes::from(ceiling_body(i))))
             .unwrap();
         sender.ready().await.unwrap();
