@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) window_bytes: Arc<endpoint::window::ByteBudget>,
     /// One envelope (body and header values) per event, shared by the windows holding it.
     pub(crate) envelopes: Envelopes,
+    /// The headers every attempt carries (see [`endpoint::base_headers`]).
+    pub(crate) base_headers: Arc<http::HeaderMap>,
 }
 
 /// One published event as the endpoint actors hold it, shared by all its deliveries.

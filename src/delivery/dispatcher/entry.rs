@@ -53,7 +53,7 @@ pub(super) struct EndpointEntry {
 
 impl EndpointEntry {
     pub(super) fn new(record: &WebhookRecord, shared: &Shared, slot: usize) -> Self {
-        let config = Arc::new(EndpointConfig::from_record(record, &shared.settings));
+        let config = Arc::new(EndpointConfig::from_record(record, &shared.settings, &shared.base_headers));
         let label = WebhookLabel::new(&config.id, shared.settings.metrics_webhook_label);
         let disabled = record.disabled_at_ms.is_some();
         let health = Arc::new(if disabled { Health::disabled() } else { Health::default() });
@@ -154,7 +154,7 @@ impl EndpointEntry {
 
     /// Takes a newer registration: returns true when it re-enables a disabled webhook.
     pub(super) fn update(&mut self, record: &WebhookRecord, shared: &Shared) -> bool {
-        self.config = Arc::new(EndpointConfig::from_record(record, &shared.settings));
+        self.config = Arc::new(EndpointConfig::from_record(record, &shared.settings, &shared.base_headers));
         self.subscription = subscription(record);
         self.tenant = record.tenant.as_deref().map(Arc::from);
         self.revision = self.revision.max(record.revision);

@@ -26,11 +26,14 @@ const H_X_SIGNATURE: HeaderName = HeaderName::from_static(signing::headers::X_WE
 pub(crate) struct EndpointConfig {
     pub(crate) id: Arc<str>,
     pub(crate) target: Arc<Target>,
-    keys: Vec<SigningKey>,
+    /// The signing key (`None` only when the stored secret is unusable: `refused` says so).
+    key: Option<SigningKey>,
     /// During a secret rotation: the previous key, signing beside the current one until the end
-    /// of the overlap window (Unix ms).
-    previous: Option<(SigningKey, i64)>,
-    headers: HeaderMap,
+    /// of the overlap window (Unix ms). Boxed: rare, and a fleet of idle endpoints pays for
+    /// every byte kept inline.
+    previous: Option<Box<(SigningKey, i64)>>,
+    /// The static headers: the node's [`base_headers`] itself when the registration adds none.
+    headers: Arc<HeaderMap>,
     pub(crate) retry: RetryConfig,
     pub(crate) max_in_flight: usize,
     // ----- pacing -----
@@ -42,8 +45,20 @@ pub(crate) struct EndpointConfig {
     refused: Option<String>,
 }
 
+/// The headers every attempt carries (content type, user agent): one map per node, shared by
+/// every endpoint whose registration adds no headers of its own.
+pub(crate) fn base_headers(settings: &Settings) -> Arc<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(ua) = HeaderValue::from_str(&settings.delivery.user_agent) {
+        headers.insert(USER_AGENT, ua);
+    }
+    Arc::new(headers)
+}
+
 impl EndpointConfig {
-    pub(crate) fn from_record(r: &WebhookRecord, settings: &Settings) -> Self {
+    /// `base`: the node's [`base_headers`].
+    pub(crate) fn from_record(r: &WebhookRecord, settings: &Settings, base: &Arc<HeaderMap>) -> Self {
         let mut refused = None;
         let placeholder =
             || Target::new(&url::Url::parse("http://invalid.invalid/").expect("static url")).expect("valid");
@@ -58,33 +73,39 @@ impl EndpointConfig {
                     placeholder()
                 }
             };
-        let keys = match SigningKey::from_secret(&r.secret) {
-            Ok(k) => vec![k],
+        let key = match SigningKey::from_secret(&r.secret) {
+            Ok(k) => Some(k),
             Err(e) => {
                 refused.get_or_insert(format!("unusable secret: {e}"));
-                Vec::new()
+                None
             }
         };
         let previous = match (&r.previous_secret, r.previous_secret_until_ms) {
-            (Some(secret), Some(until)) => SigningKey::from_secret(secret).ok().map(|k| (k, until)),
+            (Some(secret), Some(until)) => SigningKey::from_secret(secret).ok().map(|k| Box::new((k, until))),
             _ => None,
         };
-        // Sized for what it holds: an idle endpoint should cost little memory (fleets of 100k).
-        let mut headers = HeaderMap::with_capacity(r.headers.len() + 2);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Ok(ua) = HeaderValue::from_str(&settings.delivery.user_agent) {
-            headers.insert(USER_AGENT, ua);
-        }
         // Registrations stored before a header was reserved keep it in the store; it is not sent.
-        for (k, v) in r.headers.iter().filter(|(k, _)| !crate::model::is_reserved_header(k)) {
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        let own: Vec<(HeaderName, HeaderValue)> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| !crate::model::is_reserved_header(k))
+            .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v).ok()?)))
+            .collect();
+        let headers = if own.is_empty() {
+            base.clone()
+        } else {
+            // Sized for what it holds: an idle endpoint should cost little memory (fleets of 100k).
+            let mut headers = HeaderMap::with_capacity(base.len() + own.len());
+            headers.extend(base.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for (name, value) in own {
                 headers.insert(name, value);
             }
-        }
+            Arc::new(headers)
+        };
         Self {
             id: Arc::from(r.id.as_str()),
             target: Arc::new(target),
-            keys,
+            key,
             previous,
             headers,
             retry: r.retry_config,
@@ -103,17 +124,18 @@ impl EndpointConfig {
         if let Some(reason) = &self.refused {
             return Err(reason.clone());
         }
+        let Some(key) = &self.key else { return Err("no usable signing secret".into()) };
         let env = &p.envelope;
         let mut headers = HeaderMap::with_capacity(self.headers.len() + 8);
-        for (name, value) in &self.headers {
+        for (name, value) in self.headers.iter() {
             headers.insert(name.clone(), value.clone());
         }
-        let mut signature = signature_header(&self.keys, &env.id, timestamp, &env.body);
-        if let Some((key, until_ms)) = &self.previous
-            && crate::model::to_ms(started) < *until_ms
+        let mut signature = signature_header(std::slice::from_ref(key), &env.id, timestamp, &env.body);
+        if let Some(previous) = &self.previous
+            && crate::model::to_ms(started) < previous.1
         {
             signature.push(' ');
-            signature.push_str(&key.sign_v1(&env.id, timestamp, &env.body));
+            signature.push_str(&previous.0.sign_v1(&env.id, timestamp, &env.body));
         }
         let hv = |s: String| HeaderValue::from_str(&s).map_err(|e| format!("bad header value: {e}"));
         headers.insert(H_WEBHOOK_ID, env.h_id.clone());
@@ -122,7 +144,7 @@ impl EndpointConfig {
         headers.insert(H_X_ID, env.h_id.clone());
         headers.insert(H_X_EVENT, env.h_event.clone());
         headers.insert(H_X_TIMESTAMP, env.h_timestamp.clone());
-        headers.insert(H_X_SIGNATURE, hv(self.keys[0].sign_body_hex(&env.body))?);
+        headers.insert(H_X_SIGNATURE, hv(key.sign_body_hex(&env.body))?);
         Ok(headers)
     }
 }
@@ -162,6 +184,11 @@ mod tests {
         }
     }
 
+    fn config(r: &WebhookRecord) -> EndpointConfig {
+        let settings = Settings::default();
+        EndpointConfig::from_record(r, &settings, &base_headers(&settings))
+    }
+
     fn pending() -> Pending {
         let body = bytes::Bytes::from_static(br#"{"id":"evt_1","event":"order.created","data":{},"timestamp":"t"}"#);
         let envelope = Arc::new(Envelope::new("evt_1", "order.created", "t", body, 0));
@@ -171,7 +198,7 @@ mod tests {
     /// Which of the two secrets verify an attempt started at `at_ms`.
     fn verifying(r: &WebhookRecord, at_ms: u64) -> (bool, bool, usize) {
         let started = UNIX_EPOCH + Duration::from_millis(at_ms);
-        let cfg = EndpointConfig::from_record(r, &Settings::default());
+        let cfg = config(r);
         let p = pending();
         let h = cfg.attempt_headers(&p, started).unwrap();
         let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
@@ -187,8 +214,27 @@ mod tests {
         let mut r = record(None);
         r.url = url::Url::parse(&format!("https://example.com/{}", "\"".repeat(2020))).unwrap().to_string();
         assert!(r.url.len() > 2048, "{}", r.url.len());
-        let cfg = EndpointConfig::from_record(&r, &Settings::default());
+        let cfg = config(&r);
         assert_eq!(cfg.refused, None);
+    }
+
+    #[test]
+    fn endpoints_without_headers_of_their_own_share_the_node_s_map() {
+        let settings = Settings::default();
+        let base = base_headers(&settings);
+        let plain = EndpointConfig::from_record(&record(None), &settings, &base);
+        assert!(Arc::ptr_eq(&plain.headers, &base));
+        let mut r = record(None);
+        r.headers.insert("X-Venue".into(), "t4".into());
+        r.headers.insert("webhook-id".into(), "stored before it was reserved".into());
+        let own = EndpointConfig::from_record(&r, &settings, &base);
+        assert!(!Arc::ptr_eq(&own.headers, &base));
+        let h = own.attempt_headers(&pending(), UNIX_EPOCH + Duration::from_secs(1_700_000_000)).unwrap();
+        assert_eq!(h["x-venue"], "t4");
+        assert_eq!(h[CONTENT_TYPE], "application/json");
+        assert_eq!(h[USER_AGENT], settings.delivery.user_agent.as_str());
+        assert_eq!(h["webhook-id"], "evt_1", "a reserved header is not sent from the registration");
+        assert_eq!(base.len(), 2, "the shared map is not changed");
     }
 
     #[test]
@@ -198,7 +244,7 @@ mod tests {
         assert_eq!(verifying(&record(Some(until)), 1_700_000_000_499), (true, true, 2));
         assert_eq!(verifying(&record(Some(until)), 1_700_000_000_500), (false, true, 1), "after it");
         assert_eq!(verifying(&record(None), 1_700_000_000_000), (false, true, 1), "no rotation");
-        let cfg = EndpointConfig::from_record(&record(Some(until)), &Settings::default());
+        let cfg = config(&record(Some(until)));
         let p = pending();
         let h = cfg.attempt_headers(&p, UNIX_EPOCH + Duration::from_millis(1_700_000_000_000)).unwrap();
         let hex = SigningKey::from_secret(NEW).unwrap().sign_body_hex(&p.envelope.body);

@@ -28,7 +28,7 @@ use futures_util::FutureExt as _;
 use tokio::sync::oneshot;
 
 use self::decide::{AttemptContext, Disable, decide};
-pub(crate) use self::headers::EndpointConfig;
+pub(crate) use self::headers::{EndpointConfig, base_headers};
 use self::pacing::{Pacer, monotonic_ms};
 use self::permits::{AttemptPermit, Permits, SUSPECT_MAX_IN_FLIGHT};
 use self::window::Window;
