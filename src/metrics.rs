@@ -431,7 +431,7 @@ impl WebhookLabel {
     }
 
     /// The pending gauge of this webhook.
-    pub(crate) fn pending(&self) -> Gauge {
+    fn pending(&self) -> Gauge {
         gauge!(names::PENDING, self.labels(None))
     }
 
@@ -467,7 +467,6 @@ pub(crate) struct EndpointMetrics {
     pub(crate) attempt_duration: Histogram,
     pub(crate) delivery_latency: Histogram,
     pub(crate) attempts_per_delivery: Histogram,
-    pub(crate) pending: Gauge,
 }
 
 impl EndpointMetrics {
@@ -480,9 +479,65 @@ impl EndpointMetrics {
             attempt_duration: histogram!(names::ATTEMPT_DURATION, label.labels(None)),
             delivery_latency: histogram!(names::DELIVERY_LATENCY, label.labels(None)),
             attempts_per_delivery: histogram!(names::ATTEMPTS_PER_DELIVERY, label.labels(None)),
-            pending: label.pending(),
             label,
         }
+    }
+}
+
+/// `webhook_pending_deliveries` for one webhook on the node that owns it: the webhook's own
+/// series, or with the label switched off its share of the node's single series. Every change
+/// goes through here and is kept beside the gauge, so that letting go of the webhook takes away
+/// exactly what it added (setting the shared series would overwrite the other webhooks' counts).
+/// Clones share the count (the dispatcher's entry, the endpoint actor, the ledger).
+#[derive(Clone)]
+pub(crate) struct PendingGauge {
+    gauge: Gauge,
+    labelled: bool,
+    /// What this webhook contributes; [`RELEASED`] once let go (later changes are dropped).
+    own: Arc<std::sync::atomic::AtomicI64>,
+}
+
+const RELEASED: i64 = i64::MIN;
+
+impl PendingGauge {
+    /// The gauge of a webhook this node starts owning, with `pending` deliveries in the store.
+    pub(crate) fn claimed(label: &WebhookLabel, pending: u64) -> Self {
+        let gauge = label.pending();
+        let labelled = label.0.is_some();
+        if labelled {
+            gauge.set(pending as f64);
+        } else {
+            gauge.increment(pending as f64);
+        }
+        Self { gauge, labelled, own: Arc::new(std::sync::atomic::AtomicI64::new(pending as i64)) }
+    }
+
+    /// `n` more pending deliveries (fewer when negative).
+    pub(crate) fn add(&self, n: i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let updated = self.own.fetch_update(Relaxed, Relaxed, |v| (v != RELEASED).then(|| v.saturating_add(n)));
+        if updated.is_ok() {
+            self.gauge.increment(n as f64);
+        }
+    }
+
+    /// The node no longer owns the webhook: its count leaves the series (the new owner reports it).
+    pub(crate) fn release(&self) {
+        let own = self.own.swap(RELEASED, std::sync::atomic::Ordering::Relaxed);
+        if own == RELEASED {
+            return;
+        }
+        if self.labelled {
+            self.gauge.set(0.0);
+        } else {
+            self.gauge.decrement(own as f64);
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingGauge").field("own", &self.own).finish()
     }
 }
 
@@ -508,6 +563,55 @@ mod tests {
         text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
     }
 
+    /// With the `webhook` label off, all webhooks share one pending series: claiming adds a
+    /// webhook's count, letting go takes exactly that count away, and a released handle (an actor
+    /// still finishing after the hand-off) changes nothing.
+    #[test]
+    fn the_unlabelled_pending_gauge_is_the_sum_of_the_owned_webhooks() {
+        let (rec, handle) = recorder();
+        metrics::with_local_recorder(&rec, || {
+            let total = || value(&render(&rec, &handle), "webhook_pending_deliveries ");
+            let a = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_a"), false), 5);
+            let b = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_b"), false), 3);
+            assert_eq!(total(), Some(8.0), "a claim adds, it does not overwrite");
+            let c = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_c"), false), 0);
+            assert_eq!(total(), Some(8.0), "a new webhook with nothing pending leaves the others' counts");
+            a.add(-2);
+            b.add(4);
+            assert_eq!(total(), Some(10.0));
+            let b_in_actor = b.clone();
+            b.release();
+            assert_eq!(total(), Some(3.0), "letting go of b takes away its 7");
+            b_in_actor.add(-1);
+            b.release();
+            assert_eq!(total(), Some(3.0), "a released handle changes nothing");
+            a.release();
+            c.release();
+            assert_eq!(total(), Some(0.0));
+        });
+    }
+
+    /// With the label on, each webhook has its own series, set on claim and zeroed on release.
+    #[test]
+    fn the_labelled_pending_gauge_is_the_webhook_s_own_count() {
+        let (rec, handle) = recorder();
+        metrics::with_local_recorder(&rec, || {
+            let series =
+                |id: &str| value(&render(&rec, &handle), &format!("webhook_pending_deliveries{{webhook=\"{id}\"}}"));
+            let a = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_a"), true), 5);
+            let b = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_b"), true), 2);
+            a.add(-1);
+            assert_eq!((series("wh_a"), series("wh_b")), (Some(4.0), Some(2.0)));
+            a.release();
+            a.add(3);
+            assert_eq!((series("wh_a"), series("wh_b")), (Some(0.0), Some(2.0)));
+            // Claimed again (a new tenure): the store's count, whatever the series showed.
+            let _a = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_a"), true), 7);
+            assert_eq!(series("wh_a"), Some(7.0));
+            b.release();
+        });
+    }
+
     /// 300 webhooks come and go next to one that stays: theirs leave `/metrics` after the timeout,
     /// the live one's and the global series stay, and nothing recorded through a held handle is
     /// lost (no handle is left pointing at a dropped series).
@@ -528,7 +632,7 @@ mod tests {
                 m.attempt_duration.record(0.2);
                 m.delivery_latency.record(0.3);
                 m.attempts_per_delivery.record(1.0);
-                m.pending.set(0.0);
+                PendingGauge::claimed(&m.label, 0);
                 m.label.error("timeout");
             }
             let before = render(&rec, &handle);

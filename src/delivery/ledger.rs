@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::dispatcher::{Committed, PublishTicket};
 use super::write_health::{FlushNews, WriteHealth};
-use crate::metrics::{WebhookLabel, names};
+use crate::metrics::{PendingGauge, WebhookLabel, names};
 use crate::model::now_ms;
 use crate::store::{BatchOutcome, DisableWebhook, Fence, HealthWrite, NewEvent, Store, StoreResult, WriteBatch};
 
@@ -36,6 +36,8 @@ pub(crate) struct Fenced(pub(crate) Vec<Fence>);
 pub(crate) struct DisableEndpoint {
     pub(crate) op: DisableWebhook,
     pub(crate) label: WebhookLabel,
+    /// The webhook's pending gauge: the failed deliveries leave it once committed.
+    pub(crate) pending: PendingGauge,
 }
 
 /// Answered once everything sent to the ledger before it is committed.
@@ -78,7 +80,7 @@ pub(crate) struct LedgerActor {
     fenced: Option<Recipient<Fenced>>,
     buf: WriteBatch,
     tickets: Vec<PublishTicket>,
-    labels: Vec<WebhookLabel>,
+    labels: Vec<(WebhookLabel, PendingGauge)>,
     barriers: Vec<oneshot::Sender<()>>,
     flushing: bool,
     /// When the next commit is scheduled to start, if it is (a [`StartFlush`] for another time
@@ -230,7 +232,7 @@ impl LedgerActor {
         &mut self,
         batch: Arc<WriteBatch>,
         tickets: Vec<PublishTicket>,
-        labels: Vec<WebhookLabel>,
+        labels: Vec<(WebhookLabel, PendingGauge)>,
         barriers: Vec<oneshot::Sender<()>>,
         res: StoreResult<BatchOutcome>,
         ctx: &mut Context<Self>,
@@ -238,9 +240,9 @@ impl LedgerActor {
         match res {
             Ok(outcome) => {
                 self.retry_delay = Duration::from_millis(50);
-                for ((_, n), label) in outcome.disabled.iter().zip(&labels) {
+                for ((_, n), (label, pending)) in outcome.disabled.iter().zip(&labels) {
                     label.deliveries_failed(*n);
-                    label.pending().decrement(*n as f64);
+                    pending.add(-(*n as i64));
                 }
                 if !outcome.fenced.is_empty() {
                     counter!(names::FENCED_WRITES, "node" => self.node.to_string())
@@ -326,7 +328,7 @@ impl Handler<super::outbox::LedgerOps> for LedgerActor {
                 LedgerOp::Health(h) => upsert_health(&mut self.buf.health, h),
                 LedgerOp::Disable(d) => {
                     self.buf.disables.push(d.op);
-                    self.labels.push(d.label);
+                    self.labels.push((d.label, d.pending));
                 }
                 LedgerOp::Barrier(b) => self.barriers.push(b),
             }

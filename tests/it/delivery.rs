@@ -309,3 +309,31 @@ async fn library_publish_and_delivery_metrics() {
     assert!(metric(&m, "webhook_events_published_total", &[("event", "table.updated")]).unwrap() >= 1.0);
     app.stop().await;
 }
+
+/// With the `webhook` label off (`WEBHOOKS_METRICS_WEBHOOK_LABEL=false`) the pending gauge is one
+/// series for the node: the sum over its webhooks. Each claim used to set that series to the
+/// claimed webhook's own count, so registering a webhook with nothing pending showed 0 while
+/// another had a backlog (and the backlog's completions then drove it below 0).
+#[actix_web::test]
+async fn the_unlabelled_pending_gauge_counts_every_webhook() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.metrics_webhook_label = false;
+    let app = TestApp::start_with(dir, s).await;
+    let pending = |m: &str| metric(m, "webhook_pending_deliveries", &[]);
+    let failing = TestReceiver::with(|_, _| Reply::Status(503));
+    app.register(json!({"url": failing.url, "retryConfig": fast_retry(5, 60_000)})).await;
+    for i in 0..3 {
+        app.publish("order.created", json!({"i": i})).await;
+    }
+    failing.wait_for(3, WAIT).await; // each has had its first attempt; the next is a minute away
+    assert_eq!(pending(&app.metrics().await), Some(3.0));
+    let ok = TestReceiver::ok();
+    app.register(json!({"url": ok.url})).await;
+    assert_eq!(pending(&app.metrics().await), Some(3.0), "a new webhook leaves the others' count");
+    app.publish("order.created", json!({"i": 3})).await;
+    ok.wait_for(1, WAIT).await;
+    // Three and one more for the failing endpoint; the delivered one has left the gauge.
+    eventually(WAIT, "the pending gauge at 4", || async { pending(&app.metrics().await) == Some(4.0) }).await;
+    app.stop().await;
+}

@@ -7,14 +7,13 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use metrics::Gauge;
 
 use crate::catalog::Subscription;
 use crate::delivery::Shared;
 use crate::delivery::endpoint::pacing::{Pacer, monotonic_ms};
 use crate::delivery::endpoint::{EndpointActor, EndpointConfig, EndpointStart};
 use crate::delivery::health::{EndpointState, Health};
-use crate::metrics::WebhookLabel;
+use crate::metrics::{PendingGauge, WebhookLabel};
 use crate::model::WebhookRecord;
 use crate::store::{Fence, StoredHealth};
 
@@ -34,7 +33,7 @@ pub(super) struct EndpointEntry {
     /// The health a new actor starts from (from the store at claim, from the actor at hibernation).
     pub(super) stored: StoredHealth,
     /// `webhook_pending_deliveries{webhook}`, kept only while this node owns the webhook.
-    pub(super) pending: Option<Gauge>,
+    pub(super) pending: Option<PendingGauge>,
     /// Registry revision of `config`.
     pub(super) revision: u64,
     /// The arbiter the actor runs on.
@@ -94,6 +93,7 @@ impl EndpointEntry {
         has_backlog: bool,
     ) -> Option<&Addr<EndpointActor>> {
         let fence = self.lease.clone()?;
+        let pending = self.pending.clone()?;
         let died = self.addr.as_ref().is_some_and(|a| !a.connected());
         if died {
             // The actor died outside its supervisor: a new one reloads its work from the store.
@@ -108,6 +108,7 @@ impl EndpointEntry {
                 health: self.health.clone(),
                 stored: self.stored,
                 label: self.label.clone(),
+                pending,
                 has_backlog,
                 dispatcher: me.clone(),
                 pacer: self.pacer.clone(),
@@ -120,17 +121,18 @@ impl EndpointEntry {
     }
 
     /// Adds to the pending gauge (owning node only).
-    pub(super) fn add_pending(&self, n: f64) {
+    pub(super) fn add_pending(&self, n: i64) {
         if let Some(g) = &self.pending {
-            g.increment(n);
+            g.add(n);
         }
     }
 
     /// Starts owning: the pending gauge appears with the store's count.
     pub(super) fn owned(&mut self, fence: Fence, pending: u64) {
-        let gauge = self.label.pending();
-        gauge.set(pending as f64);
-        self.pending = Some(gauge);
+        if let Some(old) = self.pending.take() {
+            old.release();
+        }
+        self.pending = Some(PendingGauge::claimed(&self.label, pending));
         self.lease = Some(fence);
         self.pacer = Arc::new(Pacer::new(monotonic_ms()));
     }
@@ -140,7 +142,7 @@ impl EndpointEntry {
     pub(super) fn disowned(&mut self) {
         self.lease = None;
         if let Some(g) = self.pending.take() {
-            g.set(0.0);
+            g.release();
         }
         self.stop_actor();
     }

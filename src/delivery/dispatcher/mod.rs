@@ -249,7 +249,7 @@ impl DispatcherActor {
                     if entry.lease.is_none() {
                         continue; // owned by another node: it hears of it from the store
                     }
-                    entry.add_pending(1.0);
+                    entry.add_pending(1);
                     per_endpoint.entry(d.webhook_id.clone()).or_default().push(Pending {
                         id: d.id.as_str().into(),
                         envelope: ticket.envelope.clone(),
@@ -450,7 +450,7 @@ impl Handler<Wake> for DispatcherActor {
             if entry.lease.is_none() || entry.disabled {
                 continue;
             }
-            entry.add_pending(f64::from(n));
+            entry.add_pending(i64::from(n));
             if let Some(addr) = self.wake_actor(&webhook_id, true) {
                 addr.do_send(CheckStore);
                 if let Some(entry) = self.endpoints.get_mut(webhook_id.as_str()) {
@@ -469,7 +469,7 @@ impl Handler<Requeue> for DispatcherActor {
             return; // its owner hears of it from the store
         }
         if msg.were_failed {
-            entry.add_pending(msg.ids.len() as f64);
+            entry.add_pending(msg.ids.len() as i64);
         }
         if let Some(addr) = self.wake_actor(&msg.webhook_id, true) {
             addr.do_send(Requeued(msg.ids.into_iter().map(String::into_boxed_str).collect()));

@@ -40,7 +40,7 @@ use super::health::{EndpointState, Health};
 use super::ledger::DisableEndpoint;
 use super::outbox::{self, LedgerOp};
 use super::{Pending, Shared};
-use crate::metrics::{EndpointMetrics, WebhookLabel};
+use crate::metrics::{EndpointMetrics, PendingGauge, WebhookLabel};
 use crate::model::{now_ms, to_ms};
 use crate::retry::AttemptOutcome;
 use crate::store::{
@@ -123,6 +123,8 @@ pub(crate) struct EndpointStart {
     pub(crate) health: Arc<Health>,
     pub(crate) stored: StoredHealth,
     pub(crate) label: WebhookLabel,
+    /// Its count in `webhook_pending_deliveries` (this node's tenure).
+    pub(crate) pending: PendingGauge,
     /// The store may hold due work for it: page it in first.
     pub(crate) has_backlog: bool,
     pub(crate) dispatcher: Recipient<Hibernate>,
@@ -153,6 +155,7 @@ pub(crate) struct EndpointActor {
     health: Arc<Health>,
     health_mark: HealthMark,
     metrics: EndpointMetrics,
+    pending: PendingGauge,
     breaker: Breaker,
     window: Window,
     /// Attempt futures running (they may outlive a disable; drain waits for them).
@@ -210,6 +213,7 @@ impl EndpointActor {
             health: start.health,
             health_mark: HealthMark { written: Some(start.stored), at_ms: now_ms() },
             metrics: EndpointMetrics::new(start.label),
+            pending: start.pending,
             window,
             running: 0,
             timer: None,
@@ -263,7 +267,7 @@ impl EndpointActor {
         let reason = format!("crashed the endpoint worker {MAX_CRASHES} times (last panic: {text})");
         tracing::error!(node = %self.shared.node_id, webhook = %self.cfg.id, delivery = %delivery_id, %reason, "failing a delivery");
         self.metrics.failed.increment(1);
-        self.metrics.pending.decrement(1.0);
+        self.pending.add(-1);
         let failure = FailDelivery { delivery_id: delivery_id.into_string(), reason, fence: Some(self.fence.clone()) };
         outbox::put(&self.shared.ledger, LedgerOp::Fail(vec![failure]));
         self.unflushed = true;
@@ -277,7 +281,7 @@ impl EndpointActor {
         }
         if self.disabled {
             self.metrics.failed.increment(items.len() as u64);
-            self.metrics.pending.decrement(items.len() as f64);
+            self.pending.add(-(items.len() as i64));
             let failures = items
                 .into_iter()
                 .map(|p| FailDelivery {
@@ -650,7 +654,7 @@ impl EndpointActor {
 
     fn finished(&self, p: &Pending, attempts: u32, success: bool, now: i64) {
         self.metrics.attempts_per_delivery.record(attempts as f64);
-        self.metrics.pending.decrement(1.0);
+        self.pending.add(-1);
         if success {
             self.metrics.delivered.increment(1);
             let latency_ms = (now - p.envelope.created_at_ms).max(0);
@@ -730,7 +734,10 @@ impl EndpointActor {
         self.stop_sending(ctx);
         self.metrics.label.disabled(disable.kind);
         let op = DisableWebhook { fence: self.fence.clone(), reason: disable.reason, at_ms: now_ms() };
-        outbox::put(&self.shared.ledger, LedgerOp::Disable(DisableEndpoint { op, label: self.metrics.label.clone() }));
+        outbox::put(
+            &self.shared.ledger,
+            LedgerOp::Disable(DisableEndpoint { op, label: self.metrics.label.clone(), pending: self.pending.clone() }),
+        );
         self.persist_health(Persist::Always);
     }
 
