@@ -156,13 +156,17 @@ impl Task {
     /// Batches until caught up (or stopped, or another node is on it), then reclaims space.
     async fn cycle(&mut self, now_ms: i64) -> Result<PruneReport, StoreError> {
         let mut report = PruneReport::default();
-        while let Some(batch) = self.plan.batch(now_ms, self.cursor.clone()) {
+        // The walk over deliveries starts from the first each cycle (what it passed over as not
+        // yet due may be due now); the event sweep goes on from where it was.
+        let mut deliveries_after = None;
+        while let Some(batch) = self.plan.batch(now_ms, deliveries_after.take(), self.cursor.clone()) {
             let outcome = self.store.prune(batch).await?;
             report.batches += 1;
             report.busy |= outcome.busy;
             report.pruned += outcome.pruned;
             self.metrics.count(&outcome.pruned);
             self.cursor = outcome.events_cursor.clone();
+            deliveries_after = outcome.deliveries_cursor.clone();
             if outcome.pruned.total() > 0 {
                 // What this batch freed goes back at once (SQLite), so a long catch-up never
                 // lets the file grow in between.

@@ -30,15 +30,20 @@ impl Plan {
         Self { completed: settings.completed, failed: settings.failed(), batch_rows: settings.batch_rows.max(1) }
     }
 
-    /// The batch to run at `now_ms`, resuming the event sweep after `events_after`; `None` when
-    /// everything is kept.
-    pub fn batch(&self, now_ms: i64, events_after: Option<String>) -> Option<PruneBatch> {
+    /// The batch to run at `now_ms`, resuming the walk over deliveries after `deliveries_after`
+    /// (this cycle's) and the event sweep after `events_after`; `None` when everything is kept.
+    pub fn batch(
+        &self,
+        now_ms: i64,
+        deliveries_after: Option<String>,
+        events_after: Option<String>,
+    ) -> Option<PruneBatch> {
         let success_before_ms = cutoff(now_ms, self.completed);
         let failed_before_ms = cutoff(now_ms, self.failed);
         if success_before_ms.is_none() && failed_before_ms.is_none() {
             return None;
         }
-        Some(PruneBatch { success_before_ms, failed_before_ms, limit: self.batch_rows, events_after })
+        Some(PruneBatch { success_before_ms, failed_before_ms, limit: self.batch_rows, deliveries_after, events_after })
     }
 }
 
@@ -76,23 +81,27 @@ mod tests {
     fn cutoffs_follow_each_retention() {
         let now = 100 * 86_400_000;
         let plan = Plan::new(&settings(Retention::For(30 * DAY), Some(Retention::For(7 * DAY))));
-        let b = plan.batch(now, Some("evt_x".into())).unwrap();
+        let b = plan.batch(now, Some("dlv_x".into()), Some("evt_x".into())).unwrap();
         assert_eq!(b.success_before_ms, Some(70 * 86_400_000));
         assert_eq!(b.failed_before_ms, Some(93 * 86_400_000));
-        assert_eq!((b.limit, b.events_after.as_deref()), (500, Some("evt_x")));
-        let same = Plan::new(&settings(Retention::For(DAY), None)).batch(now, None).unwrap();
+        assert_eq!(
+            (b.limit, b.deliveries_after.as_deref(), b.events_after.as_deref()),
+            (500, Some("dlv_x"), Some("evt_x"))
+        );
+        let same = Plan::new(&settings(Retention::For(DAY), None)).batch(now, None, None).unwrap();
         assert_eq!(same.success_before_ms, same.failed_before_ms, "failed follows the retention unless set");
     }
 
     #[test]
     fn zero_keeps_everything_of_its_kind() {
         let now = 1_000_000;
-        assert_eq!(Plan::new(&settings(Retention::KeepAll, None)).batch(now, None), None);
-        let failed_only = Plan::new(&settings(Retention::KeepAll, Some(Retention::For(DAY)))).batch(now, None).unwrap();
+        assert_eq!(Plan::new(&settings(Retention::KeepAll, None)).batch(now, None, None), None);
+        let failed_only =
+            Plan::new(&settings(Retention::KeepAll, Some(Retention::For(DAY)))).batch(now, None, None).unwrap();
         assert_eq!(failed_only.success_before_ms, None);
         assert_eq!(failed_only.failed_before_ms, Some(now - 86_400_000));
         let success_only =
-            Plan::new(&settings(Retention::For(DAY), Some(Retention::KeepAll))).batch(now, None).unwrap();
+            Plan::new(&settings(Retention::For(DAY), Some(Retention::KeepAll))).batch(now, None, None).unwrap();
         assert_eq!((success_only.success_before_ms.is_some(), success_only.failed_before_ms), (true, None));
     }
 

@@ -3,8 +3,7 @@
 
 use std::ops::AddAssign;
 
-/// One prune batch: each kind is deleted in at most `limit` rows per statement, in one short
-/// transaction, so that publishes never wait long behind it.
+/// One prune batch, in one short transaction so that publishes never wait long behind it.
 ///
 /// What goes:
 /// - `success` deliveries completed before `success_before_ms`, with their attempt log;
@@ -14,6 +13,14 @@ use std::ops::AddAssign;
 /// - events created before `success_before_ms` that have no delivery at all (published while
 ///   nothing subscribed), found by a sweep in id order from `events_after`.
 ///
+/// Deliveries are found by a walk in id order (ids are time-ordered, see
+/// [`crate::model::delivery_id`]) from `deliveries_after`, at most `limit` of them a batch, up to
+/// the first one created at or after the later cutoff: a delivery created after a cutoff cannot
+/// have completed before it. This needs no index on completion time, which every delivery would
+/// otherwise pay for when it completes. The walk passes over what stays (pending deliveries,
+/// failures kept longer than successes, deliveries that completed after the cutoff), so a cycle
+/// starts it from the beginning and it reads those again each cycle.
+///
 /// Pending deliveries, and events any delivery still refers to, are never deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneBatch {
@@ -21,8 +28,10 @@ pub struct PruneBatch {
     pub success_before_ms: Option<i64>,
     /// Failed deliveries completed before this Unix ms go; `None` keeps them all.
     pub failed_before_ms: Option<i64>,
-    /// Most rows of each kind one statement deletes (and events the sweep looks at).
+    /// Most deliveries the walk looks at (and events the sweep looks at) in this batch.
     pub limit: u32,
+    /// Where the walk over deliveries resumes: ids after this one (`None`: from the first).
+    pub deliveries_after: Option<String>,
     /// Where the sweep for events without deliveries resumes: ids after this one (`None`: from
     /// the first). The sweep stops at the first event created at or after `success_before_ms`.
     pub events_after: Option<String>,
@@ -35,6 +44,9 @@ pub struct PruneOutcome {
     pub pruned: PruneCounts,
     /// Where the event sweep got to: pass it as the next batch's `events_after`.
     pub events_cursor: Option<String>,
+    /// Where the walk over deliveries got to: pass it as the next batch's `deliveries_after`
+    /// within the same cycle.
+    pub deliveries_cursor: Option<String>,
     /// Some kind hit its limit: there is more to prune now.
     pub more: bool,
     /// Nothing was done because another node is pruning this database right now (PostgreSQL:
@@ -85,6 +97,62 @@ impl AddAssign for PruneCounts {
     }
 }
 
+/// One delivery as the prune walk reads it, in id order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WalkedDelivery {
+    pub(crate) id: String,
+    pub(crate) event_id: String,
+    /// `pending`, `success` or `failed`, as stored.
+    pub(crate) status: String,
+    pub(crate) completed_at_ms: Option<i64>,
+    pub(crate) created_at_ms: i64,
+}
+
+/// What one batch of the walk decided (see [`PruneBatch`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Walk {
+    /// The deliveries to delete, with their event and status.
+    pub(crate) delete: Vec<WalkedDelivery>,
+    /// The last delivery looked at: the next batch resumes after it.
+    pub(crate) cursor: Option<String>,
+    /// The batch read as many as it could take and did not reach the cutoff: there may be more.
+    pub(crate) more: bool,
+}
+
+impl PruneBatch {
+    /// The later of the two cutoffs: no delivery created at or after it can be due to go.
+    /// `None`: nothing of either kind goes.
+    pub(crate) fn walk_bound(&self) -> Option<i64> {
+        self.success_before_ms.max(self.failed_before_ms)
+    }
+
+    /// Decides over `rows`, the next at most `limit` deliveries after `deliveries_after` in id
+    /// order: which go, and where the walk stands.
+    pub(crate) fn walk(&self, rows: Vec<WalkedDelivery>) -> Walk {
+        let mut walk = Walk { cursor: self.deliveries_after.clone(), ..Walk::default() };
+        let Some(bound) = self.walk_bound() else { return walk };
+        let full = rows.len() >= self.limit.max(1) as usize;
+        for row in rows {
+            if row.created_at_ms >= bound {
+                return walk; // everything after it is younger still
+            }
+            walk.cursor = Some(row.id.clone());
+            let cutoff = match row.status.as_str() {
+                "success" => self.success_before_ms,
+                "failed" => self.failed_before_ms,
+                _ => None, // pending: never
+            };
+            if let (Some(cutoff), Some(completed)) = (cutoff, row.completed_at_ms)
+                && completed < cutoff
+            {
+                walk.delete.push(row);
+            }
+        }
+        walk.more = full;
+        walk
+    }
+}
+
 /// The database's size, as [`super::Store::reclaim`] leaves it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StorageSize {
@@ -99,6 +167,71 @@ pub struct StorageSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(id: &str, status: &str, created: i64, completed: Option<i64>) -> WalkedDelivery {
+        WalkedDelivery {
+            id: id.into(),
+            event_id: format!("evt_{id}"),
+            status: status.into(),
+            completed_at_ms: completed,
+            created_at_ms: created,
+        }
+    }
+
+    fn batch(success: Option<i64>, failed: Option<i64>, limit: u32) -> PruneBatch {
+        PruneBatch {
+            success_before_ms: success,
+            failed_before_ms: failed,
+            limit,
+            deliveries_after: Some("a".into()),
+            events_after: None,
+        }
+    }
+
+    fn ids(walk: &Walk) -> Vec<&str> {
+        walk.delete.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_walk_takes_what_completed_before_its_kind_s_cutoff_and_passes_over_the_rest() {
+        let b = batch(Some(100), Some(50), 6);
+        let walk = b.walk(vec![
+            row("b", "success", 10, Some(20)),  // goes
+            row("c", "failed", 10, Some(40)),   // goes: failed before 50
+            row("d", "failed", 10, Some(60)),   // stays: failures are kept until 50
+            row("e", "pending", 10, None),      // stays: pending
+            row("f", "success", 20, Some(150)), // stays: completed after the cutoff (retried)
+            row("g", "success", 90, Some(99)),  // goes
+        ]);
+        assert_eq!(ids(&walk), ["b", "c", "g"]);
+        assert_eq!((walk.cursor.as_deref(), walk.more), (Some("g"), true), "a full batch: there may be more");
+        let short = b.walk(vec![row("h", "success", 95, Some(96))]);
+        assert_eq!((ids(&short), short.cursor.as_deref(), short.more), (vec!["h"], Some("h"), false));
+    }
+
+    #[test]
+    fn the_walk_stops_at_the_first_delivery_created_after_the_later_cutoff() {
+        let b = batch(Some(100), Some(50), 3);
+        let walk = b.walk(vec![
+            row("b", "success", 99, Some(99)),
+            row("c", "success", 100, Some(100)),
+            row("d", "x", 1, None),
+        ]);
+        assert_eq!((ids(&walk), walk.cursor.as_deref(), walk.more), (vec!["b"], Some("b"), false));
+        let none = b.walk(vec![row("b", "success", 100, Some(100))]);
+        assert_eq!((none.delete.len(), none.cursor.as_deref(), none.more), (0, Some("a"), false), "stays where it was");
+    }
+
+    #[test]
+    fn a_kind_without_cutoff_stays_and_without_any_cutoff_the_walk_reads_nothing() {
+        let failed_only = batch(None, Some(50), 10);
+        assert_eq!(failed_only.walk_bound(), Some(50));
+        let walk = failed_only.walk(vec![row("b", "success", 10, Some(11)), row("c", "failed", 10, Some(11))]);
+        assert_eq!(ids(&walk), ["c"]);
+        let keep_all = batch(None, None, 10);
+        assert_eq!(keep_all.walk_bound(), None);
+        assert_eq!(keep_all.walk(vec![row("b", "failed", 1, Some(1))]).delete.len(), 0);
+    }
 
     #[test]
     fn counts_add_up_by_kind() {

@@ -1232,6 +1232,7 @@ async fn prune_all(s: &Arc<dyn Store>, mut batch: PruneBatch) -> (PruneCounts, u
         assert!(p.deliveries_success <= batch.limit.into() && p.deliveries_failed <= batch.limit.into(), "{p:?}");
         total += p;
         batch.events_after = out.events_cursor;
+        batch.deliveries_after = out.deliveries_cursor;
         if !out.more {
             return (total, batches);
         }
@@ -1254,6 +1255,7 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
     let mixed = event_at(&["w1", "w2"], None, 10 * DAY);
     let nobody = event_at(&[], Some("k-nobody"), 10 * DAY);
     let old_pending = event_at(&["w2"], None, 10 * DAY);
+    let late_ok = event_at(&["w1"], None, 10 * DAY);
     let more_old: Vec<NewEvent> = (0..5).map(|_| event_at(&["w1"], None, 11 * DAY)).collect();
     let recent_failed = event_at(&["w1"], None, 95 * DAY);
     let recent_ok = event_at(&["w1"], Some("k-recent"), 99 * DAY);
@@ -1261,13 +1263,13 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
     let id = |e: &NewEvent, i: usize| e.deliveries[i].id.clone();
     let (d_old_ok, d_old_failed, d_mixed_ok, d_mixed_pending, d_old_pending) =
         (id(&old_ok, 0), id(&old_failed, 0), id(&mixed, 0), id(&mixed, 1), id(&old_pending, 0));
-    let (d_recent_failed, d_recent_ok) = (id(&recent_failed, 0), id(&recent_ok, 0));
+    let (d_recent_failed, d_recent_ok, d_late_ok) = (id(&recent_failed, 0), id(&recent_ok, 0), id(&late_ok, 0));
     let more_old_ids: Vec<String> = more_old.iter().map(|e| id(e, 0)).collect();
     let event_ids: Vec<String> = [&old_ok, &old_failed, &mixed, &nobody, &old_pending, &recent_ok, &nobody_recent]
         .iter()
         .map(|e| e.id.clone())
         .collect();
-    let mut events = vec![old_ok, old_failed, mixed, nobody, old_pending];
+    let mut events = vec![old_ok, old_failed, mixed, nobody, old_pending, late_ok];
     events.extend(more_old);
     events.extend([recent_failed, recent_ok, nobody_recent]);
     publish(&s, events).await;
@@ -1279,6 +1281,8 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
         update(f2, &d_mixed_pending, attempt_at(1, 503, 10 * DAY), NextStep::RetryAt(200 * DAY)),
         update(f1, &d_recent_failed, attempt_at(1, 410, 95 * DAY), NextStep::Failed),
         update(f1, &d_recent_ok, attempt_at(1, 200, 99 * DAY), NextStep::Succeeded),
+        // Retried for a long time: created before the success cutoff, completed after it.
+        update(f1, &d_late_ok, attempt_at(1, 200, 80 * DAY), NextStep::Succeeded),
     ];
     attempts.extend(more_old_ids.iter().map(|d| update(f1, d, attempt_at(1, 200, 11 * DAY), NextStep::Succeeded)));
     assert!(apply(&s, WriteBatch { attempts, ..Default::default() }).await.fenced.is_empty());
@@ -1288,6 +1292,7 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
         success_before_ms: Some(70 * DAY),
         failed_before_ms: Some(90 * DAY),
         limit: 2,
+        deliveries_after: None,
         events_after: None,
     };
     let (pruned, batches) = prune_all(&s, batch.clone()).await;
@@ -1311,8 +1316,11 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
     // Recent ones stay, a failure within its own retention too.
     assert_eq!(delivery(&s, &d_recent_failed).await.0.status, DeliveryStatus::Failed);
     assert_eq!(delivery(&s, &d_recent_ok).await.0.status, DeliveryStatus::Success);
+    // Retention counts from completion: a success created before the cutoff but completed after
+    // it stays (the walk passes over it).
+    assert_eq!(delivery(&s, &d_late_ok).await.0.status, DeliveryStatus::Success);
     let listed = s.list_deliveries(DeliveryFilter::default(), None, 100).await.unwrap();
-    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert_eq!(listed.len(), 5, "{listed:?}");
 
     // Keys expire with their event: k-old and k-nobody publish anew, k-recent is still taken.
     let out =
@@ -1351,6 +1359,7 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
                 success_before_ms: Some(200 * DAY),
                 failed_before_ms: None,
                 limit: 10,
+                deliveries_after: None,
                 events_after: None,
             })
             .await
@@ -1378,7 +1387,13 @@ async fn prune_keeps_everything_without_cutoffs(b: &Backend) {
     )
     .await;
     let out = s
-        .prune(PruneBatch { success_before_ms: None, failed_before_ms: None, limit: 10, events_after: None })
+        .prune(PruneBatch {
+            success_before_ms: None,
+            failed_before_ms: None,
+            limit: 10,
+            deliveries_after: None,
+            events_after: None,
+        })
         .await
         .unwrap();
     assert_eq!((out.pruned, out.more, out.busy), (PruneCounts::default(), false, false));

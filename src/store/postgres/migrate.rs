@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (6, "retention", include_str!("../../../migrations/postgres/0006_retention.sql")),
     (7, "tenants", include_str!("../../../migrations/postgres/0007_tenants.sql")),
     (8, "pacing", include_str!("../../../migrations/postgres/0008_pacing.sql")),
+    (9, "prune_walk", include_str!("../../../migrations/postgres/0009_prune_walk.sql")),
 ];
 
 /// The advisory-lock key of a schema's migrations (FNV-1a of the channel name: stable across

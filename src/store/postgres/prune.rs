@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use super::{Inner, col, execute, pg, pool_err, query, query_opt};
 use crate::model::delivery_id_range;
-use crate::store::{PruneBatch, PruneCounts, PruneOutcome, StorageSize, StoreResult};
+use crate::store::{PruneBatch, PruneCounts, PruneOutcome, StorageSize, StoreResult, WalkedDelivery};
 
 /// The schema's prune lock: one of PostgreSQL's two-key advisory locks (a key space apart from
 /// the one-key lock of migrations), keyed by the schema.
@@ -21,7 +21,11 @@ const LOCK: &str = "SELECT pg_try_advisory_xact_lock(hashtext('servio_webhooks:p
 pub(super) async fn prune(inner: &Inner, b: &PruneBatch) -> StoreResult<PruneOutcome> {
     let mut client = inner.pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg)?;
-    let mut out = PruneOutcome { events_cursor: b.events_after.clone(), ..PruneOutcome::default() };
+    let mut out = PruneOutcome {
+        events_cursor: b.events_after.clone(),
+        deliveries_cursor: b.deliveries_after.clone(),
+        ..PruneOutcome::default()
+    };
     let locked: bool = match query_opt(&tx, LOCK, &[]).await? {
         Some(row) => col(&row, 0)?,
         None => false,
@@ -33,32 +37,54 @@ pub(super) async fn prune(inner: &Inner, b: &PruneBatch) -> StoreResult<PruneOut
     let limit = i64::from(b.limit.max(1));
     let mut pruned = PruneCounts::default();
     let mut events: BTreeSet<String> = BTreeSet::new();
-    for (status, before) in [("success", b.success_before_ms), ("failed", b.failed_before_ms)] {
-        let Some(before) = before else { continue };
+    if b.walk_bound().is_some() {
+        let after = b.deliveries_after.clone().unwrap_or_default();
         let rows = query(
             &tx,
-            "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
-             WHERE status = $1 AND completed_at < $2 ORDER BY completed_at LIMIT $3) \
-             AND status = $1 AND completed_at < $2 RETURNING id, event_id",
-            &[&status, &before, &limit],
+            "SELECT id, event_id, status, completed_at, created_at FROM deliveries \
+             WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &limit],
         )
         .await?;
-        let n = rows.len() as u64;
-        out.more |= n >= limit as u64;
-        if status == "success" {
-            pruned.deliveries_success = n;
-        } else {
-            pruned.deliveries_failed = n;
-        }
-        if rows.is_empty() {
-            continue;
-        }
-        let mut ids: Vec<String> = Vec::with_capacity(rows.len());
+        let mut walked = Vec::with_capacity(rows.len());
         for r in &rows {
-            ids.push(col(r, 0)?);
-            events.insert(col(r, 1)?);
+            walked.push(WalkedDelivery {
+                id: col(r, 0)?,
+                event_id: col(r, 1)?,
+                status: col(r, 2)?,
+                completed_at_ms: col(r, 3)?,
+                created_at_ms: col(r, 4)?,
+            });
         }
-        pruned.attempts += execute(&tx, "DELETE FROM attempts WHERE delivery_id = ANY($1::text[])", &[&ids]).await?;
+        let walk = b.walk(walked);
+        out.deliveries_cursor = walk.cursor;
+        out.more |= walk.more;
+        if !walk.delete.is_empty() {
+            let ids: Vec<String> = walk.delete.into_iter().map(|d| d.id).collect();
+            // Re-checked on the locked row versions: a delivery re-queued since it was read
+            // (status no longer `failed`) stays.
+            let deleted = query(
+                &tx,
+                "DELETE FROM deliveries WHERE id = ANY($1::text[]) \
+                 AND ((status = 'success' AND completed_at < $2) OR (status = 'failed' AND completed_at < $3)) \
+                 RETURNING id, event_id, status",
+                &[&ids, &b.success_before_ms, &b.failed_before_ms],
+            )
+            .await?;
+            let mut gone: Vec<String> = Vec::with_capacity(deleted.len());
+            for r in &deleted {
+                gone.push(col(r, 0)?);
+                events.insert(col(r, 1)?);
+                let status: String = col(r, 2)?;
+                if status == "success" {
+                    pruned.deliveries_success += 1;
+                } else {
+                    pruned.deliveries_failed += 1;
+                }
+            }
+            pruned.attempts +=
+                execute(&tx, "DELETE FROM attempts WHERE delivery_id = ANY($1::text[])", &[&gone]).await?;
+        }
     }
     let mut candidates: Vec<String> = events.iter().cloned().collect();
     if let Some(before) = b.success_before_ms {

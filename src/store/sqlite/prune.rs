@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{json_list, unavailable};
 use crate::model::delivery_id_range;
-use crate::store::{PruneBatch, PruneCounts, PruneOutcome, StorageSize, StoreResult};
+use crate::store::{PruneBatch, PruneCounts, PruneOutcome, StorageSize, StoreResult, WalkedDelivery};
 
 /// Databases up to this size are switched to incremental vacuum when opened (a `VACUUM`, which
 /// rewrites the file: about a second per 100 MiB); larger ones are left to the operator, since
@@ -56,34 +56,55 @@ pub(super) fn enable_incremental_vacuum(conn: &Connection, path: &Path) -> Store
 /// One prune batch (see [`PruneBatch`]).
 pub(super) fn prune(tx: &Transaction<'_>, b: &PruneBatch) -> StoreResult<PruneOutcome> {
     let limit = i64::from(b.limit.max(1));
-    let mut out = PruneOutcome { events_cursor: b.events_after.clone(), ..PruneOutcome::default() };
+    let mut out = PruneOutcome {
+        events_cursor: b.events_after.clone(),
+        deliveries_cursor: b.deliveries_after.clone(),
+        ..PruneOutcome::default()
+    };
     let mut pruned = PruneCounts::default();
     let mut events: BTreeSet<String> = BTreeSet::new();
-    for (status, before) in [("success", b.success_before_ms), ("failed", b.failed_before_ms)] {
-        let Some(before) = before else { continue };
-        let rows: Vec<(String, String)> = tx
+    if b.walk_bound().is_some() {
+        let after = b.deliveries_after.clone().unwrap_or_default();
+        let rows: Vec<WalkedDelivery> = tx
             .prepare_cached(
-                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
-                 WHERE status = ?1 AND completed_at < ?2 ORDER BY completed_at LIMIT ?3) RETURNING id, event_id",
+                "SELECT id, event_id, status, completed_at, created_at FROM deliveries \
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
             )
-            .and_then(|mut s| s.query_map(params![status, before, limit], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .and_then(|mut s| {
+                s.query_map(params![after, limit], |r| {
+                    Ok(WalkedDelivery {
+                        id: r.get(0)?,
+                        event_id: r.get(1)?,
+                        status: r.get(2)?,
+                        completed_at_ms: r.get(3)?,
+                        created_at_ms: r.get(4)?,
+                    })
+                })?
+                .collect()
+            })
             .map_err(unavailable)?;
-        let n = rows.len() as u64;
-        out.more |= n >= limit as u64;
-        if status == "success" {
-            pruned.deliveries_success = n;
-        } else {
-            pruned.deliveries_failed = n;
+        let walk = b.walk(rows);
+        out.deliveries_cursor = walk.cursor;
+        out.more |= walk.more;
+        if !walk.delete.is_empty() {
+            let ids: Vec<&str> = walk.delete.iter().map(|d| d.id.as_str()).collect();
+            let list = json_list(&ids);
+            tx.prepare_cached("DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(?1))")
+                .and_then(|mut s| s.execute([&list]))
+                .map_err(unavailable)?;
+            pruned.attempts += tx
+                .prepare_cached("DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?1))")
+                .and_then(|mut s| s.execute([&list]))
+                .map_err(unavailable)? as u64;
+            for d in walk.delete {
+                if d.status == "success" {
+                    pruned.deliveries_success += 1;
+                } else {
+                    pruned.deliveries_failed += 1;
+                }
+                events.insert(d.event_id);
+            }
         }
-        if rows.is_empty() {
-            continue;
-        }
-        let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
-        pruned.attempts += tx
-            .prepare_cached("DELETE FROM attempts WHERE delivery_id IN (SELECT value FROM json_each(?1))")
-            .and_then(|mut s| s.execute([json_list(&ids)]))
-            .map_err(unavailable)? as u64;
-        events.extend(rows.into_iter().map(|(_, event)| event));
     }
     for event in &events {
         delete_event_if_unneeded(tx, event, &mut pruned)?;

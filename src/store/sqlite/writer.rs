@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0007_retention.sql"),
     include_str!("../../../migrations/sqlite/0008_tenants.sql"),
     include_str!("../../../migrations/sqlite/0009_pacing.sql"),
+    include_str!("../../../migrations/sqlite/0010_prune_walk.sql"),
 ];
 
 /// Most jobs one transaction takes; bounds the latency a single group adds.
