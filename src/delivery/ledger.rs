@@ -106,17 +106,20 @@ const BUSY_BATCH: usize = 64;
 const MAX_SPACING_FACTOR: u32 = 4;
 
 /// Least time from the start of one commit to the start of the next, given the interval, the
-/// operations the last commit carried and whether publishes wait for the next commit.
+/// operations the last commit carried and whether anyone waits for the next commit (a publish,
+/// or an endpoint that pages in once its outcomes are committed).
 ///
 /// A commit costs a lot besides its rows (the WAL pages of the hot index pages, an fsync, the
 /// wake-ups of every actor waiting for it). So once commits carry [`BUSY_BATCH`] operations or
-/// more, and no publish waits (only attempt outcomes and health, which nobody waits for), the
-/// spacing grows in proportion, up to [`MAX_SPACING_FACTOR`] × the interval, and each commit
-/// carries more. A waiting publish always gets the plain interval: its caller (and, in a closed
-/// loop, the next publish) waits for that commit, so stretching it would cap the publish rate
-/// instead of saving CPU (BENCHMARKS.md, "Commit cadence").
-pub(crate) fn commit_spacing(interval: Duration, last_batch: usize, publishes_waiting: bool) -> Duration {
-    if publishes_waiting || last_batch < BUSY_BATCH {
+/// more, and nobody waits (only attempt outcomes and health), the spacing grows in proportion, up
+/// to [`MAX_SPACING_FACTOR`] × the interval, and each commit carries more. A waiting publish
+/// always gets the plain interval: its caller (and, in a closed loop, the next publish) waits for
+/// that commit, so stretching it would cap the publish rate instead of saving CPU (BENCHMARKS.md,
+/// "Commit cadence"). So does a waiting page-in: an endpoint draining a backlog from the store
+/// pages only after its outcomes are committed, and stretched commits left its window empty
+/// between pages.
+pub(crate) fn commit_spacing(interval: Duration, last_batch: usize, someone_waits: bool) -> Duration {
+    if someone_waits || last_batch < BUSY_BATCH {
         return interval;
     }
     let factor = (last_batch as f64 / BUSY_BATCH as f64).min(f64::from(MAX_SPACING_FACTOR));
@@ -159,7 +162,9 @@ impl LedgerActor {
         if self.flushing || self.retrying {
             return;
         }
-        let spacing = commit_spacing(self.commit_interval, self.last_batch, !self.tickets.is_empty());
+        // Publishes wait for their commit, and so does an endpoint paging in (its barrier).
+        let someone_waits = !self.tickets.is_empty() || !self.barriers.is_empty();
+        let spacing = commit_spacing(self.commit_interval, self.last_batch, someone_waits);
         let now = Instant::now();
         let at = if self.buf.len() >= FULL_BATCH { now } else { (self.last_commit + spacing).max(now) };
         if self.flush_at.is_some_and(|scheduled| scheduled <= at) {
@@ -394,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_publish_gets_the_plain_interval_however_busy_the_last_commit_was() {
+    fn a_waiting_publish_or_page_in_gets_the_plain_interval_however_busy_the_last_commit_was() {
         let i = Duration::from_millis(5);
         assert_eq!(commit_spacing(i, 100 * BUSY_BATCH, true), i);
         assert_eq!(commit_spacing(i, 0, true), i);
