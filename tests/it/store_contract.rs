@@ -1126,6 +1126,32 @@ async fn sqlite_store_reopens_and_refuses_newer_schemas() {
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
+/// The writer takes the write lock when its transaction begins, where SQLite waits for it: a lock
+/// another connection holds for a moment delays a write instead of failing it. A deferred
+/// transaction read first (an upsert does) and then asked for the lock, and SQLite refuses that
+/// at once with SQLITE_BUSY: under concurrent registrations, writes failed with "database is
+/// locked" about one run in twelve of `fleet --webhooks 30000`.
+#[actix_web::test]
+async fn sqlite_writes_wait_for_a_write_lock_held_for_a_moment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = SqliteStore::open(&url, &StoreOptions::default()).await.unwrap();
+    store.upsert_webhook(webhook("a")).await.unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let held = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    let written = store.upsert_webhook(WebhookRecord { url: "https://example.com/b".into(), ..webhook("a") }).await;
+    held.join().unwrap();
+    assert!(written.is_ok(), "the write waits for the lock: {written:?}");
+    let read = store.get_webhook("a").await.unwrap().unwrap().record;
+    assert_eq!(read.url, "https://example.com/b");
+    store.close().await;
+}
+
 #[actix_web::test]
 async fn sqlite_version_1_databases_migrate() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::unavailable;
@@ -93,7 +93,12 @@ pub(super) fn run_group(conn: &mut Connection, mut jobs: Vec<Box<dyn WriteJob>>)
 /// Runs jobs in one transaction. `Some(commit result)` if all ran; `None` (rolled back) if one
 /// failed and there were several. A lone failing job is finished with its own error.
 fn run_in_tx(conn: &mut Connection, jobs: &mut [Box<dyn WriteJob>]) -> Option<StoreResult<()>> {
-    let tx = match conn.transaction() {
+    // IMMEDIATE: the write lock is taken at BEGIN, where SQLite waits for it (busy_timeout). A
+    // deferred transaction took it at its first write, after a read (an upsert reads first), and
+    // SQLite answers such an upgrade with SQLITE_BUSY at once, without waiting: under concurrent
+    // registrations about one run in twelve of `fleet --webhooks 30000` failed writes with
+    // "database is locked".
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => return Some(Err(unavailable(e))),
     };
