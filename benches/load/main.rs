@@ -46,6 +46,12 @@ fn num(args: &[String], name: &str, default: u64) -> u64 {
 }
 
 fn main() {
+    // As the server binary does (src/main.rs): transparent huge pages off unless
+    // `MIMALLOC_ALLOW_THP` is set.
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        let _ = rustix::thread::disable_transparent_huge_pages(true);
+    }
     let _ = *receiver::EPOCH;
     if let Ok(filter) = std::env::var("LOAD_LOG") {
         tracing_subscriber::fmt()
