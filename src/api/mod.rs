@@ -335,6 +335,11 @@ pub(crate) fn time(ms: Option<i64>) -> Option<String> {
 
 /// A JSON request body that must be an object: serde would also build a struct from an array of
 /// its fields (`["https://…"]` as a webhook), which the document does not allow.
+///
+/// The body is checked as JSON by actix (content type, size, syntax: the usual errors) without
+/// building a tree, then deserialized from its text, so that a `RawValue` field keeps the bytes as
+/// sent: an event's `data` goes out byte for byte (through a `serde_json::Value` its keys came out
+/// sorted, `25.070` as `25.07`, and integers beyond 64 bits as rounded floats).
 pub(crate) struct JsonObject<T>(pub(crate) T);
 
 impl<T: serde::de::DeserializeOwned> actix_web::FromRequest for JsonObject<T> {
@@ -342,12 +347,21 @@ impl<T: serde::de::DeserializeOwned> actix_web::FromRequest for JsonObject<T> {
     type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let json = web::Json::<serde_json::Value>::from_request(req, payload);
+        let json = web::Json::<Box<serde_json::value::RawValue>>::from_request(req, payload);
         Box::pin(async move {
-            let value = json.await?.into_inner();
-            from_object(value).map(JsonObject).map_err(Into::into)
+            let raw = json.await?.into_inner();
+            from_object_text(raw.get()).map(JsonObject).map_err(Into::into)
         })
     }
+}
+
+/// A request body's text as `T`, if it is a JSON object (see [`JsonObject`]); `text` is valid JSON.
+fn from_object_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::bad_request("invalid_request", "the request body must be a JSON object"));
+    }
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request body: {e}")))
 }
 
 /// A request body's value as `T`, if it is a JSON object (see [`JsonObject`]).

@@ -341,3 +341,32 @@ async fn the_unlabelled_pending_gauge_counts_every_webhook() {
     eventually(WAIT, "the pending gauge at 4", || async { pending(&app.metrics().await) == Some(4.0) }).await;
     app.stop().await;
 }
+
+/// `data` published over REST goes out byte for byte: the caller's key order, number spelling,
+/// integers beyond 64 bits and escapes. (It used to pass through a `serde_json::Value`, which
+/// sorted the keys, sent `25.070` as `25.07` and 123456789012345678901234567890 as
+/// `1.2345678901234568e+29`.)
+#[actix_web::test]
+async fn rest_published_data_is_delivered_byte_for_byte() {
+    let app = TestApp::start().await;
+    let receiver = TestReceiver::ok();
+    app.register(json!({"url": receiver.url})).await;
+    let data = r#"{"zeta":1,"big":123456789012345678901234567890,"amount":25.070,"text":"caf\u00e9","nested":{"b":[1.50,2],"a":null}}"#;
+    let body = format!(r#"{{"event":"order.created","data":{data}}}"#);
+    let (status, receipt) = app.request("POST", "/v1/events", Some(&body)).await;
+    assert_eq!(status, 202, "{receipt}");
+    let got = receiver.wait_for(1, WAIT).await;
+    let sent = String::from_utf8(got[0].body.clone()).unwrap();
+    assert!(sent.contains(&format!(r#""data":{data},"#)), "{sent}");
+    // And the stored payload the API shows is that same value.
+    let id = receipt["deliveries"][0]["id"].as_str().unwrap();
+    let (_, raw) = app.request("GET", &format!("/v1/deliveries/{id}"), None).await;
+    assert_eq!(raw["payload"]["data"]["zeta"], 1);
+    // A body that is JSON but not an object is still refused, and an unknown field named.
+    let (status, err) = app.request("POST", "/v1/events", Some(r#"["order.created"]"#)).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_request")), "{err}");
+    let (status, err) = app.request("POST", "/v1/events", Some(r#"{"event":"order.created","data":{},"dat":1}"#)).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("unknown field `dat`"), "{err}");
+    app.stop().await;
+}
