@@ -2,6 +2,7 @@
 //! per-endpoint handles resolved once so the hot path only touches atomics.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -494,7 +495,7 @@ pub(crate) struct PendingGauge {
     gauge: Gauge,
     labelled: bool,
     /// What this webhook contributes; [`RELEASED`] once let go (later changes are dropped).
-    own: Arc<std::sync::atomic::AtomicI64>,
+    own: Arc<AtomicI64>,
 }
 
 const RELEASED: i64 = i64::MIN;
@@ -509,13 +510,14 @@ impl PendingGauge {
         } else {
             gauge.increment(pending as f64);
         }
-        Self { gauge, labelled, own: Arc::new(std::sync::atomic::AtomicI64::new(pending as i64)) }
+        Self { gauge, labelled, own: Arc::new(AtomicI64::new(pending as i64)) }
     }
 
     /// `n` more pending deliveries (fewer when negative).
     pub(crate) fn add(&self, n: i64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let updated = self.own.fetch_update(Relaxed, Relaxed, |v| (v != RELEASED).then(|| v.saturating_add(n)));
+        let updated = self
+            .own
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| (v != RELEASED).then(|| v.saturating_add(n)));
         if updated.is_ok() {
             self.gauge.increment(n as f64);
         }
@@ -523,7 +525,7 @@ impl PendingGauge {
 
     /// The node no longer owns the webhook: its count leaves the series (the new owner reports it).
     pub(crate) fn release(&self) {
-        let own = self.own.swap(RELEASED, std::sync::atomic::Ordering::Relaxed);
+        let own = self.own.swap(RELEASED, Ordering::Relaxed);
         if own == RELEASED {
             return;
         }

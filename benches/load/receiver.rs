@@ -169,13 +169,13 @@ fn receipt_key(path: &str, id: &[u8]) -> u64 {
 
 async fn handle(req: Request<Incoming>, stats: Arc<Stats>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
-    let event_id = req.headers().get("webhook-id");
-    let receipt = match event_id {
+    let webhook_id = req.headers().get("webhook-id");
+    let receipt = match webhook_id {
         Some(id) if path.starts_with("/ok/") => Some(receipt_key(&path, id.as_bytes())),
         _ => None,
     };
-    let event_id =
-        if path.starts_with("/retry/") { event_id.and_then(|v| v.to_str().ok()).map(str::to_string) } else { None };
+    let retry_id =
+        if path.starts_with("/retry/") { webhook_id.and_then(|v| v.to_str().ok()).map(str::to_string) } else { None };
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return reply(StatusCode::BAD_REQUEST),
@@ -206,7 +206,7 @@ async fn handle(req: Request<Incoming>, stats: Arc<Stats>) -> Result<Response<Fu
             reply(StatusCode::OK)
         }
     } else if path.starts_with("/retry/") {
-        let id = event_id.unwrap_or_default();
+        let id = retry_id.unwrap_or_default();
         let now = now_ns();
         let first = stats.retry_first.lock().unwrap().remove(&id);
         match first {

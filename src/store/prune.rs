@@ -3,6 +3,8 @@
 
 use std::ops::AddAssign;
 
+use crate::model::DeliveryStatus;
+
 /// One prune batch, in one short transaction so that publishes never wait long behind it.
 ///
 /// What goes:
@@ -81,6 +83,15 @@ impl PruneCounts {
         ]
     }
 
+    /// Counts one deleted delivery of this stored status (`success` or `failed`).
+    pub(crate) fn count_delivery(&mut self, status: &str) {
+        if DeliveryStatus::parse(status) == Some(DeliveryStatus::Success) {
+            self.deliveries_success += 1;
+        } else {
+            self.deliveries_failed += 1;
+        }
+    }
+
     /// All rows deleted.
     pub fn total(&self) -> u64 {
         self.by_kind().iter().map(|(_, n)| n).sum()
@@ -137,9 +148,9 @@ impl PruneBatch {
                 return walk; // everything after it is younger still
             }
             walk.cursor = Some(row.id.clone());
-            let cutoff = match row.status.as_str() {
-                "success" => self.success_before_ms,
-                "failed" => self.failed_before_ms,
+            let cutoff = match DeliveryStatus::parse(&row.status) {
+                Some(DeliveryStatus::Success) => self.success_before_ms,
+                Some(DeliveryStatus::Failed) => self.failed_before_ms,
                 _ => None, // pending: never
             };
             if let (Some(cutoff), Some(completed)) = (cutoff, row.completed_at_ms)

@@ -75,12 +75,7 @@ pub(super) async fn prune(inner: &Inner, b: &PruneBatch) -> StoreResult<PruneOut
             for r in &deleted {
                 gone.push(col(r, 0)?);
                 events.insert(col(r, 1)?);
-                let status: String = col(r, 2)?;
-                if status == "success" {
-                    pruned.deliveries_success += 1;
-                } else {
-                    pruned.deliveries_failed += 1;
-                }
+                pruned.count_delivery(&col::<String>(r, 2)?);
             }
             pruned.attempts +=
                 execute(&tx, "DELETE FROM attempts WHERE delivery_id = ANY($1::text[])", &[&gone]).await?;

@@ -97,11 +97,7 @@ pub(super) fn prune(tx: &Transaction<'_>, b: &PruneBatch) -> StoreResult<PruneOu
                 .and_then(|mut s| s.execute([&list]))
                 .map_err(unavailable)? as u64;
             for d in walk.delete {
-                if d.status == "success" {
-                    pruned.deliveries_success += 1;
-                } else {
-                    pruned.deliveries_failed += 1;
-                }
+                pruned.count_delivery(&d.status);
                 events.insert(d.event_id);
             }
         }
