@@ -4,14 +4,16 @@
 Replays the ledger's write pattern on the delivery tables (the schema of migrations/sqlite, as it
 stands after the last migration): commits of 33 events, each with 10 pending delivery rows, and
 in the same commit the success of the previous commit's deliveries (the update of
-`store/sqlite/write.rs`). WAL, synchronous=FULL, a 32 MiB page cache, as the writer sets them.
+`store/sqlite/write.rs`). WAL, synchronous=FULL, an 8 MiB page cache, as the writer sets them.
 Prints CPU and wall time per delivery. Python's per-statement overhead is in the figures, so
 compare variants with each other, not with the Rust writer.
 
     python3 benches/sqlite/write_pattern.py base 20000
     python3 benches/sqlite/write_pattern.py completed-index 20000   # the index retention used
     python3 benches/sqlite/write_pattern.py no-by-webhook-index 20000
+    python3 benches/sqlite/write_pattern.py no-due-index 20000
     python3 benches/sqlite/write_pattern.py big-commits 20000     # 66 events per commit
+    python3 benches/sqlite/write_pattern.py blob-keys 20000       # BLOB ids (event 16, delivery 20, webhook 16 bytes)
 """
 import os
 import random
@@ -28,7 +30,7 @@ c = sqlite3.connect(path, isolation_level=None)
 c.execute("PRAGMA auto_vacuum=INCREMENTAL")
 c.execute("PRAGMA journal_mode=WAL")
 c.execute("PRAGMA synchronous=FULL")
-c.execute("PRAGMA cache_size=-32768")
+c.execute("PRAGMA cache_size=-8192")
 c.executescript("""
 CREATE TABLE events (id TEXT PRIMARY KEY, event_type TEXT NOT NULL, payload TEXT NOT NULL,
   timestamp TEXT NOT NULL, created_at INTEGER NOT NULL, tenant TEXT);
@@ -37,15 +39,18 @@ CREATE TABLE deliveries (id TEXT PRIMARY KEY, event_id TEXT NOT NULL, webhook_id
   created_at INTEGER NOT NULL, last_attempt_at INTEGER, completed_at INTEGER,
   last_status_code INTEGER, last_error TEXT, last_duration_ms INTEGER, last_response_body TEXT,
   probes INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
-CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX deliveries_failed ON deliveries (webhook_id, created_at) WHERE status = 'failed';
 """)
+if variant != "no-due-index":
+    c.execute("CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at, id) WHERE status = 'pending'")
 if variant != "no-by-webhook-index":
     c.execute("CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id, id)")
 if variant == "completed-index":  # dropped in migration 10: retention walks ids instead
     c.execute("CREATE INDEX deliveries_completed ON deliveries (status, completed_at) WHERE completed_at IS NOT NULL")
 
-hooks = ["wh_%032x" % random.getrandbits(128) for _ in range(10)]
+blob = variant == "blob-keys"
+hooks = [random.getrandbits(128).to_bytes(16, "big") if blob else "wh_%032x" % random.getrandbits(128)
+         for _ in range(10)]
 payload = '{"id":"evt_x","event":"order.created","timestamp":"2026-11-29T12:00:00.000Z","data":{"orderId":12345,"total":1234}}'
 now = 1_764_000_000_000
 previous = []
@@ -56,6 +61,11 @@ for _ in range(0, n_events, events_per_commit):
     for _ in range(events_per_commit):
         now += 1
         hex_id = "%016x%016x" % (now, random.getrandbits(64))  # time-ordered, like UUIDv7
+        if blob:  # 16-byte event ids, delivery id = event id + 4-byte sequence
+            eid = bytes.fromhex(hex_id)
+            events.append((eid, "order.created", payload, "2026-11-29T12:00:00.000Z", now, None))
+            deliveries += [(eid + s.to_bytes(4, "big"), eid, w, now) for s, w in enumerate(hooks)]
+            continue
         events.append(("evt_" + hex_id, "order.created", payload, "2026-11-29T12:00:00.000Z", now, None))
         deliveries += [("dlv_%s%08x" % (hex_id, s), "evt_" + hex_id, w, now) for s, w in enumerate(hooks)]
     c.executemany("INSERT INTO events VALUES (?,?,?,?,?,?)", events)

@@ -162,8 +162,11 @@ pub(super) fn open_writer(path: &Path, full_sync: bool) -> StoreResult<Connectio
     }
     conn.execute_batch(if full_sync { "PRAGMA synchronous=FULL;" } else { "PRAGMA synchronous=NORMAL;" })
         .map_err(unavailable)?;
-    // 32 MiB of page cache: the hot index pages of a large backlog stay in memory.
-    conn.execute_batch("PRAGMA cache_size=-32768;").map_err(unavailable)?;
+    // 8 MiB of page cache: the writer touches the tails of its tables and indexes, and the OS
+    // keeps the rest of the file. 32 MiB (before) bought no throughput, drain or restart speed on
+    // the load harness and cost a fleet of 100 000 idle webhooks about 300 bytes each, the cache
+    // having filled while they registered (BENCHMARKS.md, "The writer's page cache").
+    conn.execute_batch("PRAGMA cache_size=-8192;").map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&conn)?;
     Ok(conn)
