@@ -240,9 +240,11 @@ fn configure(cfg: &mut web::ServiceConfig, webhooks: Webhooks, mounts: &Mounts, 
             // Outermost last: the guard lets a request in, then its principal is resolved.
             .wrap(from_fn(principal::scope_principal))
             .wrap(from_fn(guard::admin_guard))
+            // Publishing first: actix tries resources in order, and each one with a `{param}`
+            // costs a regex match (seven of them, `/webhooks/{id}…`, came before `/events`).
+            .configure(events::configure)
             .configure(webhooks::configure)
             .configure(lifecycle::configure)
-            .configure(events::configure)
             .configure(deliveries::configure)
             .configure(replay::configure)
             .configure(nodes::configure)
