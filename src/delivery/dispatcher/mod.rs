@@ -13,7 +13,7 @@
 mod entry;
 mod publish;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,14 +161,14 @@ impl DispatcherActor {
     pub(crate) fn new(shared: Arc<Shared>, arbiters: Vec<ArbiterHandle>) -> Self {
         Self {
             shared,
-            endpoints: HashMap::new(),
+            endpoints: HashMap::default(),
             arbiters,
             next_slot: 0,
             accepting: true,
             starting: true,
-            published: HashMap::new(),
+            published: HashMap::default(),
             me: None,
-            removed: HashMap::new(),
+            removed: HashMap::default(),
         }
     }
 
@@ -240,7 +240,7 @@ impl DispatcherActor {
                 return;
             }
         };
-        let mut per_endpoint: HashMap<Arc<str>, Vec<Pending>> = HashMap::new();
+        let mut per_endpoint: HashMap<Arc<str>, Vec<Pending>> = HashMap::default();
         for ((event, ticket), write) in msg.batch.events.iter().zip(msg.tickets).zip(writes) {
             if let EventWrite::Created { dropped } = &write {
                 self.count_published(&event.event_type);
