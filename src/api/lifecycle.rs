@@ -60,10 +60,10 @@ fn optional_body<T: DeserializeOwned>(req: &HttpRequest, body: &web::Bytes) -> R
     if !json {
         return Err(super::guard::media_type_error());
     }
-    let value: serde_json::Value = serde_json::from_slice(body)
+    let raw: Box<serde_json::value::RawValue> = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")))?;
     // `null` is no body too (the document describes the body as the object or `null`).
-    if value.is_null() { Ok(None) } else { super::from_object(value).map(Some) }
+    if raw.get() == "null" { Ok(None) } else { super::from_object_text(raw.get()).map(Some) }
 }
 
 /// Partially updates a webhook with a JSON merge patch (RFC 7396) over its registration.

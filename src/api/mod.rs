@@ -358,20 +358,11 @@ impl<T: serde::de::DeserializeOwned> actix_web::FromRequest for JsonObject<T> {
 }
 
 /// A request body's text as `T`, if it is a JSON object (see [`JsonObject`]); `text` is valid JSON.
-fn from_object_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+pub(crate) fn from_object_text<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError> {
     if !text.trim_start().starts_with('{') {
         return Err(ApiError::bad_request("invalid_request", "the request body must be a JSON object"));
     }
     serde_json::from_str(text)
-        .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request body: {e}")))
-}
-
-/// A request body's value as `T`, if it is a JSON object (see [`JsonObject`]).
-pub(crate) fn from_object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    if !value.is_object() {
-        return Err(ApiError::bad_request("invalid_request", "the request body must be a JSON object"));
-    }
-    serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request body: {e}")))
 }
 
