@@ -14,6 +14,10 @@ compare variants with each other, not with the Rust writer.
     python3 benches/sqlite/write_pattern.py no-due-index 20000
     python3 benches/sqlite/write_pattern.py big-commits 20000     # 66 events per commit
     python3 benches/sqlite/write_pattern.py blob-keys 20000       # BLOB ids (event 16, delivery 20, webhook 16 bytes)
+    python3 benches/sqlite/write_pattern.py success-rows-only 20000  # a design not built: the event
+        # row lists its targets, and a delivery row is written only with its first outcome
+    python3 benches/sqlite/write_pattern.py pending-table 20000   # another: pending work in a table of
+        # its own (webhook, due, id), a delivery row written only with its first outcome
 """
 import os
 import random
@@ -33,7 +37,7 @@ c.execute("PRAGMA synchronous=FULL")
 c.execute("PRAGMA cache_size=-8192")
 c.executescript("""
 CREATE TABLE events (id TEXT PRIMARY KEY, event_type TEXT NOT NULL, payload TEXT NOT NULL,
-  timestamp TEXT NOT NULL, created_at INTEGER NOT NULL, tenant TEXT);
+  timestamp TEXT NOT NULL, created_at INTEGER NOT NULL, tenant TEXT, targets TEXT);
 CREATE TABLE deliveries (id TEXT PRIMARY KEY, event_id TEXT NOT NULL, webhook_id TEXT NOT NULL,
   status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER,
   created_at INTEGER NOT NULL, last_attempt_at INTEGER, completed_at INTEGER,
@@ -41,6 +45,9 @@ CREATE TABLE deliveries (id TEXT PRIMARY KEY, event_id TEXT NOT NULL, webhook_id
   probes INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE INDEX deliveries_failed ON deliveries (webhook_id, created_at) WHERE status = 'failed';
 """)
+if variant == "pending-table":
+    c.execute("CREATE TABLE pending (webhook_id TEXT NOT NULL, due_at INTEGER NOT NULL, id TEXT NOT NULL, "
+              "event_id TEXT NOT NULL, PRIMARY KEY (webhook_id, due_at, id)) WITHOUT ROWID")
 if variant != "no-due-index":
     c.execute("CREATE INDEX deliveries_due ON deliveries (webhook_id, next_attempt_at, id) WHERE status = 'pending'")
 if variant != "no-by-webhook-index":
@@ -68,7 +75,27 @@ for _ in range(0, n_events, events_per_commit):
             continue
         events.append(("evt_" + hex_id, "order.created", payload, "2026-11-29T12:00:00.000Z", now, None))
         deliveries += [("dlv_%s%08x" % (hex_id, s), "evt_" + hex_id, w, now) for s, w in enumerate(hooks)]
-    c.executemany("INSERT INTO events VALUES (?,?,?,?,?,?)", events)
+    if variant == "success-rows-only":
+        # The publish commits the event with its targets; the deliveries of the previous commit
+        # are written once, with their (successful) first outcome.
+        c.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)", [e + (",".join(hooks),) for e in events])
+        c.executemany("INSERT INTO deliveries (id,event_id,webhook_id,status,attempts,created_at,last_attempt_at,"
+                      "completed_at,last_status_code,last_duration_ms) VALUES (?,?,?,'success',1,?4,?4,?4 + 2,200,2)",
+                      previous)
+        previous = deliveries
+        c.execute("COMMIT")
+        continue
+    if variant == "pending-table":
+        c.executemany("INSERT INTO events (id,event_type,payload,timestamp,created_at,tenant) VALUES (?,?,?,?,?,?)", events)
+        c.executemany("INSERT INTO pending (id,event_id,webhook_id,due_at) VALUES (?,?,?,?)", deliveries)
+        c.executemany("DELETE FROM pending WHERE webhook_id=?3 AND due_at=?4 AND id=?1", previous)
+        c.executemany("INSERT INTO deliveries (id,event_id,webhook_id,status,attempts,created_at,last_attempt_at,"
+                      "completed_at,last_status_code,last_duration_ms) VALUES (?,?,?,'success',1,?4,?4,?4 + 2,200,2)",
+                      previous)
+        previous = deliveries
+        c.execute("COMMIT")
+        continue
+    c.executemany("INSERT INTO events (id,event_type,payload,timestamp,created_at,tenant) VALUES (?,?,?,?,?,?)", events)
     c.executemany("INSERT INTO deliveries (id,event_id,webhook_id,status,attempts,next_attempt_at,created_at) "
                   "VALUES (?,?,?,'pending',0,?,?4)", deliveries)
     c.executemany("UPDATE deliveries SET status='success', attempts=1, next_attempt_at=NULL, last_attempt_at=?2, "
