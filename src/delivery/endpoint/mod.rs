@@ -11,87 +11,44 @@
 //! which the actix `Supervisor` turns into a restart. A restart drops timers and in-flight futures,
 //! so `restarting` empties the window and the actor reloads its due deliveries from the store,
 //! after a ledger barrier so that it sees its own last writes.
+//!
+//! The actor's parts: this module (its state, the pump that starts work, timers, health, disable,
+//! restart), `attempt` (an attempt from start to recorded outcome), `paging` (due work from
+//! the store) and `messages` (what it answers to). The pure parts beside it: `window`,
+//! `decide`, `permits`, `pacing`, `headers`.
 
+mod attempt;
 mod decide;
 mod headers;
+mod messages;
 pub(crate) mod pacing;
+mod paging;
 mod permits;
 pub(crate) mod window;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::FutureExt as _;
 use tokio::sync::oneshot;
 
-use self::decide::{AttemptContext, Disable, decide};
+use self::decide::Disable;
 pub(crate) use self::headers::{EndpointConfig, base_headers};
+pub(crate) use self::messages::{CheckStore, Deliver, Drain, InjectPanic, Reconfigure, Requeued, Retire};
 use self::pacing::{Pacer, monotonic_ms};
 use self::permits::{AttemptPermit, Permits, SUSPECT_MAX_IN_FLIGHT};
 use self::window::Window;
 use super::breaker::{Breaker, Permit};
-use super::client::{self, AttemptResult};
 use super::dispatcher::Hibernate;
-use super::faults::Fault;
 use super::health::{EndpointState, Health};
 use super::ledger::DisableEndpoint;
 use super::outbox::{self, LedgerOp};
 use super::{Pending, Shared};
 use crate::metrics::{EndpointMetrics, PendingGauge, WebhookLabel};
-use crate::model::{now_ms, to_ms};
-use crate::retry::AttemptOutcome;
-use crate::store::{
-    AttemptRecord, AttemptUpdate, DisableWebhook, DuePage, FailDelivery, Fence, HealthWrite, NextStep, StoreResult,
-    StoredHealth,
-};
-
-/// New deliveries for this endpoint, committed on this node.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Deliver(pub(crate) Vec<Pending>);
-
-/// The store may hold due work this actor does not know of (published on another node, found by
-/// the node's poll): page it in.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct CheckStore;
-
-/// replay: these deliveries were put back in the queue, due now (see `Window::requeued`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Requeued(pub(crate) Vec<Box<str>>);
-
-/// The registration changed; takes effect for the next attempt. `reenable` clears a disable;
-/// `disabled`: the registry says it is disabled (an operator's disable: the store has failed its
-/// pending deliveries already).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Reconfigure {
-    pub(crate) config: Arc<EndpointConfig>,
-    pub(crate) reenable: bool,
-    pub(crate) disabled: bool,
-}
-
-/// Start no more attempts; answer once none is in flight (shutdown, or a hand-off to another node).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Drain(pub(crate) oneshot::Sender<()>);
-
-/// Stop for good (deleted, hibernating, handed off, or its lease lost): the dispatcher has dropped
-/// its address, so the supervisor does not restart it. Attempts still in flight are cut off; their
-/// deliveries stay pending in the store for whoever owns the webhook next.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Retire;
-
-/// Test hook: panics inside a handler ([`Fault::HandlerPanic`]: caught, supervised restart that
-/// recovers from the store) or outside every guard ([`Fault::Kill`]: the actor dies).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct InjectPanic(pub(crate) Fault);
+use crate::model::now_ms;
+use crate::store::{DisableWebhook, FailDelivery, Fence, HealthWrite, StoredHealth};
 
 /// A delivery that crashes its endpoint this many times is failed instead of tried again.
 const MAX_CRASHES: u32 = 3;
@@ -104,16 +61,6 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".into())
-}
-
-/// An attempt in flight: what its outcome is recorded against.
-struct Started {
-    pending: Pending,
-    attempt: u32,
-    started_ms: i64,
-    probe: bool,
-    /// The actor's generation when it started (see `EndpointActor::generation`).
-    generation: u64,
 }
 
 /// What a new actor starts from.
@@ -166,7 +113,7 @@ pub(crate) struct EndpointActor {
     retired: bool,
     draining: bool,
     drain_waiters: Vec<oneshot::Sender<()>>,
-    /// Access to the node's attempt permits (see [`permits`]).
+    /// Access to the node's attempt permits (see `permits`).
     permits: Permits,
     awaiting_permit: bool,
     /// Outcomes were sent to the ledger since the last barrier: a page must wait for their commit,
@@ -492,188 +439,6 @@ impl EndpointActor {
         self.timer = Some((at, handle));
     }
 
-    fn start_attempt(&mut self, p: Pending, probe: bool, permit: AttemptPermit, ctx: &mut Context<Self>) {
-        self.running += 1;
-        self.current = Some(p.id.clone());
-        let attempt = p.attempts + 1;
-        let started = SystemTime::now();
-        let headers = self.cfg.attempt_headers(&p, started);
-        let delivery = &self.shared.settings.delivery;
-        let (timeout, limit) = (delivery.request_timeout, delivery.response_body_limit);
-        let target = self.cfg.target.clone();
-        let connector = self.shared.connector.clone();
-        let body = p.envelope.body.clone();
-        let faults = &self.shared.faults;
-        let inject = faults.take(&self.cfg.id, &Fault::AttemptPanic) || faults.poisons(&self.cfg.id, &body);
-        let fut = async move {
-            let _permit = permit;
-            if inject {
-                panic!("injected fault: attempt future");
-            }
-            match headers {
-                Ok(h) => client::send(connector, target, h, body, timeout, limit).await,
-                Err(reason) => AttemptResult {
-                    outcome: AttemptOutcome::Refused(reason),
-                    duration: Duration::ZERO,
-                    response_body: None,
-                },
-            }
-        };
-        let started_ms = to_ms(started);
-        let generation = self.generation;
-        // A panic inside the attempt (client code, TLS, a bug) is caught here, not at the task
-        // boundary where it would kill the actor for good.
-        ctx.spawn(AssertUnwindSafe(fut).catch_unwind().into_actor(self).map(move |res, act, ctx| match res {
-            Ok(res) => act.guarded(ctx, move |act, ctx| {
-                act.current = Some(p.id.clone());
-                act.finish_attempt(Started { pending: p, attempt, started_ms, probe, generation }, res, ctx)
-            }),
-            Err(panic) => {
-                let text = panic_text(&*panic);
-                act.crashed(p.id.clone(), &text);
-                tracing::error!(node = %act.shared.node_id, webhook = %act.cfg.id, panic = %text, "attempt panicked; restarting the endpoint");
-                ctx.stop();
-            }
-        }));
-        self.current = None;
-    }
-
-    fn finish_attempt(&mut self, started: Started, res: AttemptResult, ctx: &mut Context<Self>) {
-        let Started { pending: mut p, attempt, started_ms, probe, generation } = started;
-        self.running -= 1;
-        self.activity += 1;
-        if self.disabled || generation != self.generation {
-            // Started before a disable, which failed this delivery in the store: it is not tried
-            // again, even if the endpoint was re-enabled since. A 2xx still counts: the receiver has it.
-            if let AttemptOutcome::Response { status: 200..=299, .. } = res.outcome {
-                self.record_late_success(&p, attempt, started_ms, &res);
-            }
-            self.window.finished(&p.id);
-            self.after_attempt(ctx);
-            return;
-        }
-        let now = now_ms();
-        // A test delivery (`POST /v1/webhooks/{id}/test`) gets one attempt, never a retry.
-        let test_retry;
-        let retry = if p.envelope.h_event == crate::catalog::TEST_EVENT_TYPE {
-            test_retry = crate::retry::RetryConfig { max_retries: 0, ..self.cfg.retry };
-            &test_retry
-        } else {
-            &self.cfg.retry
-        };
-        let ctx_in = AttemptContext {
-            retry,
-            retry_after_cap: self.shared.settings.delivery.retry_after_cap,
-            attempt,
-            probes: p.probes,
-            probe,
-            now_ms: now,
-            jitter_sample: rand::random::<f64>(),
-        };
-        let d = decide(&res.outcome, ctx_in, &mut self.breaker);
-        self.metrics.attempt_duration.record(res.duration.as_secs_f64());
-        match d.error_type {
-            None => {
-                self.metrics.attempts_success.increment(1);
-                self.health.record_success(now);
-            }
-            Some(kind) => {
-                self.metrics.attempts_failure.increment(1);
-                self.metrics.label.error(kind);
-                self.health.record_failure(now, self.breaker.consecutive_failures());
-            }
-        }
-        let record = AttemptRecord {
-            attempt,
-            at_ms: started_ms,
-            duration_ms: res.duration.as_millis() as u64,
-            status_code: d.status_code,
-            error: d.error,
-            response_body: res.response_body,
-        };
-        let delivery_id = p.id.to_string();
-        let probes = p.probes + u32::from(d.probe_failed);
-        match d.next {
-            NextStep::RetryAt(due) => {
-                p.attempts = attempt;
-                p.probes = probes;
-                p.due_ms = due;
-                self.window.retry(p, now);
-            }
-            NextStep::Succeeded | NextStep::Failed => {
-                self.finished(&p, attempt, d.next == NextStep::Succeeded, now);
-                self.window.finished(&p.id);
-            }
-        }
-        outbox::put(
-            &self.shared.ledger,
-            LedgerOp::Attempt(AttemptUpdate {
-                fence: self.fence.clone(),
-                delivery_id,
-                attempt: record,
-                probes,
-                next: d.next,
-            }),
-        );
-        self.unflushed = true;
-        match d.disable {
-            Some(disable) => self.disable(disable, ctx),
-            None => self.persist_health(Persist::Throttled),
-        }
-        self.after_attempt(ctx);
-    }
-
-    /// A 2xx for a delivery the store had failed meanwhile (its endpoint was disabled).
-    fn record_late_success(&mut self, p: &Pending, attempt: u32, started_ms: i64, res: &AttemptResult) {
-        let status_code = match res.outcome {
-            AttemptOutcome::Response { status, .. } => Some(status),
-            _ => None,
-        };
-        let record = AttemptRecord {
-            attempt,
-            at_ms: started_ms,
-            duration_ms: res.duration.as_millis() as u64,
-            status_code,
-            error: None,
-            response_body: res.response_body.clone(),
-        };
-        self.metrics.attempts_success.increment(1);
-        self.metrics.delivered.increment(1);
-        outbox::put(
-            &self.shared.ledger,
-            LedgerOp::Attempt(AttemptUpdate {
-                fence: self.fence.clone(),
-                delivery_id: p.id.to_string(),
-                attempt: record,
-                probes: p.probes,
-                next: NextStep::Succeeded,
-            }),
-        );
-        self.unflushed = true;
-    }
-
-    fn finished(&self, p: &Pending, attempts: u32, success: bool, now: i64) {
-        self.metrics.attempts_per_delivery.record(attempts as f64);
-        self.pending.add(-1);
-        if success {
-            self.metrics.delivered.increment(1);
-            let latency_ms = (now - p.envelope.created_at_ms).max(0);
-            self.metrics.delivery_latency.record(latency_ms as f64 / 1000.0);
-        } else {
-            self.metrics.failed.increment(1);
-        }
-    }
-
-    fn after_attempt(&mut self, ctx: &mut Context<Self>) {
-        if self.draining && self.running == 0 {
-            outbox::flush();
-            for w in self.drain_waiters.drain(..) {
-                let _ = w.send(());
-            }
-        }
-        self.pump(ctx);
-    }
-
     fn set_state(&self, state: EndpointState) {
         let before = self.health.snapshot().state;
         if before != state {
@@ -752,71 +517,6 @@ impl EndpointActor {
             ctx.cancel_future(h);
         }
     }
-
-    /// Pages due deliveries in from the store when it may hold some and the window has room.
-    fn maybe_page(&mut self, ctx: &mut Context<Self>) {
-        if self.disabled || self.retired || self.draining {
-            return;
-        }
-        let Some(req) = self.window.page_request() else { return };
-        let limit = req.limit;
-        tracing::debug!(webhook = %self.cfg.id, limit, held = self.window.held(), "paging in due deliveries");
-        let barrier = std::mem::take(&mut self.unflushed);
-        let store = self.shared.store.clone();
-        let ledger = self.shared.ledger.clone();
-        let id = self.cfg.id.clone();
-        let inject = self.shared.faults.take(&id, &Fault::PagePanic);
-        let ordered = self.window.is_ordered();
-        let fut = async move {
-            if barrier {
-                let (tx, rx) = oneshot::channel();
-                outbox::put(&ledger, LedgerOp::Barrier(tx));
-                let _ = rx.await;
-            }
-            if inject {
-                panic!("injected fault: page-in future");
-            }
-            if ordered {
-                store.load_in_order(&id, req.exclude, req.limit).await
-            } else {
-                store.load_due(&id, now_ms(), req.exclude, req.limit).await
-            }
-        };
-        ctx.spawn(AssertUnwindSafe(fut).catch_unwind().into_actor(self).map(move |res, act, ctx| match res {
-            Ok(res) => act.guarded(ctx, move |act, ctx| act.on_page(res, limit, ordered, ctx)),
-            Err(panic) => {
-                tracing::error!(node = %act.shared.node_id, webhook = %act.cfg.id, panic = %panic_text(&*panic), "page-in panicked; restarting the endpoint");
-                ctx.stop();
-            }
-        }));
-    }
-
-    fn on_page(&mut self, res: StoreResult<DuePage>, limit: u32, ordered: bool, ctx: &mut Context<Self>) {
-        self.activity += 1;
-        if self.disabled || self.retired {
-            self.window.on_page_failed();
-            return;
-        }
-        if ordered != self.window.is_ordered() {
-            // `ordered` changed while the page loaded: it is in the other order; load again.
-            self.window.on_page_failed();
-            self.pump(ctx);
-            return;
-        }
-        match res {
-            Ok(page) => {
-                let items: Vec<Pending> = page.items.into_iter().map(|p| self.shared.envelopes.pending(p)).collect();
-                let n = self.window.on_page(items, limit, page.next_due_at_ms, now_ms());
-                tracing::debug!(webhook = %self.cfg.id, n, "paged in");
-                self.pump(ctx);
-            }
-            Err(e) => {
-                self.window.on_page_failed();
-                tracing::warn!(node = %self.shared.node_id, webhook = %self.cfg.id, error = %e, "could not page in due deliveries; retrying in 1s");
-                ctx.run_later(Duration::from_secs(1), |act, ctx| act.guarded(ctx, |act, ctx| act.pump(ctx)));
-            }
-        }
-    }
 }
 
 /// An empty window for the endpoint, ordered if its registration says so.
@@ -874,105 +574,6 @@ impl Supervised for EndpointActor {
         outbox::flush();
         for w in self.drain_waiters.drain(..) {
             let _ = w.send(());
-        }
-    }
-}
-
-impl Handler<Deliver> for EndpointActor {
-    type Result = ();
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |act, ctx| act.accept(msg.0, ctx));
-    }
-}
-
-impl Handler<CheckStore> for EndpointActor {
-    type Result = ();
-    fn handle(&mut self, _: CheckStore, ctx: &mut Context<Self>) {
-        self.received += 1;
-        self.guarded(ctx, |act, ctx| {
-            act.activity += 1;
-            if !act.disabled {
-                act.window.signal_store();
-            }
-            act.pump(ctx);
-        });
-    }
-}
-
-impl Handler<Requeued> for EndpointActor {
-    type Result = ();
-    fn handle(&mut self, msg: Requeued, ctx: &mut Context<Self>) {
-        self.received += 1;
-        self.guarded(ctx, |act, ctx| {
-            act.activity += 1;
-            if !act.disabled {
-                act.window.requeued(&msg.0, now_ms());
-            }
-            act.pump(ctx);
-        });
-    }
-}
-
-impl Handler<Reconfigure> for EndpointActor {
-    type Result = ();
-    fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) {
-        self.received += 1;
-        self.guarded(ctx, |act, ctx| {
-            act.cfg = msg.config;
-            // Pacing: a change of `ordered` re-sorts what the window holds (the rate is read at
-            // each attempt).
-            act.window.set_ordered(act.cfg.ordered, now_ms());
-            if msg.disabled && !act.disabled {
-                // Disabled by an operator: the store failed its pending deliveries already.
-                tracing::info!(node = %act.shared.node_id, webhook = %act.cfg.id, "endpoint disabled by an operator");
-                act.stop_sending(ctx);
-                act.persist_health(Persist::Always);
-                return;
-            }
-            if msg.reenable && act.disabled {
-                act.disabled = false;
-                act.breaker.reset(act.shared.settings.breaker.clone());
-                act.health.clear_failures();
-                act.health.set_state(EndpointState::Healthy);
-                act.window.signal_store();
-                act.persist_health(Persist::Always);
-            }
-            act.pump(ctx);
-        });
-    }
-}
-
-impl Handler<Drain> for EndpointActor {
-    type Result = ();
-    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) {
-        self.draining = true;
-        if let Some((_, h)) = self.timer.take() {
-            ctx.cancel_future(h);
-        }
-        if self.running == 0 {
-            outbox::flush();
-            let _ = msg.0.send(());
-        } else {
-            self.drain_waiters.push(msg.0);
-        }
-    }
-}
-
-impl Handler<Retire> for EndpointActor {
-    type Result = ();
-    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
-        self.retired = true;
-        self.window.clear();
-        ctx.stop();
-    }
-}
-
-impl Handler<InjectPanic> for EndpointActor {
-    type Result = ();
-    fn handle(&mut self, msg: InjectPanic, ctx: &mut Context<Self>) {
-        match msg.0 {
-            Fault::Kill => panic!("injected fault: unsupervised panic (test hook)"),
-            _ => self.guarded(ctx, |_, _| panic!("injected fault: handler (test hook)")),
         }
     }
 }
