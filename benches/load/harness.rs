@@ -882,7 +882,10 @@ pub fn fleet(n: usize) -> Value {
             t.await.unwrap();
         }
         let reg_secs = t0.elapsed().as_secs_f64();
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // How long the fleet idles before its RSS is read (`LOAD_FLEET_IDLE_MS`, default 1 s):
+        // the allocator returns what the registrations freed only some time after.
+        let idle_ms = std::env::var("LOAD_FLEET_IDLE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(idle_ms)).await;
         let rss1 = rss_bytes();
         recv.stats.reset();
         let t0 = Instant::now();
