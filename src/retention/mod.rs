@@ -23,7 +23,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, counter, gauge};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use self::plan::{MAX_RECLAIMS_PER_CYCLE, Next, PAUSE_BETWEEN_BATCHES, Plan, RECLAIM_PAGES};
+use self::plan::{Floor, MAX_RECLAIMS_PER_CYCLE, Next, PAUSE_BETWEEN_BATCHES, Plan, RECLAIM_PAGES};
 use crate::config::RetentionSettings;
 use crate::metrics::names;
 use crate::model::now_ms;
@@ -62,7 +62,14 @@ impl Pruner {
     pub fn start(store: Arc<dyn Store>, settings: RetentionSettings, node_id: &str) -> Self {
         let (requests, rx) = mpsc::channel(8);
         let (stop, stopped) = watch::channel(false);
-        let task = Task { store, plan: Plan::new(&settings), cursor: None, metrics: Metrics::new(node_id), stopped };
+        let task = Task {
+            store,
+            plan: Plan::new(&settings),
+            cursor: None,
+            floor: Floor::default(),
+            metrics: Metrics::new(node_id),
+            stopped,
+        };
         let handle = actix_web::rt::spawn(task.run(rx, settings.interval));
         Self { requests, stop, task: std::sync::Mutex::new(Some(handle)) }
     }
@@ -120,6 +127,8 @@ struct Task {
     /// Where the sweep for events without deliveries resumes (it only moves forward; a restart
     /// starts it over once).
     cursor: Option<String>,
+    /// Where the walk over deliveries starts, and until when (see [`Floor`]).
+    floor: Floor,
     metrics: Metrics,
     stopped: watch::Receiver<bool>,
 }
@@ -156,9 +165,11 @@ impl Task {
     /// Batches until caught up (or stopped, or another node is on it), then reclaims space.
     async fn cycle(&mut self, now_ms: i64) -> Result<PruneReport, StoreError> {
         let mut report = PruneReport::default();
-        // The walk over deliveries starts from the first each cycle (what it passed over as not
-        // yet due may be due now); the event sweep goes on from where it was.
-        let mut deliveries_after = None;
+        // The walk over deliveries goes on after what earlier cycles kept until the earliest of
+        // it may go, and then starts from the first again; the event sweep goes on from where
+        // it was.
+        self.floor = self.floor.begin(now_ms);
+        let mut deliveries_after = self.floor.start(now_ms);
         while let Some(batch) = self.plan.batch(now_ms, deliveries_after.take(), self.cursor.clone()) {
             let outcome = self.store.prune(batch).await?;
             report.batches += 1;
@@ -166,6 +177,7 @@ impl Task {
             report.pruned += outcome.pruned;
             self.metrics.count(&outcome.pruned);
             self.cursor = outcome.events_cursor.clone();
+            self.floor.advance(outcome.deliveries_cursor.clone(), outcome.kept_until_ms);
             deliveries_after = outcome.deliveries_cursor.clone();
             if outcome.pruned.total() > 0 {
                 // What this batch freed goes back at once (SQLite), so a long catch-up never

@@ -43,7 +43,50 @@ impl Plan {
         if success_before_ms.is_none() && failed_before_ms.is_none() {
             return None;
         }
-        Some(PruneBatch { success_before_ms, failed_before_ms, limit: self.batch_rows, deliveries_after, events_after })
+        Some(PruneBatch {
+            now_ms,
+            success_before_ms,
+            failed_before_ms,
+            limit: self.batch_rows,
+            deliveries_after,
+            events_after,
+        })
+    }
+}
+
+/// Where the walk over deliveries may start: every delivery up to `after` was looked at by an
+/// earlier cycle and either went or cannot go before `until` (Unix ms). Until then a cycle goes
+/// on from there instead of reading again, from the first, what it kept (a backlog's pending
+/// deliveries, failures kept longer than successes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Floor {
+    after: Option<String>,
+    until: i64,
+}
+
+impl Floor {
+    /// Where a cycle at `now_ms` starts its walk (`None`: from the first delivery).
+    pub fn start(&self, now_ms: i64) -> Option<String> {
+        if now_ms < self.until { self.after.clone() } else { None }
+    }
+
+    /// A cycle at `now_ms` starts: the floor it builds on (itself, or a new one from the first
+    /// delivery once its time has come).
+    pub fn begin(&self, now_ms: i64) -> Floor {
+        match self.start(now_ms) {
+            Some(_) => self.clone(),
+            None => Floor { after: None, until: i64::MAX },
+        }
+    }
+
+    /// A batch walked up to `cursor`, and what it passed over cannot go before `kept_until_ms`.
+    pub fn advance(&mut self, cursor: Option<String>, kept_until_ms: Option<i64>) {
+        if let Some(until) = kept_until_ms {
+            self.until = self.until.min(until);
+        }
+        if cursor.is_some() {
+            self.after = cursor;
+        }
     }
 }
 
@@ -109,6 +152,28 @@ mod tests {
     fn huge_retentions_do_not_overflow() {
         assert_eq!(cutoff(5, Retention::For(Duration::from_secs(u64::MAX))), Some(5 - i64::MAX));
         assert_eq!(cutoff(i64::MIN + 1, Retention::For(DAY)), Some(i64::MIN));
+    }
+
+    #[test]
+    fn the_walk_goes_on_after_what_it_kept_until_the_earliest_of_it_can_go() {
+        let fresh = Floor::default();
+        assert_eq!(fresh.start(0), None, "the first cycle starts from the first delivery");
+        let mut floor = fresh.begin(1_000);
+        floor.advance(Some("dlv_b".into()), Some(5_000));
+        floor.advance(Some("dlv_d".into()), Some(4_000));
+        floor.advance(None, None); // a batch that read nothing new
+        assert_eq!(floor.start(3_999), Some("dlv_d".into()), "later cycles go on from there");
+        assert_eq!(floor.start(4_000), None, "from the first again once something kept may go");
+        // A cycle that goes on keeps the earlier bound, and lowers it by what it keeps now.
+        let mut next = floor.begin(2_000);
+        next.advance(Some("dlv_f".into()), Some(3_000));
+        assert_eq!((next.start(2_999), next.start(3_000)), (Some("dlv_f".into()), None));
+        // One whose time has come starts over and forgets the old bound.
+        let over = floor.begin(4_000);
+        assert_eq!(over.start(0), None);
+        let mut rebuilt = over;
+        rebuilt.advance(Some("dlv_b".into()), Some(9_000));
+        assert_eq!(rebuilt.start(8_999), Some("dlv_b".into()));
     }
 
     #[test]

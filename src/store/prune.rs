@@ -20,12 +20,15 @@ use crate::model::DeliveryStatus;
 /// the first one created at or after the later cutoff: a delivery created after a cutoff cannot
 /// have completed before it. This needs no index on completion time, which every delivery would
 /// otherwise pay for when it completes. The walk passes over what stays (pending deliveries,
-/// failures kept longer than successes, deliveries that completed after the cutoff), so a cycle
-/// starts it from the beginning and it reads those again each cycle.
+/// failures kept longer than successes, deliveries that completed after the cutoff) and says
+/// when the earliest of those could go ([`PruneOutcome::kept_until_ms`]), so the pruner's later
+/// cycles start after them until then instead of reading them again each cycle.
 ///
 /// Pending deliveries, and events any delivery still refers to, are never deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneBatch {
+    /// When the batch runs (Unix ms): the cutoffs are this minus each retention.
+    pub now_ms: i64,
     /// Successful deliveries completed before this Unix ms go; `None` keeps them all.
     pub success_before_ms: Option<i64>,
     /// Failed deliveries completed before this Unix ms go; `None` keeps them all.
@@ -49,6 +52,11 @@ pub struct PruneOutcome {
     /// Where the walk over deliveries got to: pass it as the next batch's `deliveries_after`
     /// within the same cycle.
     pub deliveries_cursor: Option<String>,
+    /// When the walk moved on: no delivery up to `deliveries_cursor` that this batch passed over
+    /// can go before this Unix ms (a pending one completes at the earliest now, then waits out
+    /// the shorter retention; a kept completed one waits out its own). `None`: the walk did not
+    /// move.
+    pub kept_until_ms: Option<i64>,
     /// Some kind hit its limit: there is more to prune now.
     pub more: bool,
     /// Nothing was done because another node is pruning this database right now (PostgreSQL:
@@ -128,6 +136,8 @@ pub(crate) struct Walk {
     pub(crate) cursor: Option<String>,
     /// The batch read as many as it could take and did not reach the cutoff: there may be more.
     pub(crate) more: bool,
+    /// See [`PruneOutcome::kept_until_ms`].
+    pub(crate) kept_until_ms: Option<i64>,
 }
 
 impl PruneBatch {
@@ -143,23 +153,37 @@ impl PruneBatch {
         let mut walk = Walk { cursor: self.deliveries_after.clone(), ..Walk::default() };
         let Some(bound) = self.walk_bound() else { return walk };
         let full = rows.len() >= self.limit.max(1) as usize;
+        // Nothing passed over goes before the shorter retention has run from now: a delivery
+        // still pending completes now at the earliest (and one created before the cursor by a
+        // node whose clock is behind is younger still).
+        let soonest = self.now_ms.saturating_add(self.now_ms.saturating_sub(bound));
+        let mut reached_young = false;
         for row in rows {
             if row.created_at_ms >= bound {
-                return walk; // everything after it is younger still
+                reached_young = true; // everything after it is younger still
+                break;
             }
             walk.cursor = Some(row.id.clone());
+            let mut until = soonest;
             let cutoff = match DeliveryStatus::parse(&row.status) {
                 Some(DeliveryStatus::Success) => self.success_before_ms,
                 Some(DeliveryStatus::Failed) => self.failed_before_ms,
                 _ => None, // pending: never
             };
-            if let (Some(cutoff), Some(completed)) = (cutoff, row.completed_at_ms)
-                && completed < cutoff
-            {
-                walk.delete.push(row);
+            if let (Some(cutoff), Some(completed)) = (cutoff, row.completed_at_ms) {
+                if completed < cutoff {
+                    walk.delete.push(row);
+                    continue;
+                }
+                // Kept: it goes once its retention has run from its completion.
+                until = until.min(completed.saturating_add(self.now_ms.saturating_sub(cutoff)));
             }
+            walk.kept_until_ms = Some(walk.kept_until_ms.map_or(until, |u| u.min(until)));
         }
-        walk.more = full;
+        if walk.cursor != self.deliveries_after {
+            walk.kept_until_ms.get_or_insert(soonest);
+        }
+        walk.more = full && !reached_young;
         walk
     }
 }
@@ -191,6 +215,7 @@ mod tests {
 
     fn batch(success: Option<i64>, failed: Option<i64>, limit: u32) -> PruneBatch {
         PruneBatch {
+            now_ms: 200,
             success_before_ms: success,
             failed_before_ms: failed,
             limit,
@@ -218,6 +243,27 @@ mod tests {
         assert_eq!((walk.cursor.as_deref(), walk.more), (Some("g"), true), "a full batch: there may be more");
         let short = b.walk(vec![row("h", "success", 95, Some(96))]);
         assert_eq!((ids(&short), short.cursor.as_deref(), short.more), (vec!["h"], Some("h"), false));
+    }
+
+    #[test]
+    fn the_walk_says_when_the_earliest_delivery_it_passed_over_can_go() {
+        // As of 200: successes kept 100, failures 150; so nothing passed over goes before
+        // 200 + 100 (a pending delivery completes now at the earliest).
+        let b = batch(Some(100), Some(50), 6);
+        let walk = b.walk(vec![
+            row("b", "success", 10, Some(20)),  // goes
+            row("d", "failed", 10, Some(60)),   // kept: goes at 60 + 150
+            row("e", "pending", 10, None),      // kept: 300 at the earliest
+            row("f", "success", 20, Some(150)), // kept: goes at 150 + 100
+        ]);
+        assert_eq!(ids(&walk), ["b"]);
+        assert_eq!(walk.kept_until_ms, Some(210));
+        let only_pending = b.walk(vec![row("e", "pending", 10, None)]);
+        assert_eq!(only_pending.kept_until_ms, Some(300));
+        let all_gone = b.walk(vec![row("b", "success", 10, Some(20))]);
+        assert_eq!(all_gone.kept_until_ms, Some(300), "the walk moved: what lands behind it is younger");
+        let young = b.walk(vec![row("y", "success", 150, Some(160))]);
+        assert_eq!((young.kept_until_ms, young.cursor.as_deref()), (None, Some("a")), "the walk did not move");
     }
 
     #[test]

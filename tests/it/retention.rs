@@ -141,6 +141,52 @@ async fn retention_zero_prunes_nothing() {
     app.stop().await;
 }
 
+/// What the walk passes over (here a backlog of pending deliveries) is not read again every
+/// cycle: later cycles go on after it until the earliest of it could go (the shorter retention
+/// from the cycle that passed it), then the walk starts from the first again, and a backlog that
+/// completed meanwhile goes once its retention has run.
+#[actix_web::test]
+async fn later_cycles_do_not_walk_again_over_what_they_kept_until_it_may_go() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = app_settings(&dir, days(1), Some(days(10)));
+    s.retention.batch_rows = 5;
+    let app = TestApp::start_with(dir.clone(), s).await;
+    let down = TestReceiver::with(|_, _| Reply::Status(503));
+    let w = app
+        .register(json!({"url": down.url, "events": ["order.created"],
+            "retryConfig": {"maxRetries": 100, "initialDelay": 600000, "maxDelay": 600000}}))
+        .await;
+    let mut backlog = Vec::new();
+    for i in 0..30 {
+        let e = app.publish("order.created", json!({"orderId": format!("o-{i}")})).await;
+        backlog.push(delivery_to(&e, &w));
+    }
+    let now = now_ms();
+    // Two days on: the walk reads the whole backlog (thirty pending deliveries, five a batch)
+    // and keeps it.
+    let first = app.webhooks.prune_as_of(now + 2 * DAY).await.unwrap();
+    assert_eq!(first.pruned.total(), 0, "{first:?}");
+    assert!(first.batches >= 6, "thirty deliveries at five a batch: {first:?}");
+    // An hour later nothing it kept can go yet (a pending delivery completes at the earliest
+    // then, and waits a day): the walk goes on after it, one batch finds nothing new.
+    let again = app.webhooks.prune_as_of(now + 2 * DAY + DAY / 24).await.unwrap();
+    assert_eq!((again.batches, again.pruned.total()), (1, 0), "{again:?}");
+    // The backlog is delivered after all (here: failed by disabling the endpoint), and once a
+    // day has run from the cycle that passed it, the walk reads it again from the first.
+    let (status, body) = app.post(&format!("/v1/webhooks/{}/disable", w["id"].as_str().unwrap()), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    for d in &backlog {
+        app.wait_delivery(d, WAIT, |d| d["status"] == "failed").await;
+    }
+    let third = app.webhooks.prune_as_of(now + 3 * DAY).await.unwrap();
+    assert!(third.batches >= 6, "from the first again: {third:?}");
+    assert_eq!(third.pruned.deliveries_failed, 0, "failed deliveries have ten days: {third:?}");
+    // Ten days after they failed (now, in real time), they go.
+    let last = app.webhooks.prune_as_of(now_ms() + 11 * DAY).await.unwrap();
+    assert_eq!(last.pruned.deliveries_failed, 30, "{last:?}");
+    app.stop().await;
+}
+
 /// The pruner runs by itself: with a retention of a fraction of a second, a delivered event is
 /// gone shortly after, without anyone asking.
 #[actix_web::test]

@@ -1248,8 +1248,14 @@ fn attempt_at(n: u32, code: u16, at_ms: i64) -> AttemptRecord {
 }
 
 /// Prunes batch after batch until caught up; returns the totals and the batches it took.
-async fn prune_all(s: &Arc<dyn Store>, mut batch: PruneBatch) -> (PruneCounts, u32) {
-    let (mut total, mut batches) = (PruneCounts::default(), 0);
+async fn prune_all(s: &Arc<dyn Store>, batch: PruneBatch) -> (PruneCounts, u32) {
+    let (total, batches, _) = prune_all_kept(s, batch).await;
+    (total, batches)
+}
+
+/// [`prune_all`], and the earliest time a delivery the walk passed over could go.
+async fn prune_all_kept(s: &Arc<dyn Store>, mut batch: PruneBatch) -> (PruneCounts, u32, Option<i64>) {
+    let (mut total, mut batches, mut kept_until) = (PruneCounts::default(), 0, None::<i64>);
     loop {
         let out = s.prune(batch.clone()).await.expect("prune batch commits");
         assert!(!out.busy);
@@ -1257,10 +1263,13 @@ async fn prune_all(s: &Arc<dyn Store>, mut batch: PruneBatch) -> (PruneCounts, u
         let p = out.pruned;
         assert!(p.deliveries_success <= batch.limit.into() && p.deliveries_failed <= batch.limit.into(), "{p:?}");
         total += p;
+        if let Some(until) = out.kept_until_ms {
+            kept_until = Some(kept_until.map_or(until, |k| k.min(until)));
+        }
         batch.events_after = out.events_cursor;
         batch.deliveries_after = out.deliveries_cursor;
         if !out.more {
-            return (total, batches);
+            return (total, batches, kept_until);
         }
         assert!(batches < 50, "pruning does not end");
     }
@@ -1315,13 +1324,18 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
 
     // As of day 100: successes kept 30 days, failures 10; two rows per statement.
     let batch = PruneBatch {
+        now_ms: 100 * DAY,
         success_before_ms: Some(70 * DAY),
         failed_before_ms: Some(90 * DAY),
         limit: 2,
         deliveries_after: None,
         events_after: None,
     };
-    let (pruned, batches) = prune_all(&s, batch.clone()).await;
+    let (pruned, batches, kept_until) = prune_all_kept(&s, batch.clone()).await;
+    // What the walk passed over: two pending deliveries (they could go ten days from now at the
+    // earliest: completed now, then the shorter retention) and the late success (completed on
+    // day 80, kept 30 days).
+    assert_eq!(kept_until, Some(110 * DAY), "the earliest any of them can go");
     let expected = PruneCounts {
         deliveries_success: 7, // old_ok, mixed's first, the five more_old
         deliveries_failed: 1,  // old_failed
@@ -1382,6 +1396,7 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
             .unwrap();
         let busy = s
             .prune(PruneBatch {
+                now_ms: 230 * DAY,
                 success_before_ms: Some(200 * DAY),
                 failed_before_ms: None,
                 limit: 10,
@@ -1414,6 +1429,7 @@ async fn prune_keeps_everything_without_cutoffs(b: &Backend) {
     .await;
     let out = s
         .prune(PruneBatch {
+            now_ms: 100 * DAY,
             success_before_ms: None,
             failed_before_ms: None,
             limit: 10,

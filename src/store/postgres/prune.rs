@@ -58,6 +58,7 @@ pub(super) async fn prune(inner: &Inner, b: &PruneBatch) -> StoreResult<PruneOut
         }
         let walk = b.walk(walked);
         out.deliveries_cursor = walk.cursor;
+        out.kept_until_ms = walk.kept_until_ms;
         out.more |= walk.more;
         if !walk.delete.is_empty() {
             let ids: Vec<String> = walk.delete.into_iter().map(|d| d.id).collect();

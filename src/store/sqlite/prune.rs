@@ -85,6 +85,7 @@ pub(super) fn prune(tx: &Transaction<'_>, b: &PruneBatch) -> StoreResult<PruneOu
             .map_err(unavailable)?;
         let walk = b.walk(rows);
         out.deliveries_cursor = walk.cursor;
+        out.kept_until_ms = walk.kept_until_ms;
         out.more |= walk.more;
         if !walk.delete.is_empty() {
             let ids: Vec<&str> = walk.delete.iter().map(|d| d.id.as_str()).collect();
