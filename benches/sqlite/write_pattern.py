@@ -60,6 +60,10 @@ hooks = [random.getrandbits(128).to_bytes(16, "big") if blob else "wh_%032x" % r
          for _ in range(10)]
 payload = '{"id":"evt_x","event":"order.created","timestamp":"2026-11-29T12:00:00.000Z","data":{"orderId":12345,"total":1234}}'
 now = 1_764_000_000_000
+# A delivery row written once, with its successful first outcome (the designs not built).
+INSERT_SUCCESS = ("INSERT INTO deliveries (id,event_id,webhook_id,status,attempts,created_at,last_attempt_at,"
+                  "completed_at,last_status_code,last_duration_ms) VALUES (?,?,?,'success',1,?4,?4,?4 + 2,200,2)")
+INSERT_EVENTS = "INSERT INTO events (id,event_type,payload,timestamp,created_at,tenant) VALUES (?,?,?,?,?,?)"
 previous = []
 t0, cpu0 = time.perf_counter(), time.process_time()
 for _ in range(0, n_events, events_per_commit):
@@ -79,23 +83,19 @@ for _ in range(0, n_events, events_per_commit):
         # The publish commits the event with its targets; the deliveries of the previous commit
         # are written once, with their (successful) first outcome.
         c.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)", [e + (",".join(hooks),) for e in events])
-        c.executemany("INSERT INTO deliveries (id,event_id,webhook_id,status,attempts,created_at,last_attempt_at,"
-                      "completed_at,last_status_code,last_duration_ms) VALUES (?,?,?,'success',1,?4,?4,?4 + 2,200,2)",
-                      previous)
+        c.executemany(INSERT_SUCCESS, previous)
         previous = deliveries
         c.execute("COMMIT")
         continue
     if variant == "pending-table":
-        c.executemany("INSERT INTO events (id,event_type,payload,timestamp,created_at,tenant) VALUES (?,?,?,?,?,?)", events)
+        c.executemany(INSERT_EVENTS, events)
         c.executemany("INSERT INTO pending (id,event_id,webhook_id,due_at) VALUES (?,?,?,?)", deliveries)
         c.executemany("DELETE FROM pending WHERE webhook_id=?3 AND due_at=?4 AND id=?1", previous)
-        c.executemany("INSERT INTO deliveries (id,event_id,webhook_id,status,attempts,created_at,last_attempt_at,"
-                      "completed_at,last_status_code,last_duration_ms) VALUES (?,?,?,'success',1,?4,?4,?4 + 2,200,2)",
-                      previous)
+        c.executemany(INSERT_SUCCESS, previous)
         previous = deliveries
         c.execute("COMMIT")
         continue
-    c.executemany("INSERT INTO events (id,event_type,payload,timestamp,created_at,tenant) VALUES (?,?,?,?,?,?)", events)
+    c.executemany(INSERT_EVENTS, events)
     c.executemany("INSERT INTO deliveries (id,event_id,webhook_id,status,attempts,next_attempt_at,created_at) "
                   "VALUES (?,?,?,'pending',0,?,?4)", deliveries)
     c.executemany("UPDATE deliveries SET status='success', attempts=1, next_attempt_at=NULL, last_attempt_at=?2, "

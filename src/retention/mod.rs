@@ -168,8 +168,7 @@ impl Task {
         // The walk over deliveries goes on after what earlier cycles kept until the earliest of
         // it may go, and then starts from the first again; the event sweep goes on from where
         // it was.
-        self.floor = self.floor.begin(now_ms);
-        let mut deliveries_after = self.floor.start(now_ms);
+        let mut deliveries_after = self.floor.begin(now_ms);
         while let Some(batch) = self.plan.batch(now_ms, deliveries_after.take(), self.cursor.clone()) {
             let outcome = self.store.prune(batch).await?;
             report.batches += 1;

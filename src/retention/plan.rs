@@ -70,13 +70,14 @@ impl Floor {
         if now_ms < self.until { self.after.clone() } else { None }
     }
 
-    /// A cycle at `now_ms` starts: the floor it builds on (itself, or a new one from the first
-    /// delivery once its time has come).
-    pub fn begin(&self, now_ms: i64) -> Floor {
-        match self.start(now_ms) {
-            Some(_) => self.clone(),
-            None => Floor { after: None, until: i64::MAX },
+    /// A cycle at `now_ms` starts: where its walk begins. Once the floor's time has come it starts
+    /// over, from the first delivery.
+    pub fn begin(&mut self, now_ms: i64) -> Option<String> {
+        let start = self.start(now_ms);
+        if start.is_none() {
+            *self = Floor { after: None, until: i64::MAX };
         }
+        start
     }
 
     /// A batch walked up to `cursor`, and what it passed over cannot go before `kept_until_ms`.
@@ -156,22 +157,23 @@ mod tests {
 
     #[test]
     fn the_walk_goes_on_after_what_it_kept_until_the_earliest_of_it_can_go() {
-        let fresh = Floor::default();
-        assert_eq!(fresh.start(0), None, "the first cycle starts from the first delivery");
-        let mut floor = fresh.begin(1_000);
+        let mut floor = Floor::default();
+        assert_eq!(floor.start(0), None, "the first cycle starts from the first delivery");
+        assert_eq!(floor.begin(1_000), None);
         floor.advance(Some("dlv_b".into()), Some(5_000));
         floor.advance(Some("dlv_d".into()), Some(4_000));
         floor.advance(None, None); // a batch that read nothing new
         assert_eq!(floor.start(3_999), Some("dlv_d".into()), "later cycles go on from there");
         assert_eq!(floor.start(4_000), None, "from the first again once something kept may go");
         // A cycle that goes on keeps the earlier bound, and lowers it by what it keeps now.
-        let mut next = floor.begin(2_000);
+        let mut next = floor.clone();
+        assert_eq!(next.begin(2_000), Some("dlv_d".into()));
         next.advance(Some("dlv_f".into()), Some(3_000));
         assert_eq!((next.start(2_999), next.start(3_000)), (Some("dlv_f".into()), None));
         // One whose time has come starts over and forgets the old bound.
-        let over = floor.begin(4_000);
-        assert_eq!(over.start(0), None);
-        let mut rebuilt = over;
+        let mut rebuilt = floor.clone();
+        assert_eq!(rebuilt.begin(4_000), None);
+        assert_eq!(rebuilt.start(0), None);
         rebuilt.advance(Some("dlv_b".into()), Some(9_000));
         assert_eq!(rebuilt.start(8_999), Some("dlv_b".into()));
     }

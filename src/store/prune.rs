@@ -157,6 +157,7 @@ impl PruneBatch {
         // still pending completes now at the earliest (and one created before the cursor by a
         // node whose clock is behind is younger still).
         let soonest = self.now_ms.saturating_add(self.now_ms.saturating_sub(bound));
+        let mut kept_until = soonest;
         let mut reached_young = false;
         for row in rows {
             if row.created_at_ms >= bound {
@@ -164,7 +165,6 @@ impl PruneBatch {
                 break;
             }
             walk.cursor = Some(row.id.clone());
-            let mut until = soonest;
             let cutoff = match DeliveryStatus::parse(&row.status) {
                 Some(DeliveryStatus::Success) => self.success_before_ms,
                 Some(DeliveryStatus::Failed) => self.failed_before_ms,
@@ -173,16 +173,13 @@ impl PruneBatch {
             if let (Some(cutoff), Some(completed)) = (cutoff, row.completed_at_ms) {
                 if completed < cutoff {
                     walk.delete.push(row);
-                    continue;
+                } else {
+                    // Kept: it goes once its retention has run from its completion.
+                    kept_until = kept_until.min(completed.saturating_add(self.now_ms.saturating_sub(cutoff)));
                 }
-                // Kept: it goes once its retention has run from its completion.
-                until = until.min(completed.saturating_add(self.now_ms.saturating_sub(cutoff)));
             }
-            walk.kept_until_ms = Some(walk.kept_until_ms.map_or(until, |u| u.min(until)));
         }
-        if walk.cursor != self.deliveries_after {
-            walk.kept_until_ms.get_or_insert(soonest);
-        }
+        walk.kept_until_ms = (walk.cursor != self.deliveries_after).then_some(kept_until);
         walk.more = full && !reached_young;
         walk
     }
