@@ -23,7 +23,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, counter, gauge};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use self::plan::{Floor, MAX_RECLAIMS_PER_CYCLE, Next, PAUSE_BETWEEN_BATCHES, Plan, RECLAIM_PAGES};
+use self::plan::{Floor, MAX_RECLAIMS_PER_CYCLE, Next, PAUSE_BETWEEN_BATCHES, Plan, RECLAIM_BYTES};
 use crate::config::RetentionSettings;
 use crate::metrics::names;
 use crate::model::now_ms;
@@ -181,7 +181,7 @@ impl Task {
             if outcome.pruned.total() > 0 {
                 // What this batch freed goes back at once (SQLite), so a long catch-up never
                 // lets the file grow in between.
-                report.size = self.store.reclaim(RECLAIM_PAGES).await?;
+                report.size = self.store.reclaim(RECLAIM_BYTES).await?;
             }
             if plan::after(&outcome) == Next::Done || self.stopping() {
                 break;
@@ -192,7 +192,7 @@ impl Task {
         // incremental vacuum) stops this at once, its free pages not going down.
         let mut free = u64::MAX;
         for _ in 0..MAX_RECLAIMS_PER_CYCLE {
-            report.size = self.store.reclaim(RECLAIM_PAGES).await?;
+            report.size = self.store.reclaim(RECLAIM_BYTES).await?;
             let now_free = report.size.free_bytes.unwrap_or(0);
             if now_free == 0 || now_free >= free || self.stopping() {
                 break;

@@ -6,11 +6,12 @@ use std::time::Duration;
 use crate::config::{Retention, RetentionSettings};
 use crate::store::{PruneBatch, PruneOutcome};
 
-/// Free pages one [`crate::store::Store::reclaim`] call gives back (16 MiB at SQLite's 4 KiB
-/// pages): bounded, like a prune batch, so it never holds the writer for long.
-pub const RECLAIM_PAGES: u32 = 4096;
+/// Free space one [`crate::store::Store::reclaim`] call gives back (16 MiB: 1 024 pages of a
+/// SQLite file made by this version, 4 096 of an older one): bounded, like a prune batch, so it
+/// never holds the writer for long.
+pub const RECLAIM_BYTES: u64 = 16 << 20;
 
-/// Most reclaim calls at the end of a cycle (while free pages remain): 1 GiB at 4 KiB pages.
+/// Most reclaim calls at the end of a cycle (while free pages remain): 1 GiB.
 pub const MAX_RECLAIMS_PER_CYCLE: u32 = 64;
 
 /// Pause between two batches of one cycle: the writer (and PostgreSQL's locks) go to others.

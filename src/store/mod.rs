@@ -162,10 +162,10 @@ pub trait Store: Send + Sync + 'static {
     /// short transaction of its own. Idempotent: nodes may prune concurrently (on PostgreSQL one
     /// node prunes at a time, the others get [`PruneOutcome::busy`]).
     async fn prune(&self, batch: PruneBatch) -> StoreResult<PruneOutcome>;
-    /// Gives up to `max_pages` free pages back to the file system (SQLite: `PRAGMA
-    /// incremental_vacuum`; PostgreSQL: nothing, autovacuum makes dead rows reusable) and returns
-    /// the database's size.
-    async fn reclaim(&self, max_pages: u32) -> StoreResult<StorageSize>;
+    /// Gives up to `max_bytes` of free pages back to the file system (SQLite: `PRAGMA
+    /// incremental_vacuum`, whole pages; PostgreSQL: nothing, autovacuum makes dead rows
+    /// reusable) and returns the database's size.
+    async fn reclaim(&self, max_bytes: u64) -> StoreResult<StorageSize>;
     // ----- tenants part -----
 
     /// Registrations of one tenant in id order (byte order), after `after`.

@@ -262,6 +262,8 @@ async fn existing_sqlite_databases_switch_to_incremental_vacuum() {
     assert_eq!(mode, 2, "INCREMENTAL");
     let kept: i64 = conn.query_row("SELECT x FROM leftover", [], |r| r.get(0)).unwrap();
     assert_eq!(kept, 1, "the data survives the VACUUM");
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    assert_eq!(page_size, 4096, "a WAL file keeps its page size (new files get 16 KiB)");
 }
 
 /// Two nodes on one PostgreSQL database pruning at the same moment do the work once: the rows

@@ -180,9 +180,9 @@ impl Store for FaultyStore {
         self.gate().await?;
         self.inner.prune(batch).await
     }
-    async fn reclaim(&self, max_pages: u32) -> StoreResult<StorageSize> {
+    async fn reclaim(&self, max_bytes: u64) -> StoreResult<StorageSize> {
         self.gate().await?;
-        self.inner.reclaim(max_pages).await
+        self.inner.reclaim(max_bytes).await
     }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await

@@ -1120,6 +1120,8 @@ async fn sqlite_store_reopens_and_refuses_newer_schemas() {
     assert!(store.get_webhook("kept").await.unwrap().is_some(), "data survives reopen; migrations are not re-run");
     store.close().await;
     let conn = rusqlite::Connection::open(&path).unwrap();
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    assert_eq!(page_size, 16 * 1024, "a new file gets 16 KiB pages");
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
     let err = SqliteStore::open(&url, &StoreOptions::default()).await.err().expect("newer schema refused");
@@ -1408,7 +1410,7 @@ async fn prune_takes_what_outlived_its_retention_in_bounded_batches(b: &Backend)
         assert!(busy.busy && busy.pruned == PruneCounts::default() && !busy.more, "{busy:?}");
         drop(client);
     }
-    let size = s.reclaim(64).await.unwrap();
+    let size = s.reclaim(1 << 20).await.unwrap();
     assert!(size.bytes > 0, "{size:?}");
     assert_eq!(size.free_bytes.is_some(), !b.postgres);
     s.close().await;

@@ -439,7 +439,7 @@ impl Store for PgStore {
         self.run(move |inner| async move { prune::prune(&inner, &batch).await }).await
     }
 
-    async fn reclaim(&self, _max_pages: u32) -> StoreResult<StorageSize> {
+    async fn reclaim(&self, _max_bytes: u64) -> StoreResult<StorageSize> {
         // Autovacuum makes deleted rows reusable; nothing goes back to the file system.
         self.run(|inner| async move { prune::size(&inner).await }).await
     }

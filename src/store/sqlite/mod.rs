@@ -330,8 +330,8 @@ impl Store for SqliteStore {
         self.write(move |tx| prune::prune(tx, &batch)).await
     }
 
-    async fn reclaim(&self, max_pages: u32) -> StoreResult<StorageSize> {
-        self.write(move |tx| prune::reclaim(tx, max_pages)).await
+    async fn reclaim(&self, max_bytes: u64) -> StoreResult<StorageSize> {
+        self.write(move |tx| prune::reclaim(tx, max_bytes)).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -158,9 +158,11 @@ fn delete_event_if_unneeded(tx: &Transaction<'_>, event_id: &str, pruned: &mut P
     Ok(())
 }
 
-/// Frees up to `max_pages` pages of the freelist (the file shrinks at the next checkpoint) and
-/// returns the size after it. Does nothing to a file without incremental vacuum.
-pub(super) fn reclaim(tx: &Transaction<'_>, max_pages: u32) -> StoreResult<StorageSize> {
+/// Frees up to `max_bytes` of the freelist's pages, in whole pages (the file shrinks at the next
+/// checkpoint), and returns the size after it. Does nothing to a file without incremental vacuum.
+pub(super) fn reclaim(tx: &Transaction<'_>, max_bytes: u64) -> StoreResult<StorageSize> {
+    let page_size: i64 = tx.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(unavailable)?;
+    let max_pages = max_bytes / page_size.max(512) as u64;
     if max_pages > 0 {
         // One result row per page freed: step to the end, or only the first page goes.
         let mut stmt = tx.prepare(&format!("PRAGMA incremental_vacuum({max_pages})")).map_err(unavailable)?;

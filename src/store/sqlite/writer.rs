@@ -150,10 +150,18 @@ impl ReadPool {
     }
 }
 
+/// The page size of a new database file.
+pub(super) const PAGE_SIZE: u32 = 16 * 1024;
+
 /// Opens the write connection (WAL, the chosen sync level) and migrates the schema.
 pub(super) fn open_writer(path: &Path, full_sync: bool) -> StoreResult<Connection> {
     let conn = Connection::open(path).map_err(unavailable)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
+    // A new file gets 16 KiB pages (SQLite's default is 4 KiB): a commit of the fan-out path
+    // touches fewer pages, so the writer spends about 7 % less CPU per delivery, with the same
+    // fleet RSS and backlog figures (BENCHMARKS.md, "16 KiB pages"). SQLite applies it to a new
+    // file only (or at a `VACUUM` outside WAL mode): files of earlier versions keep 4 KiB.
+    conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE};")).map_err(unavailable)?;
     // Before WAL and the schema: a new file must get its vacuum mode before its first table.
     super::prune::enable_incremental_vacuum(&conn, path)?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(unavailable)?;
