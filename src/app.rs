@@ -234,6 +234,7 @@ impl Webhooks {
             window_bytes: Arc::new(crate::delivery::endpoint::window::ByteBudget::new(settings.delivery.window_bytes)),
             envelopes: Default::default(),
             base_headers: crate::delivery::endpoint::base_headers(&settings),
+            pending_series: Default::default(),
         });
         let n = settings.arbiters.max(1);
         let arbiters: Vec<Arbiter> = (0..n).map(|_| Arbiter::new()).collect();

@@ -485,6 +485,12 @@ impl EndpointMetrics {
     }
 }
 
+/// The one `webhook_pending_deliveries` series of a subsystem whose webhook label is off, resolved
+/// once: every webhook's [`PendingGauge`] holds a clone of the handle rather than registering the
+/// series again (which cost a fleet of idle webhooks about 70 bytes each).
+#[derive(Default)]
+pub(crate) struct PendingSeries(OnceLock<Gauge>);
+
 /// `webhook_pending_deliveries` for one webhook on the node that owns it: the webhook's own
 /// series, or with the label switched off its share of the node's single series. Every change
 /// goes through here and is kept beside the gauge, so that letting go of the webhook takes away
@@ -501,10 +507,11 @@ pub(crate) struct PendingGauge {
 const RELEASED: i64 = i64::MIN;
 
 impl PendingGauge {
-    /// The gauge of a webhook this node starts owning, with `pending` deliveries in the store.
-    pub(crate) fn claimed(label: &WebhookLabel, pending: u64) -> Self {
-        let gauge = label.pending();
+    /// The gauge of a webhook this node starts owning, with `pending` deliveries in the store;
+    /// `series`: the subsystem's unlabelled series, used when the label is off.
+    pub(crate) fn claimed(label: &WebhookLabel, pending: u64, series: &PendingSeries) -> Self {
         let labelled = label.0.is_some();
+        let gauge = if labelled { label.pending() } else { series.0.get_or_init(|| label.pending()).clone() };
         if labelled {
             gauge.set(pending as f64);
         } else {
@@ -573,10 +580,11 @@ mod tests {
         let (rec, handle) = recorder();
         metrics::with_local_recorder(&rec, || {
             let total = || value(&render(&rec, &handle), "webhook_pending_deliveries ");
-            let a = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_a"), false), 5);
-            let b = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_b"), false), 3);
+            let shared = PendingSeries::default();
+            let a = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_a"), false), 5, &shared);
+            let b = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_b"), false), 3, &shared);
             assert_eq!(total(), Some(8.0), "a claim adds, it does not overwrite");
-            let c = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_c"), false), 0);
+            let c = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_c"), false), 0, &shared);
             assert_eq!(total(), Some(8.0), "a new webhook with nothing pending leaves the others' counts");
             a.add(-2);
             b.add(4);
@@ -600,15 +608,16 @@ mod tests {
         metrics::with_local_recorder(&rec, || {
             let series =
                 |id: &str| value(&render(&rec, &handle), &format!("webhook_pending_deliveries{{webhook=\"{id}\"}}"));
-            let a = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_a"), true), 5);
-            let b = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_b"), true), 2);
+            let shared = PendingSeries::default();
+            let a = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_a"), true), 5, &shared);
+            let b = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_b"), true), 2, &shared);
             a.add(-1);
             assert_eq!((series("wh_a"), series("wh_b")), (Some(4.0), Some(2.0)));
             a.release();
             a.add(3);
             assert_eq!((series("wh_a"), series("wh_b")), (Some(0.0), Some(2.0)));
             // Claimed again (a new tenure): the store's count, whatever the series showed.
-            let _a = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_a"), true), 7);
+            let _a = PendingGauge::claimed(&WebhookLabel::new(&Arc::from("wh_a"), true), 7, &shared);
             assert_eq!(series("wh_a"), Some(7.0));
             b.release();
         });
@@ -634,7 +643,7 @@ mod tests {
                 m.attempt_duration.record(0.2);
                 m.delivery_latency.record(0.3);
                 m.attempts_per_delivery.record(1.0);
-                PendingGauge::claimed(&m.label, 0);
+                PendingGauge::claimed(&m.label, 0, &PendingSeries::default());
                 m.label.error("timeout");
             }
             let before = render(&rec, &handle);

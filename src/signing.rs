@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use hmac::block_api::HmacCore;
+use hmac::digest::block_api::CoreProxy;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -49,9 +51,13 @@ pub enum SecretError {
 }
 
 /// The HMAC key behind a secret; parsed once per endpoint, not per attempt.
+///
+/// Holds the two key-derived SHA-256 states (inner and outer pad already hashed, 80 bytes), not a
+/// whole `Hmac` with its 64-byte block buffer: every registered webhook keeps one, and a fleet of
+/// idle ones pays for each byte. Signing starts from a copy of the states and an empty buffer.
 #[derive(Clone)]
 pub struct SigningKey {
-    mac: HmacSha256,
+    core: HmacCore<Sha256>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -74,12 +80,17 @@ impl SigningKey {
         if bytes.is_empty() {
             return Err(SecretError::Empty);
         }
-        let mac = HmacSha256::new_from_slice(&bytes).map_err(|_| SecretError::Empty)?;
-        Ok(Self { mac })
+        let core = HmacCore::<Sha256>::new_from_slice(&bytes).map_err(|_| SecretError::Empty)?;
+        Ok(Self { core })
+    }
+
+    /// A MAC keyed with this key, ready for its message.
+    fn mac(&self) -> HmacSha256 {
+        HmacSha256::compose(self.core.clone(), Default::default())
     }
 
     fn mac_v1(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
-        let mut mac = self.mac.clone();
+        let mut mac = self.mac();
         mac.update(msg_id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
@@ -99,7 +110,7 @@ impl SigningKey {
 
     /// The seed's `X-Webhook-Signature`: lowercase hex HMAC-SHA256 of the body alone.
     pub fn sign_body_hex(&self, body: &[u8]) -> String {
-        let mut mac = self.mac.clone();
+        let mut mac = self.mac();
         mac.update(body);
         to_hex(&mac.finalize().into_bytes())
     }
@@ -245,6 +256,12 @@ mod tests {
             _ => None,
         };
         verify_at(v.secret, lookup, v.payload.as_bytes(), now, DEFAULT_TOLERANCE)
+    }
+
+    /// The key keeps the two key-derived hash states only: a fleet of idle webhooks holds one each.
+    #[test]
+    fn a_signing_key_is_its_two_hash_states() {
+        assert!(std::mem::size_of::<SigningKey>() <= 80, "{}", std::mem::size_of::<SigningKey>());
     }
 
     #[test]

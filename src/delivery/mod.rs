@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) envelopes: Envelopes,
     /// The headers every attempt carries (see [`endpoint::base_headers`]).
     pub(crate) base_headers: Arc<http::HeaderMap>,
+    /// The unlabelled pending series, when the webhook label is off.
+    pub(crate) pending_series: crate::metrics::PendingSeries,
 }
 
 /// One published event as the endpoint actors hold it, shared by all its deliveries.

@@ -310,7 +310,7 @@ impl DispatcherActor {
             }
             return;
         }
-        let slot = self.next_slot % self.arbiters.len().max(1);
+        let slot = u32::try_from(self.next_slot % self.arbiters.len().max(1)).unwrap_or(0);
         self.next_slot = self.next_slot.wrapping_add(1);
         let entry = EndpointEntry::new(&record, &self.shared, slot);
         self.endpoints.insert(entry.config.id.clone(), entry);
@@ -323,14 +323,15 @@ impl DispatcherActor {
                 continue; // already known
             }
             entry.stop_actor(); // an older tenure's actor, if any
-            entry.owned(g.fence.clone(), g.pending);
-            entry.stored = g.stored.unwrap_or_default();
-            if entry.stored.state == EndpointState::Disabled && !entry.disabled {
-                entry.stored.state = EndpointState::Healthy; // re-enabled since it was stored
+            entry.owned(g.fence.clone(), g.pending, &self.shared.pending_series);
+            let mut stored = g.stored.unwrap_or_default();
+            if stored.state == EndpointState::Disabled && !entry.disabled {
+                stored.state = EndpointState::Healthy; // re-enabled since it was stored
             }
             if !entry.disabled {
-                entry.health.set_state(entry.stored.state);
+                entry.health.set_state(stored.state);
             }
+            entry.set_stored(stored);
             if g.pending > 0 && !entry.disabled {
                 self.wake_actor(&g.fence.webhook_id.clone(), true);
             }
@@ -362,7 +363,7 @@ impl Handler<Hibernate> for DispatcherActor {
         let Some(entry) = self.endpoints.get_mut(&msg.webhook_id) else { return };
         // Equal counts: no Deliver is queued for it, so stopping loses nothing.
         if entry.sent == msg.received && entry.addr.is_some() {
-            entry.stored = msg.health;
+            entry.set_stored(msg.health);
             entry.stop_actor();
         }
     }
