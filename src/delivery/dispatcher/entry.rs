@@ -31,7 +31,7 @@ pub(super) struct EndpointEntry {
     /// Disabled according to the registry.
     pub(super) disabled: bool,
     /// The health a new actor starts from (from the store at claim, from the actor at hibernation).
-    stored: KeptHealth,
+    pub(super) stored: KeptHealth,
     /// `webhook_pending_deliveries{webhook}`, kept only while this node owns the webhook.
     pub(super) pending: Option<PendingGauge>,
     /// Registry revision of `config`.
@@ -106,7 +106,7 @@ impl EndpointEntry {
                 config: self.config.clone(),
                 fence,
                 health: self.health.clone(),
-                stored: self.stored(),
+                stored: self.stored.get(),
                 label: self.label.clone(),
                 pending,
                 has_backlog,
@@ -118,16 +118,6 @@ impl EndpointEntry {
             self.addr = Some(Supervisor::start_in_arbiter(&arbiters[self.slot as usize], move |_| actor));
         }
         self.addr.as_ref()
-    }
-
-    /// The health a new actor starts from.
-    pub(super) fn stored(&self) -> StoredHealth {
-        self.stored.get()
-    }
-
-    /// Keeps `health` for the next actor.
-    pub(super) fn set_stored(&mut self, health: StoredHealth) {
-        self.stored.set(health);
     }
 
     /// Adds to the pending gauge (owning node only).
@@ -209,11 +199,11 @@ fn subscription(record: &WebhookRecord) -> Subscription {
 pub(super) struct KeptHealth(Option<Box<StoredHealth>>);
 
 impl KeptHealth {
-    fn get(&self) -> StoredHealth {
+    pub(super) fn get(&self) -> StoredHealth {
         self.0.as_deref().copied().unwrap_or_default()
     }
 
-    fn set(&mut self, health: StoredHealth) {
+    pub(super) fn set(&mut self, health: StoredHealth) {
         self.0 = (health != StoredHealth::default()).then(|| Box::new(health));
     }
 }

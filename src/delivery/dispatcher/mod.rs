@@ -331,7 +331,7 @@ impl DispatcherActor {
             if !entry.disabled {
                 entry.health.set_state(stored.state);
             }
-            entry.set_stored(stored);
+            entry.stored.set(stored);
             if g.pending > 0 && !entry.disabled {
                 self.wake_actor(&g.fence.webhook_id.clone(), true);
             }
@@ -363,7 +363,7 @@ impl Handler<Hibernate> for DispatcherActor {
         let Some(entry) = self.endpoints.get_mut(&msg.webhook_id) else { return };
         // Equal counts: no Deliver is queued for it, so stopping loses nothing.
         if entry.sent == msg.received && entry.addr.is_some() {
-            entry.set_stored(msg.health);
+            entry.stored.set(msg.health);
             entry.stop_actor();
         }
     }

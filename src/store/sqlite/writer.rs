@@ -151,7 +151,7 @@ impl ReadPool {
 }
 
 /// The page size of a new database file.
-pub(super) const PAGE_SIZE: u32 = 16 * 1024;
+const PAGE_SIZE: u32 = 16 * 1024;
 
 /// Opens the write connection (WAL, the chosen sync level) and migrates the schema.
 pub(super) fn open_writer(path: &Path, full_sync: bool) -> StoreResult<Connection> {
