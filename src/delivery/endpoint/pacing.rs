@@ -107,7 +107,9 @@ pub(crate) struct Pacer(Mutex<PacerState>);
 struct PacerState {
     /// Nothing was sent unlimited after this: a new bucket starts empty here.
     since_ms: i64,
-    bucket: Option<TokenBucket>,
+    /// Boxed: most endpoints have no limit, and every endpoint of a fleet keeps a pacer (48
+    /// bytes allocated for it instead of 80).
+    bucket: Option<Box<TokenBucket>>,
 }
 
 impl Pacer {
@@ -126,7 +128,7 @@ impl Pacer {
             return Ok(());
         };
         let since = state.since_ms.min(now_ms);
-        let bucket = state.bucket.get_or_insert_with(|| TokenBucket::empty(rate, since));
+        let bucket = state.bucket.get_or_insert_with(|| Box::new(TokenBucket::empty(rate, since)));
         if bucket.rate() != rate {
             bucket.set_rate(rate, now_ms);
         }
@@ -219,6 +221,17 @@ mod tests {
         assert_eq!(slow.try_take(0), Err(MAX_WAIT_MS));
         let mut slow = TokenBucket::empty(1e-300, i64::MAX - 5);
         assert_eq!(slow.try_take(i64::MAX - 5), Err(i64::MAX), "saturates");
+    }
+
+    /// Every endpoint of a fleet keeps a pacer; the bucket only limited ones need is out of line.
+    #[test]
+    fn a_pacer_without_a_limit_is_small() {
+        assert!(std::mem::size_of::<Pacer>() <= 24, "{} bytes", std::mem::size_of::<Pacer>());
+        let p = Pacer::new(0);
+        assert_eq!(p.take(None, 5), Ok(()));
+        assert!(p.0.lock().unwrap().bucket.is_none(), "no bucket without a limit");
+        assert_eq!(p.take(Some(1.0), 5), Err(1_005));
+        assert!(p.0.lock().unwrap().bucket.is_some());
     }
 
     #[test]
