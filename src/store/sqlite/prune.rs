@@ -161,8 +161,7 @@ fn delete_event_if_unneeded(tx: &Transaction<'_>, event_id: &str, pruned: &mut P
 /// Frees up to `max_bytes` of the freelist's pages, in whole pages (the file shrinks at the next
 /// checkpoint), and returns the size after it. Does nothing to a file without incremental vacuum.
 pub(super) fn reclaim(tx: &Transaction<'_>, max_bytes: u64) -> StoreResult<StorageSize> {
-    let page_size: i64 = tx.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(unavailable)?;
-    let max_pages = max_bytes / page_size.max(512) as u64;
+    let max_pages = max_bytes / pragma(tx, "page_size")?.max(512);
     if max_pages > 0 {
         // One result row per page freed: step to the end, or only the first page goes.
         let mut stmt = tx.prepare(&format!("PRAGMA incremental_vacuum({max_pages})")).map_err(unavailable)?;
@@ -174,11 +173,14 @@ pub(super) fn reclaim(tx: &Transaction<'_>, max_bytes: u64) -> StoreResult<Stora
 
 /// `page_count × page_size`, and the freelist's share of it.
 pub(super) fn size(conn: &Connection) -> StoreResult<StorageSize> {
-    let pragma = |name: &str| -> StoreResult<u64> {
-        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
-            .map(|v| v.max(0) as u64)
-            .map_err(unavailable)
-    };
-    let page = pragma("page_size")?;
-    Ok(StorageSize { bytes: pragma("page_count")? * page, free_bytes: Some(pragma("freelist_count")? * page) })
+    let page = pragma(conn, "page_size")?;
+    Ok(StorageSize {
+        bytes: pragma(conn, "page_count")? * page,
+        free_bytes: Some(pragma(conn, "freelist_count")? * page),
+    })
+}
+
+/// A pragma whose value is a count (`page_size`, `page_count`, `freelist_count`).
+fn pragma(conn: &Connection, name: &str) -> StoreResult<u64> {
+    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0)).map(|v| v.max(0) as u64).map_err(unavailable)
 }
