@@ -20,6 +20,7 @@
 mod attempt;
 mod decide;
 mod headers;
+mod key;
 mod messages;
 pub(crate) mod pacing;
 mod paging;

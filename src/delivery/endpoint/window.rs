@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 // these maps are touched several times per attempt.
 use foldhash::{HashMap, HashSet};
 
+use super::key::DeliveryKey;
 use crate::delivery::Pending;
 
 /// Body bytes held in windows across all endpoints of a node, against a limit.
@@ -115,7 +116,7 @@ struct StoreSide {
     missed: bool,
     /// Ids offered and taken while a page query ran: the page may repeat them, even after they
     /// finished (they are not in the query's exclusions).
-    taken_while_loading: HashSet<Box<str>>,
+    taken_while_loading: HashSet<DeliveryKey>,
     /// The earliest due time in the store after the last page: look again then.
     wake_at_ms: Option<i64>,
 }
@@ -136,11 +137,11 @@ pub(crate) struct Window {
     waiting: BinaryHeap<Waiting>,
     in_flight: usize,
     /// Ids in `ready`, `waiting` or in flight, with the bytes each is charged.
-    held: HashMap<Box<str>, usize>,
+    held: HashMap<DeliveryKey, usize>,
     budget: Arc<ByteBudget>,
     /// Ids finished lately (bounded), so that a late duplicate offer is not attempted again.
-    recent: VecDeque<Box<str>>,
-    recent_set: HashSet<Box<str>>,
+    recent: VecDeque<DeliveryKey>,
+    recent_set: HashSet<DeliveryKey>,
     seq: u64,
     store: StoreSide,
     // ----- pacing -----
@@ -149,7 +150,7 @@ pub(crate) struct Window {
     /// Ordered mode: held deliveries behind the head, in publish order.
     queue: VecDeque<Pending>,
     /// Ordered mode: the delivery released to ready/waiting/in flight, if any.
-    head: Option<Box<str>>,
+    head: Option<DeliveryKey>,
 }
 
 impl Window {
@@ -187,23 +188,23 @@ impl Window {
         !self.ready.is_empty()
     }
 
-    fn knows(&self, id: &str) -> bool {
-        self.held.contains_key(id) || self.recent_set.contains(id)
+    fn knows(&self, key: &DeliveryKey) -> bool {
+        self.held.contains_key(key) || self.recent_set.contains(key)
     }
 
-    /// Takes a delivery if the byte budget allows (an empty window always takes one).
-    fn admit(&mut self, p: Pending, now_ms: i64) -> bool {
+    /// Takes a delivery (keyed `key`) if the byte budget allows (an empty window always takes one).
+    fn admit(&mut self, key: DeliveryKey, p: Pending, now_ms: i64) -> bool {
         let bytes = p.envelope.body.len();
         if !self.budget.charge(bytes, self.held.is_empty()) {
             return false;
         }
-        self.hold(p, bytes, now_ms);
+        self.held.insert(key, bytes);
+        self.hold(p, now_ms);
         true
     }
 
     /// Puts a delivery already charged for where it belongs (ordered: at the back of the queue).
-    fn hold(&mut self, p: Pending, bytes: usize, now_ms: i64) {
-        self.held.insert(p.id.clone(), bytes);
+    fn hold(&mut self, p: Pending, now_ms: i64) {
         if self.ordered {
             self.queue.push_back(p);
             self.release(now_ms);
@@ -227,7 +228,8 @@ impl Window {
     pub(crate) fn offer(&mut self, items: Vec<Pending>, now_ms: i64) -> usize {
         let mut taken = 0;
         for p in items {
-            if self.knows(&p.id) {
+            let key = DeliveryKey::of(&p.id);
+            if self.knows(&key) {
                 continue;
             }
             if self.ordered {
@@ -243,14 +245,14 @@ impl Window {
                 continue;
             }
             // Remembered only while a page loads (the page may repeat it).
-            let loading_id = self.store.loading.then(|| p.id.clone());
-            if !self.admit(p, now_ms) {
+            let loading_key = self.store.loading.then(|| key.clone());
+            if !self.admit(key, p, now_ms) {
                 // No room in the node's byte budget: the store keeps it.
                 self.signal_store();
                 continue;
             }
-            if let Some(id) = loading_id {
-                self.store.taken_while_loading.insert(id);
+            if let Some(key) = loading_key {
+                self.store.taken_while_loading.insert(key);
             }
             taken += 1;
         }
@@ -303,13 +305,14 @@ impl Window {
     /// delivery is released at the next [`Window::tick`].
     pub(crate) fn finished(&mut self, id: &str) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if self.head.as_deref() == Some(id) {
+        let key = DeliveryKey::of(id);
+        if self.head.as_ref() == Some(&key) {
             self.head = None;
         }
-        if let Some((id, bytes)) = self.held.remove_entry(id) {
+        if let Some((key, bytes)) = self.held.remove_entry(&key) {
             self.budget.release(bytes);
-            self.recent_set.insert(id.clone());
-            self.recent.push_back(id);
+            self.recent_set.insert(key.clone());
+            self.recent.push_back(key);
             while self.recent.len() > self.capacity {
                 if let Some(old) = self.recent.pop_front() {
                     self.recent_set.remove(&old);
@@ -321,8 +324,9 @@ impl Window {
     /// An attempt ended and the delivery retries at `p.due_ms`.
     pub(crate) fn retry(&mut self, p: Pending, now_ms: i64) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let bytes = self.held.remove(&p.id).unwrap_or(0);
-        if self.ordered && self.head.as_deref() != Some(&*p.id) {
+        let key = DeliveryKey::of(&p.id);
+        let bytes = self.held.remove(&key).unwrap_or(0);
+        if self.ordered && self.head.as_ref() != Some(&key) {
             // Started before the window became ordered: it goes back to the store and returns
             // in publish order.
             self.budget.release(bytes);
@@ -330,7 +334,7 @@ impl Window {
             self.release(now_ms);
             return;
         }
-        self.held.insert(p.id.clone(), bytes); // keeps its charge
+        self.held.insert(key, bytes); // keeps its charge
         self.place(p, now_ms);
     }
 
@@ -340,10 +344,11 @@ impl Window {
     pub(crate) fn requeued(&mut self, ids: &[Box<str>], now_ms: i64) {
         let mut bring_forward = false;
         for id in ids {
-            if self.recent_set.remove(id) {
-                self.recent.retain(|r| r != id);
+            let key = DeliveryKey::of(id);
+            if self.recent_set.remove(&key) {
+                self.recent.retain(|r| *r != key);
             }
-            bring_forward |= self.held.contains_key(id);
+            bring_forward |= self.held.contains_key(&key);
         }
         if bring_forward {
             let (due, keep): (Vec<Waiting>, Vec<Waiting>) =
@@ -370,7 +375,7 @@ impl Window {
         self.store.loading = true;
         self.store.missed = false;
         let limit = (self.capacity - self.held.len()).max(1) as u32;
-        Some(PageRequest { exclude: self.held.keys().map(|id| id.to_string()).collect(), limit })
+        Some(PageRequest { exclude: self.held.keys().map(DeliveryKey::to_string).collect(), limit })
     }
 
     /// A page arrived: takes what is not known, and works out whether the store holds more.
@@ -389,14 +394,15 @@ impl Window {
         let mut over_budget = false;
         let mut no_room = false;
         for p in items {
-            if self.knows(&p.id) || taken_while_loading.contains(&p.id) {
+            let key = DeliveryKey::of(&p.id);
+            if self.knows(&key) || taken_while_loading.contains(&key) {
                 continue;
             }
             if no_room || self.held.len() >= self.capacity {
                 no_room = true; // offers taken during the load filled the window: paged in later
                 continue;
             }
-            if over_budget || !self.admit(p, now_ms) {
+            if over_budget || !self.admit(key, p, now_ms) {
                 over_budget = true; // left in the store: paged in again when bytes free up
                 continue;
             }
@@ -441,7 +447,7 @@ impl Window {
         out.extend(self.waiting.drain().map(|w| w.pending));
         out.extend(self.queue.drain(..));
         for p in &out {
-            if let Some(bytes) = self.held.remove(&p.id) {
+            if let Some(bytes) = self.held.remove(&DeliveryKey::of(&p.id)) {
                 self.budget.release(bytes);
             }
         }
@@ -472,7 +478,7 @@ impl Window {
         if ordered {
             let dropped: Vec<Pending> = self.ready.drain(..).chain(self.waiting.drain().map(|w| w.pending)).collect();
             for p in dropped {
-                if let Some(bytes) = self.held.remove(&p.id) {
+                if let Some(bytes) = self.held.remove(&DeliveryKey::of(&p.id)) {
                     self.budget.release(bytes);
                 }
             }
@@ -492,7 +498,7 @@ impl Window {
             return;
         }
         if let Some(p) = self.queue.pop_front() {
-            self.head = Some(p.id.clone());
+            self.head = Some(DeliveryKey::of(&p.id));
             self.place(p, now_ms);
         }
     }
@@ -547,6 +553,29 @@ mod tests {
         assert_eq!(ids(&mut w), ["a"], "the finished one is taken from the store again");
         w.requeued(&["zzz".into()], 40);
         assert_eq!(w.held(), 2, "unknown ids change nothing held");
+    }
+
+    /// The same cycle with ids as they are minted (packed keys), beside a text one.
+    #[test]
+    fn minted_ids_are_held_finished_remembered_and_excluded_by_their_text() {
+        let event = crate::model::new_event_id();
+        let (a, b) = (crate::model::delivery_id(&event, 0), crate::model::delivery_id(&event, 1));
+        let mut w = window(8);
+        assert_eq!(w.offer(vec![p(&a, 0), p(&b, 0), p("legacy", 0)], 0), 3);
+        assert_eq!(w.offer(vec![p(&a, 0)], 0), 0, "held already");
+        assert_eq!(ids(&mut w), [a.as_str(), b.as_str(), "legacy"]);
+        w.finished(&a);
+        w.finished("legacy");
+        assert_eq!(w.offer(vec![p(&a, 0), p("legacy", 0)], 1), 0, "finished lately");
+        w.signal_store();
+        assert_eq!(w.page_request().expect("a page").exclude, vec![b.clone()], "excluded as its text");
+        w.on_page(vec![p(&a, 1), p(&b, 1)], 7, None, 1);
+        assert!(!w.has_ready(), "the page's copies of known ids are skipped");
+        w.requeued(std::slice::from_ref(&a.clone().into_boxed_str()), 2);
+        assert_eq!(w.offer(vec![p(&a, 0)], 2), 0, "left to the store, which now holds it again");
+        let req = w.page_request().expect("a page for the re-queued one");
+        assert_eq!(w.on_page(vec![p(&a, 2)], req.limit, None, 2), 1, "forgotten, so taken again");
+        assert_eq!(ids(&mut w), [a.as_str()]);
     }
 
     #[test]
