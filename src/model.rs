@@ -45,8 +45,15 @@ pub fn new_webhook_id() -> String {
 /// Deriving it keeps ids time-ordered (the endpoint actors page backlog by id) and puts all
 /// deliveries of an event in one key range, so no extra index on `event_id` is needed.
 pub fn delivery_id(event_id: &str, seq: u32) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let hex = event_id.strip_prefix("evt_").unwrap_or(event_id);
-    format!("dlv_{hex}{seq:08x}")
+    // One per delivery on the publish path: written directly rather than through `format!`'s
+    // padding machinery.
+    let mut id = String::with_capacity(4 + hex.len() + 8);
+    id.push_str("dlv_");
+    id.push_str(hex);
+    id.extend((0..8).rev().map(|nibble| char::from(DIGITS[(seq >> (nibble * 4)) as usize & 0xf])));
+    id
 }
 
 /// The key range `[lo, hi)` holding every delivery of an event (see [`delivery_id`]).
@@ -517,6 +524,10 @@ mod tests {
         }
         assert!(delivery_id(&a, 1) < delivery_id(&a, 2));
         assert!(delivery_id(&a, u32::MAX) < delivery_id(&b, 0));
+        for seq in [0, 9, 10, 0xabc, 0x8000_0001, u32::MAX] {
+            assert_eq!(delivery_id("evt_0123", seq), format!("dlv_0123{seq:08x}"));
+        }
+        assert_eq!(delivery_id("legacy", 1), "dlv_legacy00000001", "an id without the prefix is kept whole");
     }
 
     #[test]

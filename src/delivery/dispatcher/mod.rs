@@ -246,7 +246,7 @@ impl DispatcherActor {
                 self.count_published(&event.event_type);
                 for d in event.deliveries.iter().filter(|d| !dropped.contains(&d.id)) {
                     let Some(entry) = self.endpoints.get(&d.webhook_id) else { continue };
-                    if entry.lease.is_none() {
+                    if !entry.is_owned() {
                         continue; // owned by another node: it hears of it from the store
                     }
                     entry.add_pending(1);
@@ -298,7 +298,7 @@ impl DispatcherActor {
             }
             let reenabled = entry.update(&record, &self.shared);
             let config = entry.config.clone();
-            if reenabled && entry.lease.is_some() {
+            if reenabled && entry.is_owned() {
                 // Anything committed for it since the disable is still pending: page it in.
                 if self.starting {
                     entry.actor(&self.shared, &self.arbiters, &me, true);
@@ -319,11 +319,11 @@ impl DispatcherActor {
     fn own(&mut self, grants: Vec<Grant>) {
         for g in grants {
             let Some(entry) = self.endpoints.get_mut(&g.fence.webhook_id) else { continue };
-            if entry.lease.as_ref() == Some(&g.fence) {
+            if entry.lease_epoch() == Some(g.fence.epoch) {
                 continue; // already known
             }
             entry.stop_actor(); // an older tenure's actor, if any
-            entry.owned(g.fence.clone(), g.pending, &self.shared.pending_series);
+            entry.owned(&g.fence, g.pending, &self.shared);
             let mut stored = g.stored.unwrap_or_default();
             if stored.state == EndpointState::Disabled && !entry.disabled {
                 stored.state = EndpointState::Healthy; // re-enabled since it was stored
@@ -341,7 +341,7 @@ impl DispatcherActor {
     fn revoke(&mut self, fences: Vec<Fence>) {
         for f in fences {
             let Some(entry) = self.endpoints.get_mut(&f.webhook_id) else { continue };
-            if entry.lease.as_ref().is_some_and(|l| l.epoch <= f.epoch) {
+            if entry.lease_epoch().is_some_and(|epoch| epoch <= f.epoch) {
                 tracing::warn!(node = %self.shared.node_id, webhook = %f.webhook_id, epoch = f.epoch, "lease lost; stopping the endpoint here");
                 entry.disowned();
             }
@@ -423,7 +423,7 @@ impl Handler<HandOff> for DispatcherActor {
     type Result = ResponseFuture<Option<Fence>>;
     fn handle(&mut self, msg: HandOff, _: &mut Context<Self>) -> Self::Result {
         let Some(entry) = self.endpoints.get_mut(&msg.0) else { return Box::pin(async { None }) };
-        let Some(fence) = entry.lease.clone() else { return Box::pin(async { None }) };
+        let Some(fence) = entry.lease() else { return Box::pin(async { None }) };
         let addr = entry.addr.take();
         entry.disowned(); // no actor any more (taken above), no fan-out to it, no gauge
         let ledger = self.shared.ledger.clone();
@@ -448,7 +448,7 @@ impl Handler<Wake> for DispatcherActor {
     fn handle(&mut self, msg: Wake, _: &mut Context<Self>) {
         for (webhook_id, n) in msg.0 {
             let Some(entry) = self.endpoints.get(webhook_id.as_str()) else { continue };
-            if entry.lease.is_none() || entry.disabled {
+            if !entry.is_owned() || entry.disabled {
                 continue;
             }
             entry.add_pending(i64::from(n));
@@ -466,7 +466,7 @@ impl Handler<Requeue> for DispatcherActor {
     type Result = ();
     fn handle(&mut self, msg: Requeue, _: &mut Context<Self>) {
         let Some(entry) = self.endpoints.get(msg.webhook_id.as_str()) else { return };
-        if entry.lease.is_none() || entry.disabled {
+        if !entry.is_owned() || entry.disabled {
             return; // its owner hears of it from the store
         }
         if msg.were_failed {
@@ -486,7 +486,7 @@ impl Handler<LiveHealth> for DispatcherActor {
     fn handle(&mut self, msg: LiveHealth, _: &mut Context<Self>) -> Self::Result {
         msg.0
             .iter()
-            .map(|id| self.endpoints.get(id.as_str()).filter(|e| e.lease.is_some()).map(|e| e.health.snapshot()))
+            .map(|id| self.endpoints.get(id.as_str()).filter(|e| e.is_owned()).map(|e| e.health.snapshot()))
             .collect()
     }
 }
