@@ -61,8 +61,15 @@ impl fmt::Display for DeliveryKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Packed(bytes) => {
-                f.write_str(PREFIX)?;
-                bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+                // Written in one piece: a page request prints every id its window holds.
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                let mut id = [0u8; PREFIX.len() + HEX_DIGITS];
+                id[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
+                for (pair, b) in id[PREFIX.len()..].chunks_exact_mut(2).zip(bytes) {
+                    pair[0] = DIGITS[usize::from(b >> 4)];
+                    pair[1] = DIGITS[usize::from(b & 0xf)];
+                }
+                f.write_str(std::str::from_utf8(&id).map_err(|_| fmt::Error)?)
             }
             Self::Text(id) => f.write_str(id),
         }
