@@ -45,15 +45,25 @@ pub fn new_webhook_id() -> String {
 /// Deriving it keeps ids time-ordered (the endpoint actors page backlog by id) and puts all
 /// deliveries of an event in one key range, so no extra index on `event_id` is needed.
 pub fn delivery_id(event_id: &str, seq: u32) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let hex = event_id.strip_prefix("evt_").unwrap_or(event_id);
     // One per delivery on the publish path: written directly rather than through `format!`'s
     // padding machinery.
     let mut id = String::with_capacity(4 + hex.len() + 8);
     id.push_str("dlv_");
     id.push_str(hex);
-    id.extend((0..8).rev().map(|nibble| char::from(DIGITS[(seq >> (nibble * 4)) as usize & 0xf])));
+    push_hex(&mut id, &seq.to_be_bytes());
     id
+}
+
+/// Appends `bytes` as lower-case hex, the form of every id's digits and of the seed's
+/// `X-Webhook-Signature`.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
 }
 
 /// The key range `[lo, hi)` holding every delivery of an event (see [`delivery_id`]).

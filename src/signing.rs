@@ -112,7 +112,9 @@ impl SigningKey {
     pub fn sign_body_hex(&self, body: &[u8]) -> String {
         let mut mac = self.mac();
         mac.update(body);
-        to_hex(&mac.finalize().into_bytes())
+        let mut hex = String::new();
+        crate::model::push_hex(&mut hex, &mac.finalize().into_bytes());
+        hex
     }
 
     fn verify_v1_token(&self, msg_id: &str, timestamp: i64, body: &[u8], b64: &str) -> bool {
@@ -204,16 +206,6 @@ pub fn verify_at<'a>(
 /// Seconds since the Unix epoch (0 for clocks before it).
 pub fn unix_seconds(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -33,6 +33,19 @@ impl DeliveryKey {
             None => Self::Text(id.into()),
         }
     }
+
+    /// The id the key was made from (a page request writes out every id its window holds).
+    pub(crate) fn to_id(&self) -> String {
+        match self {
+            Self::Packed(bytes) => {
+                let mut id = String::with_capacity(PREFIX.len() + HEX_DIGITS);
+                id.push_str(PREFIX);
+                crate::model::push_hex(&mut id, bytes);
+                id
+            }
+            Self::Text(id) => id.to_string(),
+        }
+    }
 }
 
 fn pack(id: &str) -> Option<[u8; HEX_DIGITS / 2]> {
@@ -60,17 +73,7 @@ impl fmt::Display for DeliveryKey {
     /// The id the key was made from.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Packed(bytes) => {
-                // Written in one piece: a page request prints every id its window holds.
-                const DIGITS: &[u8; 16] = b"0123456789abcdef";
-                let mut id = [0u8; PREFIX.len() + HEX_DIGITS];
-                id[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
-                for (pair, b) in id[PREFIX.len()..].chunks_exact_mut(2).zip(bytes) {
-                    pair[0] = DIGITS[usize::from(b >> 4)];
-                    pair[1] = DIGITS[usize::from(b & 0xf)];
-                }
-                f.write_str(std::str::from_utf8(&id).map_err(|_| fmt::Error)?)
-            }
+            Self::Packed(_) => f.write_str(&self.to_id()),
             Self::Text(id) => f.write_str(id),
         }
     }

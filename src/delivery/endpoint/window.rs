@@ -375,7 +375,7 @@ impl Window {
         self.store.loading = true;
         self.store.missed = false;
         let limit = (self.capacity - self.held.len()).max(1) as u32;
-        Some(PageRequest { exclude: self.held.keys().map(DeliveryKey::to_string).collect(), limit })
+        Some(PageRequest { exclude: self.held.keys().map(DeliveryKey::to_id).collect(), limit })
     }
 
     /// A page arrived: takes what is not known, and works out whether the store holds more.
